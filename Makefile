@@ -1,0 +1,51 @@
+# Two commands for a fresh machine: `make run` and `make test`. Everything else is a step of those.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: setup run test lint format bench infra-up infra-down infra-status schemas clean
+
+$(STAMP): pyproject.toml
+	@echo ">> creating $(VENV) and installing the orchestrator with its test tools"
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+setup: $(STAMP)
+
+## run: local Kafka + PostgreSQL, topics, migrations, then every stage in the foreground (Ctrl-C stops all)
+run: setup
+	$(BIN)/orchestrator start
+
+## test: the whole suite against the real Kafka and PostgreSQL (started locally unless given)
+test: setup
+	$(BIN)/pytest -q
+
+lint: setup
+	$(BIN)/ruff check orchestrator tests bench
+	$(BIN)/ruff format --check orchestrator tests bench
+	$(BIN)/mypy
+
+format: setup
+	$(BIN)/ruff format orchestrator tests bench
+	$(BIN)/ruff check --fix orchestrator tests bench
+
+bench: setup
+	$(BIN)/python -m bench
+
+infra-up: setup
+	$(BIN)/orchestrator infra up
+
+infra-down: setup
+	$(BIN)/orchestrator infra down
+
+infra-status: setup
+	$(BIN)/orchestrator infra status
+
+schemas: setup
+	$(BIN)/orchestrator schemas export
+
+clean:
+	rm -rf $(VENV) .state .pytest_cache .mypy_cache .ruff_cache

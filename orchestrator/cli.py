@@ -1,0 +1,227 @@
+"""`orchestrator`: the command line of the order orchestrator.
+
+Every command reads KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL; where they are
+unset it uses the local servers that `orchestrator infra up` started (their
+addresses are kept in the state folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from orchestrator.settings import Settings
+
+
+def resolve_settings(state_dir: Path | None = None) -> Settings:
+    """Settings from the environment, falling back to the local servers' recorded addresses."""
+    settings = Settings.from_env()
+    state = state_dir or settings.state_dir
+    endpoints_file = state / "endpoints.json"
+    if endpoints_file.exists():
+        recorded = json.loads(endpoints_file.read_text())
+        changes: dict[str, str] = {}
+        if not os.environ.get("KAFKA_BOOTSTRAP_SERVERS") and recorded.get("kafka_bootstrap"):
+            changes["kafka_bootstrap"] = recorded["kafka_bootstrap"]
+        if not os.environ.get("DATABASE_URL") and recorded.get("database_url"):
+            changes["database_url"] = recorded["database_url"]
+        settings = dataclasses.replace(settings, **changes)  # type: ignore[arg-type]
+    return dataclasses.replace(settings, state_dir=state)
+
+
+# --------------------------------------------------------------------------- infra
+
+
+def cmd_infra(args: argparse.Namespace) -> int:
+    from orchestrator.infra import InfraError, infra_down, infra_status, infra_up
+
+    state = Path(args.state_dir) if args.state_dir else Settings.from_env().state_dir
+    try:
+        if args.action == "up":
+            endpoints = infra_up(state, kafka_port=args.kafka_port, postgres_port=args.postgres_port)
+            print(f"KAFKA_BOOTSTRAP_SERVERS={endpoints.kafka_bootstrap}")
+            print(f"DATABASE_URL={endpoints.database_url}")
+        elif args.action == "down":
+            infra_down(state)
+            print("local Kafka and PostgreSQL stopped")
+        else:
+            print(json.dumps(infra_status(state), indent=2, default=str))
+    except InfraError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+# --------------------------------------------------------------------------- topics
+
+
+def cmd_topics(args: argparse.Namespace) -> int:
+    from orchestrator.topics import apply_topics, format_catalog, load_catalog
+
+    catalog = load_catalog(Path(args.file) if args.file else None)
+    if args.action == "list":
+        print(format_catalog(catalog))
+        return 0
+    settings = resolve_settings()
+    report = asyncio.run(
+        apply_topics(settings.kafka_bootstrap, catalog, grow_partitions=args.grow_partitions)
+    )
+    print(report.render())
+    return 0
+
+
+# --------------------------------------------------------------------------- schemas
+
+
+def cmd_schemas(args: argparse.Namespace) -> int:
+    from orchestrator.contract.schemas import export_schemas
+
+    out = Path(args.out)
+    written = export_schemas(out)
+    print(f"wrote {len(written)} schemas to {out}/")
+    return 0
+
+
+# --------------------------------------------------------------------------- db
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    from orchestrator.db.migrate import migrate
+
+    settings = resolve_settings()
+    applied = asyncio.run(migrate(settings.database_url))
+    print("applied: " + ", ".join(applied) if applied else "database is up to date")
+    return 0
+
+
+# --------------------------------------------------------------------------- run
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from orchestrator.runtime.logging import configure_logging
+    from orchestrator.runtime.process import StartupError, run_stages
+    from orchestrator.stages import build_stages
+
+    settings = resolve_settings()
+    if args.http_port is not None:
+        settings = dataclasses.replace(settings, http_port=args.http_port)
+    configure_logging(settings.log_level)
+    try:
+        stages = build_stages(args.stage, relay_input=args.input, relay_output=args.output)
+        asyncio.run(run_stages(stages, settings))
+    except (StartupError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+# --------------------------------------------------------------------------- start
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    """Everything `make run` does: servers, topics, migrations, then all stages until Ctrl-C."""
+    from orchestrator.db.migrate import migrate
+    from orchestrator.infra import InfraError, infra_down, infra_up
+    from orchestrator.runtime.logging import configure_logging
+    from orchestrator.runtime.process import StartupError, run_stages
+    from orchestrator.stages import build_stages
+    from orchestrator.topics import apply_topics, load_catalog
+
+    settings = Settings.from_env()
+    try:
+        endpoints = infra_up(settings.state_dir)
+    except InfraError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    settings = dataclasses.replace(
+        settings, kafka_bootstrap=endpoints.kafka_bootstrap, database_url=endpoints.database_url
+    )
+    print(f"Kafka      {settings.kafka_bootstrap}")
+    print(f"PostgreSQL {settings.database_url}")
+    try:
+        print(asyncio.run(apply_topics(settings.kafka_bootstrap, load_catalog())).render())
+        applied = asyncio.run(migrate(settings.database_url))
+        print("migrations: " + (", ".join(applied) if applied else "up to date"))
+        stages = build_stages("all")
+        print(
+            f"stages: {', '.join(s.name for s in stages)}; metrics on "
+            f"http://{settings.http_host}:{settings.http_port}/metrics; Ctrl-C stops everything"
+        )
+        configure_logging(settings.log_level)
+        asyncio.run(run_stages(stages, settings))
+    except (StartupError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if endpoints.managed and not args.keep_servers:
+            infra_down(settings.state_dir)
+            print("local Kafka and PostgreSQL stopped")
+    return 0
+
+
+# --------------------------------------------------------------------------- main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="orchestrator", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    infra = sub.add_parser("infra", help="start, stop or inspect the local Kafka and PostgreSQL")
+    infra.add_argument("action", choices=["up", "down", "status"])
+    infra.add_argument("--state-dir", help="where the servers keep their data (default: ./.state)")
+    infra.add_argument("--kafka-port", type=int, default=9092)
+    infra.add_argument("--postgres-port", type=int, default=5432)
+    infra.set_defaults(func=cmd_infra)
+
+    topics = sub.add_parser("topics", help="the topic catalog (topics.yaml)")
+    topics.add_argument("action", choices=["apply", "list"])
+    topics.add_argument("--file", help="catalog file (default: topics.yaml)")
+    topics.add_argument(
+        "--grow-partitions", action="store_true", help="add partitions where the catalog asks for more"
+    )
+    topics.set_defaults(func=cmd_topics)
+
+    schemas = sub.add_parser("schemas", help="JSON Schemas of every event type")
+    schemas.add_argument("action", choices=["export"])
+    schemas.add_argument("--out", default="schemas")
+    schemas.set_defaults(func=cmd_schemas)
+
+    db = sub.add_parser("db", help="the database")
+    db.add_argument("action", choices=["migrate"])
+    db.set_defaults(func=cmd_db)
+
+    start = sub.add_parser(
+        "start", help="servers, topics, migrations and every stage, until Ctrl-C (make run)"
+    )
+    start.add_argument(
+        "--keep-servers", action="store_true", help="leave Kafka and PostgreSQL running at exit"
+    )
+    start.set_defaults(func=cmd_start)
+
+    run = sub.add_parser("run", help="run one stage, or all of them in one process")
+    run.add_argument("stage", help="a stage name, or 'all'")
+    run.add_argument("--input", help="relay only: the topic to read")
+    run.add_argument("--output", help="relay only: the topic to write")
+    run.add_argument("--http-port", type=int, help="port of /metrics, /healthz, /readyz")
+    run.set_defaults(func=cmd_run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    return func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,219 @@
+"""CloudEvents 1.0 envelope in Kafka binary content mode.
+
+The payload is the record value (JSON, orjson); the CloudEvents attributes
+travel as `ce_*` headers, next to W3C `traceparent`. Two extension
+attributes, `ce_correlationid` (the first event of the order's story) and
+`ce_causationid` (the event this one was made from), let anyone rebuild an
+order's whole story from the topics alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from orchestrator.contract.base import EventPayload, UnknownEventType
+from orchestrator.contract.registry import model_for
+
+SPEC_VERSION = "1.0"
+CONTENT_TYPE = "application/json"
+#: Namespace of the output event ids; with the parent id and the output's
+#: position it makes a retried handler emit the very same ids again.
+_OUTPUT_ID_NAMESPACE = uuid.UUID("6f1c7c3e-0b5e-4a57-9d0c-5b3f6a0e9d11")
+
+Headers = list[tuple[str, bytes]]
+
+
+class DecodeError(ValueError):
+    """A record that is not a valid event: it goes to the dead-letter topic.
+
+    `category` is a short machine-readable word (metrics label, DLQ header);
+    the message is the human reason.
+    """
+
+    def __init__(self, category: str, reason: str) -> None:
+        super().__init__(reason)
+        self.category = category
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """One event: CloudEvents attributes around a typed payload."""
+
+    id: str
+    type: str
+    source: str
+    time: datetime
+    subject: str
+    correlation_id: str
+    causation_id: str | None
+    traceparent: str
+    data: EventPayload
+
+    @property
+    def trace_id(self) -> str:
+        return self.traceparent.split("-")[1]
+
+    @classmethod
+    def new(
+        cls,
+        data: EventPayload,
+        *,
+        source: str,
+        event_id: str | None = None,
+        time: datetime | None = None,
+    ) -> Envelope:
+        """A first event: its own correlation id, a fresh trace."""
+        eid = event_id or str(uuid.uuid4())
+        return cls(
+            id=eid,
+            type=data.event_type,
+            source=source,
+            time=time or datetime.now(UTC),
+            subject=data.subject(),
+            correlation_id=eid,
+            causation_id=None,
+            traceparent=traceparent_for(trace_seed=eid, span_seed=eid),
+            data=data,
+        )
+
+    def child(self, data: EventPayload, *, source: str, index: int, time: datetime | None = None) -> Envelope:
+        """The `index`-th event caused by this one: deterministic id, same story, same trace."""
+        eid = str(uuid.uuid5(_OUTPUT_ID_NAMESPACE, f"{self.id}/{index}"))
+        return Envelope(
+            id=eid,
+            type=data.event_type,
+            source=source,
+            time=time or datetime.now(UTC),
+            subject=data.subject(),
+            correlation_id=self.correlation_id,
+            causation_id=self.id,
+            traceparent=f"00-{self.trace_id}-{_hex(eid, 8)}-01",
+            data=data,
+        )
+
+
+def _hex(seed: str, nbytes: int) -> str:
+    return hashlib.blake2b(seed.encode(), digest_size=nbytes).hexdigest()
+
+
+def traceparent_for(*, trace_seed: str, span_seed: str) -> str:
+    return f"00-{_hex(trace_seed, 16)}-{_hex(span_seed, 8)}-01"
+
+
+def _valid_traceparent(value: str) -> bool:
+    parts = value.split("-")
+    return (
+        len(parts) == 4
+        and len(parts[0]) == 2
+        and len(parts[1]) == 32
+        and len(parts[2]) == 16
+        and len(parts[3]) == 2
+        and all(c in "0123456789abcdef" for c in "".join(parts))
+        and parts[1] != "0" * 32
+    )
+
+
+def encode(env: Envelope) -> tuple[bytes, bytes, Headers]:
+    """Key, value and headers of the Kafka record for `env`."""
+    headers: Headers = [
+        ("ce_specversion", SPEC_VERSION.encode()),
+        ("ce_id", env.id.encode()),
+        ("ce_type", env.type.encode()),
+        ("ce_source", env.source.encode()),
+        ("ce_time", env.time.isoformat().encode()),
+        ("ce_subject", env.subject.encode()),
+        ("ce_correlationid", env.correlation_id.encode()),
+        ("content-type", CONTENT_TYPE.encode()),
+        ("traceparent", env.traceparent.encode()),
+    ]
+    if env.causation_id is not None:
+        headers.append(("ce_causationid", env.causation_id.encode()))
+    value = orjson.dumps(env.data.model_dump(mode="json"))
+    return env.subject.encode(), value, headers
+
+
+def header_map(headers: Sequence[tuple[str, bytes]] | None) -> dict[str, str]:
+    """Headers as text; a header that is not UTF-8 is kept with replacement characters."""
+    out: dict[str, str] = {}
+    for name, raw in headers or ():
+        out[name] = raw.decode("utf-8", errors="replace") if raw is not None else ""
+    return out
+
+
+def decode(
+    key: bytes | None,
+    value: bytes | None,
+    headers: Sequence[tuple[str, bytes]] | None,
+    *,
+    timestamp_ms: int | None = None,
+    resolve: Callable[[str], type[EventPayload]] = model_for,
+) -> Envelope:
+    """Parse and validate one record, or raise `DecodeError` saying why not."""
+    h = header_map(headers)
+    for required in ("ce_id", "ce_type", "ce_source", "ce_specversion"):
+        if not h.get(required):
+            raise DecodeError("missing_header", f"required CloudEvents header {required} is missing")
+    if h["ce_specversion"] != SPEC_VERSION:
+        raise DecodeError(
+            "bad_header", f"ce_specversion {h['ce_specversion']!r} is not supported (expected {SPEC_VERSION})"
+        )
+    try:
+        model = resolve(h["ce_type"])
+    except UnknownEventType:
+        raise DecodeError("unknown_type", f"unknown event type {h['ce_type']!r}") from None
+    if value is None:
+        raise DecodeError("malformed", "record has no value (tombstone) where an event was expected")
+    try:
+        raw: Any = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise DecodeError("malformed", f"value is not valid JSON: {exc}") from None
+    try:
+        data = model.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()[:10]
+        )
+        raise DecodeError("schema", f"{h['ce_type']} breaks its schema: {problems}") from None
+    subject = data.subject()
+    if key is None:
+        raise DecodeError("bad_key", f"record has no key; it must be the event's {model.subject_field}")
+    if key.decode("utf-8", errors="replace") != subject:
+        raise DecodeError(
+            "bad_key",
+            f"record key {key.decode('utf-8', errors='replace')!r} is not the event's "
+            f"{model.subject_field} {subject!r}; events of one {model.subject_field} must share a partition",
+        )
+    if "ce_time" in h:
+        try:
+            time = datetime.fromisoformat(h["ce_time"])
+        except ValueError:
+            raise DecodeError("bad_header", f"ce_time {h['ce_time']!r} is not an RFC 3339 time") from None
+        if time.tzinfo is None:
+            raise DecodeError("bad_header", f"ce_time {h['ce_time']!r} has no time zone")
+    else:
+        time = datetime.fromtimestamp((timestamp_ms or 0) / 1000, tz=UTC)
+    event_id = h["ce_id"]
+    traceparent = h.get("traceparent", "")
+    if not _valid_traceparent(traceparent):
+        # An upstream without tracing still gets one trace per event, stable across redeliveries.
+        traceparent = traceparent_for(trace_seed=event_id, span_seed=event_id)
+    return Envelope(
+        id=event_id,
+        type=h["ce_type"],
+        source=h["ce_source"],
+        time=time,
+        subject=subject,
+        correlation_id=h.get("ce_correlationid") or event_id,
+        causation_id=h.get("ce_causationid") or None,
+        traceparent=traceparent,
+        data=data,
+    )

@@ -1,0 +1,446 @@
+"""A realistic instance of every event type, for tests, docs and demos.
+
+All examples tell one story: order `ORD-100234`, placed on the web in
+Manchester, two lines, fulfilled from the Leeds DC by DPD next day, with a
+short pick along the way. Fixed times keep the examples (and anything
+rendered from them) identical from run to run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import UTC, date, datetime, time
+from decimal import Decimal
+from types import MappingProxyType
+
+from orchestrator.contract.base import EventPayload, UnknownEventType
+from orchestrator.contract.common import (
+    Address,
+    CarrierAssignment,
+    Channel,
+    CustomerTier,
+    HoldReason,
+    HomeDelivery,
+    NodeCapability,
+    NodeKind,
+    OrderLine,
+    OrderState,
+    Package,
+    ProductLabel,
+    Reason,
+    ServiceLevel,
+    SkuLine,
+)
+from orchestrator.contract.execution import (
+    NodeCancelReason,
+    NodeRejectReason,
+    ShipmentDelayed,
+    ShipmentDelivered,
+    ShipmentException,
+    ShipmentInTransit,
+    ShipmentLost,
+    ShipmentPickedUp,
+    ShortLine,
+    WorkOrderAcknowledged,
+    WorkOrderCancelledByNode,
+    WorkOrderPacked,
+    WorkOrderPicked,
+    WorkOrderRejected,
+    WorkOrderShipped,
+    WorkOrderShortPicked,
+)
+from orchestrator.contract.inventory import (
+    DeltaReason,
+    InboundSupplyExpected,
+    InventoryDelta,
+    InventorySnapshot,
+    SupplyKind,
+)
+from orchestrator.contract.network import (
+    CarrierOutage,
+    CarrierServiceUpserted,
+    DistanceBand,
+    DistanceBandCost,
+    NodeCapacityChanged,
+    NodeStatusChanged,
+    NodeUpserted,
+)
+from orchestrator.contract.orders import (
+    CancelReason,
+    LineQuantityChange,
+    OrderAmended,
+    OrderCancelled,
+    OrderCreated,
+    OrderHoldReleased,
+)
+from orchestrator.contract.registry import EVENT_TYPES
+from orchestrator.contract.status import (
+    CustomerNotification,
+    CustomerOption,
+    ExceptionKind,
+    ExceptionRaised,
+    LineStatus,
+    NotificationKind,
+    OrderStatusChanged,
+)
+from orchestrator.contract.work import (
+    CancelRequestReason,
+    WorkOrderCancelRequested,
+    WorkOrderLine,
+    WorkOrderReleased,
+)
+
+ORDER_ID = "ORD-100234"
+CUSTOMER_ID = "CUST-88121"
+NODE_ID = "DC-LEEDS"
+WORK_ORDER_ID = "WO-ORD-100234-1"
+SHIPMENT_ID = "SHP-ORD-100234-1"
+TRACKING = "15501234567890"
+CARRIER = "dpd"
+SERVICE_ID = "dpd-next-day"
+
+_T0 = datetime(2025, 3, 10, 9, 14, 2, tzinfo=UTC)
+
+
+def _customer_address() -> Address:
+    return Address(
+        name="Priya Shah",
+        line1="14 Canal Street",
+        city="Manchester",
+        postal_code="M1 3HE",
+        country="GB",
+        latitude=53.4772,
+        longitude=-2.2353,
+    )
+
+
+def _dc_address() -> Address:
+    return Address(
+        name="Leeds DC",
+        line1="Unit 4, Logic Leeds, Nepshaw Lane",
+        city="Leeds",
+        region="West Yorkshire",
+        postal_code="LS27 7JQ",
+        country="GB",
+        latitude=53.7405,
+        longitude=-1.5946,
+    )
+
+
+def _lines() -> tuple[OrderLine, ...]:
+    return (
+        OrderLine(
+            line_id="1",
+            sku="SKU-KETTLE-BLK",
+            quantity=1,
+            unit_price=Decimal("49.99"),
+            unit_weight_kg=Decimal("1.450"),
+            labels=(ProductLabel.FRAGILE,),
+        ),
+        OrderLine(
+            line_id="2",
+            sku="SKU-MUG-SET4",
+            quantity=2,
+            unit_price=Decimal("18.50"),
+            unit_weight_kg=Decimal("1.200"),
+        ),
+    )
+
+
+def _sku_lines() -> tuple[SkuLine, ...]:
+    return (
+        SkuLine(line_id="1", sku="SKU-KETTLE-BLK", quantity=1),
+        SkuLine(line_id="2", sku="SKU-MUG-SET4", quantity=2),
+    )
+
+
+def _order_created() -> OrderCreated:
+    return OrderCreated(
+        order_id=ORDER_ID,
+        channel=Channel.WEB,
+        customer_id=CUSTOMER_ID,
+        customer_tier=CustomerTier.GOLD,
+        placed_at=_T0,
+        ship_to=_customer_address(),
+        lines=_lines(),
+        order_total=Decimal("91.98"),
+        currency="GBP",
+        delivery=HomeDelivery(kind="next_day"),
+        promised_delivery_date=date(2025, 3, 11),
+        ship_complete=False,
+        priority=False,
+        holds=(HoldReason.PAYMENT_PENDING,),
+    )
+
+
+_BUILDERS: Mapping[str, Callable[[], EventPayload]] = MappingProxyType(
+    {
+        "order.created.v1": _order_created,
+        "order.amended.v1": lambda: OrderAmended(
+            order_id=ORDER_ID,
+            priority=True,
+            line_quantities=(LineQuantityChange(line_id="2", quantity=1),),
+        ),
+        "order.cancelled.v1": lambda: OrderCancelled(
+            order_id=ORDER_ID,
+            reason=CancelReason.CUSTOMER_REQUEST,
+            detail="Customer found it cheaper elsewhere",
+        ),
+        "order.hold_released.v1": lambda: OrderHoldReleased(
+            order_id=ORDER_ID, hold=HoldReason.PAYMENT_PENDING
+        ),
+        "inventory.snapshot.v1": lambda: InventorySnapshot(
+            node_id=NODE_ID, sku="SKU-KETTLE-BLK", on_hand=42, safety_stock=3, as_of=_T0
+        ),
+        "inventory.delta.v1": lambda: InventoryDelta(
+            node_id=NODE_ID,
+            sku="SKU-KETTLE-BLK",
+            change=-1,
+            reason=DeltaReason.ADJUSTMENT,
+            reference="ADJ-20250310-0007",
+            as_of=_T0,
+        ),
+        "inventory.inbound_expected.v1": lambda: InboundSupplyExpected(
+            node_id=NODE_ID,
+            sku="SKU-MUG-SET4",
+            quantity=240,
+            expected_date=date(2025, 3, 14),
+            supply_kind=SupplyKind.ADVANCE_SHIPPING_NOTICE,
+            reference="ASN-553120",
+            as_of=_T0,
+        ),
+        "network.node_upserted.v1": lambda: NodeUpserted(
+            node_id=NODE_ID,
+            kind=NodeKind.DC,
+            name="Leeds DC",
+            location=_dc_address(),
+            capabilities=(NodeCapability.HAZMAT, NodeCapability.OVERSIZE),
+            daily_capacity=12000,
+            cutoff_local=time(17, 0),
+            timezone="Europe/London",
+            open=True,
+        ),
+        "network.node_status_changed.v1": lambda: NodeStatusChanged(
+            node_id="STORE-MCR-01",
+            open=False,
+            reason="Power cut in the Arndale centre",
+            changed_at=_T0,
+        ),
+        "network.node_capacity_changed.v1": lambda: NodeCapacityChanged(
+            node_id=NODE_ID, daily_capacity=8000, for_date=date(2025, 3, 12), reason="Half the shift off sick"
+        ),
+        "network.carrier_service_upserted.v1": lambda: CarrierServiceUpserted(
+            service_id=SERVICE_ID,
+            carrier=CARRIER,
+            name="DPD Next Day",
+            service_level=ServiceLevel.NEXT_DAY,
+            transit_days=1,
+            reliability=0.96,
+            hazmat_allowed=False,
+            oversize_allowed=False,
+            countries=("GB",),
+            cost=DistanceBandCost(
+                kind="distance_bands",
+                currency="GBP",
+                base=Decimal("4.20"),
+                per_kg=Decimal("0.35"),
+                bands=(
+                    DistanceBand(max_km=100, surcharge=Decimal("0")),
+                    DistanceBand(max_km=400, surcharge=Decimal("1.10")),
+                    DistanceBand(max_km=1200, surcharge=Decimal("3.80")),
+                ),
+            ),
+        ),
+        "network.carrier_outage.v1": lambda: CarrierOutage(
+            outage_id="OUT-2025-031",
+            carrier=CARRIER,
+            service_id=SERVICE_ID,
+            starts_at=_T0,
+            ends_at=datetime(2025, 3, 10, 18, 0, tzinfo=UTC),
+            reason="Hub sortation failure at Hinckley",
+        ),
+        "workorder.released.v1": lambda: WorkOrderReleased(
+            work_order_id=WORK_ORDER_ID,
+            order_id=ORDER_ID,
+            shipment_id=SHIPMENT_ID,
+            node_id=NODE_ID,
+            lines=(
+                WorkOrderLine(line_id="1", sku="SKU-KETTLE-BLK", quantity=1, labels=(ProductLabel.FRAGILE,)),
+                WorkOrderLine(line_id="2", sku="SKU-MUG-SET4", quantity=2),
+            ),
+            ship_to=_customer_address(),
+            delivery=HomeDelivery(kind="next_day"),
+            carrier=CarrierAssignment(carrier=CARRIER, service_id=SERVICE_ID),
+            pick_by=datetime(2025, 3, 10, 15, 0, tzinfo=UTC),
+            ship_by=datetime(2025, 3, 10, 17, 0, tzinfo=UTC),
+            promised_delivery_date=date(2025, 3, 11),
+        ),
+        "workorder.cancel_requested.v1": lambda: WorkOrderCancelRequested(
+            work_order_id=WORK_ORDER_ID,
+            order_id=ORDER_ID,
+            node_id=NODE_ID,
+            reason=CancelRequestReason.ORDER_CANCELLED,
+        ),
+        "wms.acknowledged.v1": lambda: WorkOrderAcknowledged(
+            work_order_id=WORK_ORDER_ID, order_id=ORDER_ID, node_id=NODE_ID, occurred_at=_T0
+        ),
+        "wms.picked.v1": lambda: WorkOrderPicked(
+            work_order_id=WORK_ORDER_ID,
+            order_id=ORDER_ID,
+            node_id=NODE_ID,
+            occurred_at=_T0,
+            lines=_sku_lines(),
+        ),
+        "wms.short_picked.v1": lambda: WorkOrderShortPicked(
+            work_order_id=WORK_ORDER_ID,
+            order_id=ORDER_ID,
+            node_id=NODE_ID,
+            occurred_at=_T0,
+            lines=(ShortLine(line_id="2", sku="SKU-MUG-SET4", quantity_picked=1, quantity_short=1),),
+        ),
+        "wms.packed.v1": lambda: WorkOrderPacked(
+            work_order_id=WORK_ORDER_ID,
+            order_id=ORDER_ID,
+            node_id=NODE_ID,
+            occurred_at=_T0,
+            packages=(Package(package_id="PKG-1", weight_kg=Decimal("4.100")),),
+        ),
+        "wms.shipped.v1": lambda: WorkOrderShipped(
+            work_order_id=WORK_ORDER_ID,
+            order_id=ORDER_ID,
+            node_id=NODE_ID,
+            occurred_at=_T0,
+            shipment_id=SHIPMENT_ID,
+            carrier=CARRIER,
+            service_id=SERVICE_ID,
+            tracking_number=TRACKING,
+            packages=(Package(package_id="PKG-1", tracking_number=TRACKING, weight_kg=Decimal("4.100")),),
+            lines=_sku_lines(),
+        ),
+        "wms.rejected.v1": lambda: WorkOrderRejected(
+            work_order_id=WORK_ORDER_ID,
+            order_id=ORDER_ID,
+            node_id=NODE_ID,
+            occurred_at=_T0,
+            reason=NodeRejectReason.NO_CAPACITY,
+            detail="Wave plan for today is full",
+        ),
+        "wms.cancelled.v1": lambda: WorkOrderCancelledByNode(
+            work_order_id=WORK_ORDER_ID,
+            order_id=ORDER_ID,
+            node_id=NODE_ID,
+            occurred_at=_T0,
+            reason=NodeCancelReason.REQUESTED,
+        ),
+        "carrier.picked_up.v1": lambda: ShipmentPickedUp(
+            tracking_number=TRACKING,
+            carrier=CARRIER,
+            order_id=ORDER_ID,
+            shipment_id=SHIPMENT_ID,
+            occurred_at=_T0,
+        ),
+        "carrier.in_transit.v1": lambda: ShipmentInTransit(
+            tracking_number=TRACKING,
+            carrier=CARRIER,
+            order_id=ORDER_ID,
+            shipment_id=SHIPMENT_ID,
+            occurred_at=_T0,
+            location="Hinckley hub",
+        ),
+        "carrier.delayed.v1": lambda: ShipmentDelayed(
+            tracking_number=TRACKING,
+            carrier=CARRIER,
+            order_id=ORDER_ID,
+            shipment_id=SHIPMENT_ID,
+            occurred_at=_T0,
+            new_estimated_delivery=date(2025, 3, 12),
+            reason="Missed trunk departure",
+        ),
+        "carrier.exception.v1": lambda: ShipmentException(
+            tracking_number=TRACKING,
+            carrier=CARRIER,
+            order_id=ORDER_ID,
+            shipment_id=SHIPMENT_ID,
+            occurred_at=_T0,
+            code="ADDR-INCOMPLETE",
+            description="Flat number missing; driver could not deliver",
+        ),
+        "carrier.delivered.v1": lambda: ShipmentDelivered(
+            tracking_number=TRACKING,
+            carrier=CARRIER,
+            order_id=ORDER_ID,
+            shipment_id=SHIPMENT_ID,
+            occurred_at=_T0,
+            received_by="P. Shah",
+        ),
+        "carrier.lost.v1": lambda: ShipmentLost(
+            tracking_number=TRACKING,
+            carrier=CARRIER,
+            order_id=ORDER_ID,
+            shipment_id=SHIPMENT_ID,
+            occurred_at=_T0,
+            last_seen_at=datetime(2025, 3, 3, 22, 41, tzinfo=UTC),
+        ),
+        "order.status_changed.v1": lambda: OrderStatusChanged(
+            order_id=ORDER_ID,
+            state=OrderState.PARTIALLY_SHIPPED,
+            previous_state=OrderState.RELEASED,
+            reasons=(
+                Reason(code="short_pick", message="1 of 2 units of SKU-MUG-SET4 not found at DC-LEEDS"),
+            ),
+            sequence=6,
+            lines=(
+                LineStatus(
+                    line_id="1",
+                    sku="SKU-KETTLE-BLK",
+                    quantity=1,
+                    state=OrderState.SHIPPED,
+                    node_id=NODE_ID,
+                    shipment_id=SHIPMENT_ID,
+                    tracking_number=TRACKING,
+                ),
+                LineStatus(line_id="2", sku="SKU-MUG-SET4", quantity=1, state=OrderState.BACK_ORDERED),
+            ),
+            occurred_at=_T0,
+        ),
+        "exception.raised.v1": lambda: ExceptionRaised(
+            exception_id="EXC-ORD-100234-1",
+            order_id=ORDER_ID,
+            kind=ExceptionKind.SHORT_PICK,
+            node_id=NODE_ID,
+            work_order_id=WORK_ORDER_ID,
+            shipment_id=SHIPMENT_ID,
+            line_ids=("2",),
+            detail="1 of 2 units of SKU-MUG-SET4 not found at pick",
+            raised_at=_T0,
+        ),
+        "customer.notification.v1": lambda: CustomerNotification(
+            order_id=ORDER_ID,
+            customer_id=CUSTOMER_ID,
+            kind=NotificationKind.OPTIONS_OFFERED,
+            message="One of your mugs is out of stock. Choose how you'd like to continue.",
+            options=(
+                CustomerOption(
+                    option_id="split",
+                    description="Send the mug separately when it arrives",
+                    promised_date=date(2025, 3, 15),
+                ),
+                CustomerOption(option_id="refund", description="Refund the missing mug now"),
+            ),
+        ),
+    }
+)
+
+
+def example(event_type: str) -> EventPayload:
+    """A realistic, valid instance of `event_type` (a new object on every call)."""
+    try:
+        build = _BUILDERS[event_type]
+    except KeyError:
+        raise UnknownEventType(f"no example for event type {event_type!r}") from None
+    return build()
+
+
+def missing_examples() -> list[str]:
+    """Registered event types without an example (a test keeps this empty)."""
+    return sorted(set(EVENT_TYPES) - set(_BUILDERS))

@@ -1,0 +1,90 @@
+"""The idempotency record of stages that write PostgreSQL.
+
+In the same database transaction as the stage's own state change, the
+runtime records each handled event id together with where it was read from
+and the records it produced. On a redelivery:
+- same id, same coordinates: the Kafka transaction of an earlier attempt
+  was lost after the database committed (a crash between the two commits),
+  so the stored outputs are produced again, inside the new Kafka transaction;
+- same id, other coordinates: a true duplicate (an upstream resend); it has
+  had its effect already and is skipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import asyncpg
+import orjson
+
+from orchestrator.runtime.dead_letter import OutgoingRecord
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessedEvent:
+    source_topic: str
+    source_partition: int
+    source_offset: int
+    outputs: list[OutgoingRecord]
+
+
+def _encode_outputs(outputs: Sequence[OutgoingRecord]) -> bytes:
+    return orjson.dumps(
+        [
+            {
+                "topic": o.topic,
+                "key": o.key.decode() if o.key is not None else None,
+                "value": o.value.decode() if o.value is not None else None,
+                "headers": [[k, v.decode()] for k, v in o.headers],
+                "event_type": o.event_type,
+            }
+            for o in outputs
+        ]
+    )
+
+
+def _decode_outputs(raw: bytes) -> list[OutgoingRecord]:
+    return [
+        OutgoingRecord(
+            topic=o["topic"],
+            key=o["key"].encode() if o["key"] is not None else None,
+            value=o["value"].encode() if o["value"] is not None else None,
+            headers=[(k, v.encode()) for k, v in o["headers"]],
+            event_type=o["event_type"],
+        )
+        for o in orjson.loads(raw)
+    ]
+
+
+async def fetch_processed(
+    conn: asyncpg.Connection, stage: str, event_ids: Iterable[str]
+) -> dict[str, ProcessedEvent]:
+    rows = await conn.fetch(
+        "SELECT event_id, source_topic, source_partition, source_offset, outputs"
+        " FROM runtime_processed_events WHERE stage = $1 AND event_id = ANY($2::text[])",
+        stage,
+        list(event_ids),
+    )
+    return {
+        r["event_id"]: ProcessedEvent(
+            r["source_topic"], r["source_partition"], r["source_offset"], _decode_outputs(r["outputs"])
+        )
+        for r in rows
+    }
+
+
+async def record_processed(
+    conn: asyncpg.Connection,
+    stage: str,
+    rows: Sequence[tuple[str, str, int, int, Sequence[OutgoingRecord]]],
+) -> None:
+    """Insert (event_id, topic, partition, offset, outputs) rows; a conflict means a bug upstream."""
+    if not rows:
+        return
+    await conn.executemany(
+        "INSERT INTO runtime_processed_events"
+        " (stage, event_id, source_topic, source_partition, source_offset, outputs)"
+        " VALUES ($1, $2, $3, $4, $5, $6)",
+        [(stage, eid, t, p, o, _encode_outputs(outs)) for eid, t, p, o, outs in rows],
+    )

@@ -1,0 +1,105 @@
+"""One worker process: runs one stage (a deployment) or all of them (a laptop).
+
+The process owns what its stages share: the database pool, the metrics
+registry, the HTTP server and the stop signal. SIGTERM and SIGINT stop every
+stage gracefully: each finishes and commits its batch, then leaves its group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Sequence
+
+import asyncpg
+import structlog
+
+from orchestrator.runtime.dead_letter import dead_letter_topic
+from orchestrator.runtime.http import start_http
+from orchestrator.runtime.metrics import RuntimeMetrics
+from orchestrator.runtime.stage import Stage
+from orchestrator.runtime.topics_check import missing_topics
+from orchestrator.runtime.worker import StageWorker
+from orchestrator.settings import Settings
+
+
+class StartupError(RuntimeError):
+    """The process cannot start: a clear reason for the operator."""
+
+
+async def _connect_pool(settings: Settings, stop: asyncio.Event) -> asyncpg.Pool | None:
+    log = structlog.get_logger("orchestrator.process")
+    delay = settings.backoff_initial_s
+    while not stop.is_set():
+        try:
+            pool: asyncpg.Pool = await asyncpg.create_pool(
+                settings.database_url, min_size=1, max_size=settings.db_pool_max, command_timeout=30
+            )
+            return pool
+        except (OSError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError) as exc:
+            log.warning("database not reachable yet; retrying", error=repr(exc), retry_in_s=delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=delay)
+            delay = min(delay * 2, settings.backoff_max_s)
+    return None
+
+
+async def run_stages(
+    stages: Sequence[Stage],
+    settings: Settings,
+    stop: asyncio.Event | None = None,
+    *,
+    handle_signals: bool = True,
+) -> None:
+    """Run `stages` until SIGTERM/SIGINT (or `stop`), sharing one pool, registry and HTTP server."""
+    if not stages:
+        raise StartupError("no stage to run")
+    log = structlog.get_logger("orchestrator.process")
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    if handle_signals:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+
+    needed = sorted(
+        {t for s in stages for t in s.inputs}
+        | {dead_letter_topic(t) for s in stages for t in s.inputs}
+        | {t for s in stages for t in s.outputs}
+    )
+    absent = await missing_topics(settings.kafka_bootstrap, needed)
+    if absent:
+        raise StartupError(
+            f"topics missing on {settings.kafka_bootstrap}: {', '.join(absent)}; "
+            "run `orchestrator topics apply`"
+        )
+
+    metrics = RuntimeMetrics()
+    pool = await _connect_pool(settings, stop) if any(s.uses_database for s in stages) else None
+    workers = [StageWorker(s, settings, metrics, pool) for s in stages]
+    runner = await start_http(
+        metrics, lambda: {w.stage.name: w.healthy for w in workers}, settings.http_host, settings.http_port
+    )
+    log.info(
+        "process started",
+        stages=[s.name for s in stages],
+        http=f"http://{settings.http_host}:{settings.http_port}",
+        kafka=settings.kafka_bootstrap,
+    )
+    tasks = [asyncio.create_task(w.run(stop), name=f"stage:{w.stage.name}") for w in workers]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        failed = [t for t in done if not t.cancelled() and t.exception() is not None]
+        if failed:
+            stop.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            exc = failed[0].exception()
+            assert exc is not None
+            raise exc
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await runner.cleanup()
+        if pool is not None:
+            await pool.close()
+        log.info("process stopped")

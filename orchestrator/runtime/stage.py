@@ -1,0 +1,118 @@
+"""How a stage is declared: what it reads, what it accepts, and its handler.
+
+A stage is a thin shell. Its handler receives one decoded event and a
+context; it calls the stage's pure core and emits the resulting events
+through the context. The runtime (worker.py) owns everything else:
+batching, transactions, idempotency, dead letters, retries, metrics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+import structlog
+
+from orchestrator.contract.base import EventPayload
+from orchestrator.contract.envelope import Envelope
+
+if TYPE_CHECKING:
+    import asyncpg
+
+
+class RejectEvent(Exception):
+    """Raised by a handler for an event it can never process (bad input).
+
+    The event goes to the dead-letter topic with this reason; the stage goes on.
+    """
+
+    def __init__(self, reason: str, category: str = "rejected") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.category = category
+
+
+class TransientError(Exception):
+    """Raised by a handler for a fault that will pass (a dependency is down).
+
+    The batch is rolled back and retried with backoff, however long it takes.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class Emitted:
+    """An event a handler produced, with the topic it goes to."""
+
+    topic: str
+    envelope: Envelope
+
+
+class HandlerContext:
+    """What a handler may touch while it handles one event."""
+
+    def __init__(
+        self,
+        *,
+        stage: str,
+        event: Envelope,
+        db: asyncpg.Connection | None,
+        now: datetime,
+        log: structlog.typing.FilteringBoundLogger,
+    ) -> None:
+        self.stage = stage
+        self.event = event
+        self._db = db
+        self.now = now
+        self.log = log
+        self.emitted: list[Emitted] = []
+
+    @property
+    def db(self) -> asyncpg.Connection:
+        """The stage's database connection, inside the batch's transaction."""
+        if self._db is None:
+            raise RuntimeError(f"stage {self.stage} is declared without a database")
+        return self._db
+
+    def emit(self, topic: str, data: EventPayload) -> Envelope:
+        """Produce `data` on `topic` as an event caused by the one being handled.
+
+        Its id is derived from the cause and its position, so a retried
+        handler emits the same ids and downstream deduplication holds.
+        """
+        env = self.event.child(
+            data, source=f"orchestrator/{self.stage}", index=len(self.emitted), time=self.now
+        )
+        self.emitted.append(Emitted(topic, env))
+        return env
+
+
+Handler = Callable[[Envelope, HandlerContext], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A stage: its name, its input topics, the event types it accepts, its handler.
+
+    `uses_database` stages get a connection in a transaction that also
+    records every handled event id (the idempotency record); Kafka-only
+    stages rely on Kafka transactions alone.
+    """
+
+    name: str
+    inputs: tuple[str, ...]
+    handler: Handler
+    outputs: tuple[str, ...] = ()
+    uses_database: bool = False
+    #: Event types this stage handles; any other type is dead-lettered.
+    #: Empty means every registered type (a relay).
+    accepts: frozenset[str] = field(default_factory=frozenset)
+    description: str = ""
+
+    @property
+    def group_id(self) -> str:
+        return f"orchestrator.{self.name}"
+
+    def accepts_type(self, event_type: str) -> bool:
+        return not self.accepts or event_type in self.accepts

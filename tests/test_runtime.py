@@ -1,0 +1,345 @@
+"""The stage runtime on the real Kafka and PostgreSQL: envelope, dead letters,
+exactly-once under SIGKILL, a broker outage, idempotency records, metrics and probes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaConnectionError
+
+from orchestrator.contract.envelope import Envelope, encode
+from orchestrator.contract.examples import example
+from orchestrator.runtime.dead_letter import dead_letter_topic
+from orchestrator.runtime.process import run_stages
+from orchestrator.runtime.stage import HandlerContext, RejectEvent, Stage
+from orchestrator.settings import Settings
+from orchestrator.stages.relay import relay_stage
+from tests.conftest import Servers
+from tests.support import StageProcess, create_topics, headers_of, publish, publish_events, read_all, unique
+
+pytestmark = pytest.mark.integration
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _settings(bootstrap: str, database_url: str = "postgresql://unused") -> Settings:
+    return Settings(
+        kafka_bootstrap=bootstrap,
+        database_url=database_url,
+        instance_id=f"test-{uuid.uuid4().hex[:6]}",
+        http_port=_free_port(),
+        backoff_initial_s=0.1,
+        backoff_max_s=1.0,
+    )
+
+
+def orders(n: int) -> list[Envelope]:
+    base = example("order.created.v1")
+    return [
+        Envelope.new(base.model_copy(update={"order_id": f"ORD-{i:06d}"}), source="test/oms")
+        for i in range(n)
+    ]
+
+
+@contextlib.asynccontextmanager
+async def running(stages: Sequence[Stage], settings: Settings) -> AsyncIterator[asyncio.Task[None]]:
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_stages(stages, settings, stop, handle_signals=False))
+    try:
+        yield task
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=60)
+
+
+async def test_an_event_passes_through_a_stage_with_its_envelope(bootstrap: str) -> None:
+    source, target = unique("in"), unique("out")
+    await create_topics(bootstrap, [source, target])
+    [event] = orders(1)
+    async with running([relay_stage(source, target)], _settings(bootstrap)):
+        await publish_events(bootstrap, source, [event])
+        [out] = await read_all(bootstrap, target, expect=1)
+    h = headers_of(out)
+    assert h["ce_specversion"] == "1.0"
+    assert h["ce_type"] == "order.created.v1"
+    assert h["ce_source"] == "orchestrator/relay"
+    assert h["ce_subject"] == event.subject == out.key.decode()
+    assert h["ce_causationid"] == event.id
+    assert h["ce_correlationid"] == event.correlation_id
+    assert h["ce_id"] != event.id
+    assert h["traceparent"].split("-")[1] == event.trace_id
+    assert orjson.loads(out.value) == event.data.model_dump(mode="json")
+
+
+async def test_bad_records_are_dead_lettered_with_a_reason_and_the_rest_flows(bootstrap: str) -> None:
+    source, target = unique("in"), unique("out")
+    await create_topics(bootstrap, [source, target], partitions=1)
+    good_before, good_after = orders(2)
+    key, value, headers = encode(good_before)
+    broken_json = (key, b'{"order_id": "ORD-1", ', headers)
+    bad_schema_value = orjson.loads(value)
+    bad_schema_value["lines"][0]["quantity"] = -3
+    schema_violation = (key, orjson.dumps(bad_schema_value), headers)
+    unknown_type = (key, value, [(k, b"order.teleported.v1" if k == "ce_type" else v) for k, v in headers])
+    async with running([relay_stage(source, target)], _settings(bootstrap)):
+        await publish_events(bootstrap, source, [good_before])
+        await publish(bootstrap, source, [broken_json, schema_violation, unknown_type])
+        await publish_events(bootstrap, source, [good_after])
+        outputs = await read_all(bootstrap, target, expect=2)
+        dead = await read_all(bootstrap, dead_letter_topic(source), expect=3)
+    assert [headers_of(o)["ce_causationid"] for o in outputs] == [good_before.id, good_after.id]
+    reasons = [headers_of(d) for d in dead]
+    assert [r["dlq_category"] for r in reasons] == ["malformed", "schema", "unknown_type"]
+    assert "not valid JSON" in reasons[0]["dlq_reason"]
+    assert "lines.0.quantity" in reasons[1]["dlq_reason"]
+    assert "order.teleported.v1" in reasons[2]["dlq_reason"]
+    assert all(r["dlq_source_topic"] == source and r["dlq_stage"] == "relay" for r in reasons)
+    assert [int(r["dlq_source_offset"]) for r in reasons] == [1, 2, 3]
+    assert dead[0].value == broken_json[1], "the original value is kept for inspection and replay"
+
+
+async def test_exactly_once_through_sigkills(bootstrap: str, tmp_path: Path) -> None:
+    """10,000 events while the stage process is SIGKILLed four times: each input gives one output."""
+    source, target = unique("in"), unique("out")
+    await create_topics(bootstrap, [source, target], partitions=3)
+    events = orders(10_000)
+    await publish_events(bootstrap, source, events)
+    stage = StageProcess(
+        ["relay", "--input", source, "--output", target, "--http-port", str(_free_port())],
+        {
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "ORCHESTRATOR_INSTANCE_ID": "sigkill-test",
+            "ORCHESTRATOR_BATCH_MAX_RECORDS": "200",
+        },
+        tmp_path / "stage.log",
+    )
+    kills = 0
+    seen_progress: list[int] = []
+    stage.start()
+    try:
+        async with _EndOffsets(bootstrap, target, partitions=3) as output:
+            for _ in range(4):
+                # Let it make some progress, then kill it mid-flight.
+                before = await output.total()
+                deadline = time.monotonic() + 60
+                while await output.total() <= before + 300:
+                    assert time.monotonic() < deadline, stage.log_path.read_text()[-3000:]
+                    await asyncio.sleep(0.1)
+                stage.kill()
+                kills += 1
+                seen_progress.append(await output.total())
+                stage.start()
+        outputs = await read_all(bootstrap, target, expect=len(events), timeout=180, settle=3)
+    finally:
+        if stage.alive():
+            stage.terminate()
+    assert kills >= 3
+    assert seen_progress == sorted(seen_progress) and seen_progress[-1] < len(events), (
+        "the kills must land while the stage is still working"
+    )
+    causes = [headers_of(o)["ce_causationid"] for o in outputs]
+    assert len(causes) == len(events), f"expected {len(events)} outputs, got {len(causes)}"
+    assert len(set(causes)) == len(causes), "an input produced two outputs"
+    assert set(causes) == {e.id for e in events}, "an input produced no output"
+
+
+class _EndOffsets:
+    """Sum of a topic's end offsets, read with one long-lived client (marker records included:
+    a slight over-count, fine for "the stage made progress")."""
+
+    def __init__(self, bootstrap: str, topic: str, partitions: int) -> None:
+        self.partitions = [TopicPartition(topic, p) for p in range(partitions)]
+        self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed")
+
+    async def __aenter__(self) -> _EndOffsets:
+        await self.consumer.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.consumer.stop()
+
+    async def total(self) -> int:
+        ends = await self.consumer.end_offsets(self.partitions)
+        return int(sum(ends.values()))
+
+
+async def test_the_stage_pauses_while_the_broker_is_down_and_catches_up(
+    servers: Servers, bootstrap: str
+) -> None:
+    if servers.kafka is None:
+        pytest.skip("needs a broker this test started itself, to stop and start it")
+    source, target = unique("in"), unique("out")
+    await create_topics(bootstrap, [source, target])
+    first, second = orders(500), orders(500)
+    settings = _settings(bootstrap)
+    async with running([relay_stage(source, target)], settings):
+        await publish_events(bootstrap, source, first)
+        assert len(await read_all(bootstrap, target, expect=500, timeout=60)) == 500
+        servers.kafka.stop()
+        await asyncio.sleep(10)
+        servers.kafka.start()
+        await publish_events(bootstrap, source, second)
+        outputs = await read_all(bootstrap, target, expect=1000, timeout=120, settle=3)
+        probe = await _get(settings, "/readyz")
+    causes = [headers_of(o)["ce_causationid"] for o in outputs]
+    assert len(causes) == 1000 and set(causes) == {e.id for e in first + second}
+    assert probe[0] == 200, "the stage is ready again after the broker came back"
+
+
+# ----------------------------------------------------------------- database stages
+
+
+def _ledger_stage(source: str, target: str, table: str, *, fail_on: str | None = None) -> Stage:
+    """A stage that writes PostgreSQL: counts units per order and emits the event on."""
+
+    async def handle(event: Envelope, ctx: HandlerContext) -> None:
+        order_id = event.subject
+        if order_id == fail_on:
+            raise RejectEvent(f"order {order_id} is not allowed here", category="rejected")
+        await ctx.db.execute(f"INSERT INTO {table} (order_id, event_id) VALUES ($1, $2)", order_id, event.id)
+        ctx.emit(target, event.data)
+
+    return Stage(
+        name=f"ledger-{table}", inputs=(source,), outputs=(target,), handler=handle, uses_database=True
+    )
+
+
+async def test_a_database_stage_replays_outputs_after_a_lost_kafka_commit_and_skips_redeliveries(
+    bootstrap: str, database_url: str, db: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source, target = unique("in"), unique("out")
+    table = f"t_{uuid.uuid4().hex[:8]}"
+    await db.execute(f"CREATE TABLE {table} (order_id text, event_id text UNIQUE)")
+    await create_topics(bootstrap, [source, target], partitions=1)
+    events = orders(20)
+
+    # Lose the first Kafka commit after the database committed: the window the idempotency record covers.
+    from aiokafka import AIOKafkaProducer
+
+    real_commit = AIOKafkaProducer.commit_transaction
+    lost = {"count": 0}
+
+    async def commit_once_lost(self: AIOKafkaProducer) -> None:
+        if lost["count"] == 0 and self._txn_manager.transactional_id.startswith(
+            f"orchestrator.ledger-{table}"
+        ):
+            lost["count"] += 1
+            raise KafkaConnectionError("injected: commit lost")
+        await real_commit(self)
+
+    monkeypatch.setattr(AIOKafkaProducer, "commit_transaction", commit_once_lost)
+    settings = _settings(bootstrap, database_url)
+    async with running([_ledger_stage(source, target, table, fail_on="ORD-000007")], settings):
+        await publish_events(bootstrap, source, events)
+        await publish_events(bootstrap, source, events[:5])  # an upstream resends five events
+        outputs = await read_all(bootstrap, target, expect=19, settle=2)
+        dead = await read_all(bootstrap, dead_letter_topic(source), expect=1)
+        metrics = (await _get(settings, "/metrics"))[1]
+    assert lost["count"] == 1
+    rows = await db.fetch(f"SELECT event_id FROM {table}")
+    assert len(rows) == 19, "each accepted event changed the database once"
+    causes = [headers_of(o)["ce_causationid"] for o in outputs]
+    assert sorted(causes) == sorted(e.id for e in events if e.subject != "ORD-000007")
+    assert headers_of(dead[0])["dlq_reason"] == "order ORD-000007 is not allowed here"
+    assert f'orchestrator_events_duplicate_total{{stage="ledger-{table}",topic="{source}"}} 5.0' in metrics
+    assert 'orchestrator_transient_faults_total{kind="KafkaConnectionError"' in metrics
+
+
+# ----------------------------------------------------------------- metrics and probes
+
+
+async def _get(settings: Settings, path: str) -> tuple[int, str]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://{settings.http_host}:{settings.http_port}{path}") as resp,
+    ):
+        return resp.status, await resp.text()
+
+
+async def _wait_http(settings: Settings, path: str, wait_s: float = 30) -> tuple[int, str]:
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return await _get(settings, path)
+        except aiohttp.ClientConnectionError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.1)
+
+
+DOCUMENTED_METRICS = (
+    "orchestrator_events_consumed_total",
+    "orchestrator_events_produced_total",
+    "orchestrator_events_failed_total",
+    "orchestrator_dead_letters_total",
+    "orchestrator_events_duplicate_total",
+    "orchestrator_event_handling_seconds",
+    "orchestrator_batch_commit_seconds",
+    "orchestrator_consumer_lag_messages",
+    "orchestrator_transient_faults_total",
+    "orchestrator_stage_ready",
+)
+
+
+async def test_metrics_and_probes(bootstrap: str) -> None:
+    source, target = unique("in"), unique("out")
+    await create_topics(bootstrap, [source, target])
+    settings = _settings(bootstrap)
+    events = orders(30)
+    async with running([relay_stage(source, target)], settings):
+        assert (await _wait_http(settings, "/healthz"))[0] == 200
+        await publish_events(bootstrap, source, events)
+        await publish(bootstrap, source, [(b"ORD-x", b"not json", encode(events[0])[2])])
+        await read_all(bootstrap, target, expect=30)
+        await asyncio.sleep(0.5)
+        ready_status, ready_body = await _get(settings, "/readyz")
+        status, text = await _get(settings, "/metrics")
+    assert ready_status == 200 and orjson.loads(ready_body) == {"ready": True, "stages": {"relay": True}}
+    assert status == 200
+    for name in DOCUMENTED_METRICS:
+        assert f"# HELP {name}" in text, name
+    labels = 'event_type="order.created.v1",stage="relay"'
+    consumed = f'orchestrator_events_consumed_total{{{labels},topic="{source}"}} 30.0'
+    produced = f'orchestrator_events_produced_total{{{labels},topic="{target}"}} 30.0'
+    dead = f'orchestrator_dead_letters_total{{reason="malformed",stage="relay",topic="{source}"}} 1.0'
+    assert consumed in text and produced in text and dead in text
+    assert f'orchestrator_consumer_lag_messages{{partition="0",stage="relay",topic="{source}"}} 0.0' in text
+
+
+async def test_sigterm_finishes_and_leaves_cleanly(bootstrap: str, tmp_path: Path) -> None:
+    source, target = unique("in"), unique("out")
+    await create_topics(bootstrap, [source, target])
+    await publish_events(bootstrap, source, orders(200))
+    stage = StageProcess(
+        ["relay", "--input", source, "--output", target, "--http-port", str(_free_port())],
+        {"KAFKA_BOOTSTRAP_SERVERS": bootstrap},
+        tmp_path / "stage.log",
+    )
+    stage.start()
+    assert len(await read_all(bootstrap, target, expect=200)) == 200
+    assert stage.terminate() == 0
+    log = stage.log_path.read_text()
+    assert '"event": "stage stopped"' in log and '"event": "process stopped"' in log
+
+
+def test_settings_reject_bad_numbers() -> None:
+    with pytest.raises(ValueError, match="ORCHESTRATOR_HTTP_PORT must be a whole number"):
+        Settings.from_env({"ORCHESTRATOR_HTTP_PORT": "eighty"})
+    assert dataclasses.replace(Settings.from_env({}), http_port=1).http_port == 1
