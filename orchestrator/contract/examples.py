@@ -73,6 +73,21 @@ from orchestrator.contract.orders import (
     OrderCreated,
     OrderHoldReleased,
 )
+from orchestrator.contract.pipeline import (
+    CandidateVerdict,
+    OrderChange,
+    OrderIngested,
+    OrderValidated,
+    PlanCancelled,
+    PlanDecided,
+    PlannedShipment,
+    PlanOutcome,
+    RedecideRequested,
+    ReservationConfirmed,
+    ReservationsReleased,
+    ReservedShipment,
+    StageStatus,
+)
 from orchestrator.contract.registry import EVENT_TYPES
 from orchestrator.contract.status import (
     CustomerNotification,
@@ -432,10 +447,84 @@ _BUILDERS: Mapping[str, Callable[[], EventPayload]] = MappingProxyType(
 )
 
 
+def _planned_shipment() -> PlannedShipment:
+    return PlannedShipment(
+        shipment_id=f"{ORDER_ID}-p1-{NODE_ID}",
+        node_id=NODE_ID,
+        lines=_sku_lines(),
+        carrier=CarrierAssignment(carrier="dhl", service_id="dhl-parcel-uk"),
+        service_level=ServiceLevel.STANDARD,
+        ship_by=datetime(2025, 3, 10, 17, 0, tzinfo=UTC),
+        promised_delivery_date=date(2025, 3, 12),
+        distance_km=152.4,
+        shipping_cost=Decimal("6.40"),
+        cost=6.4,
+    )
+
+
+def _plan_decided() -> PlanDecided:
+    return PlanDecided(
+        order_id=ORDER_ID,
+        plan_id=f"{ORDER_ID}-p1",
+        plan_version=1,
+        sequence=1,
+        order=_order_created(),
+        outcome=PlanOutcome.SHIP,
+        shipments=(_planned_shipment(),),
+        total_cost=6.4,
+        policy_version="default-1",
+        candidates=(
+            CandidateVerdict(node_id=NODE_ID, eligible=True, lines=("1", "2"), best_cost=6.4),
+            CandidateVerdict(
+                node_id="STORE-LEEDS-01",
+                eligible=False,
+                reasons=(Reason(code="no_stock", message="no stock of SKU-MUG-WHT"),),
+            ),
+        ),
+        explanation=("All lines ship from DC-MANCHESTER-01 by dhl-parcel-uk, arriving 2025-03-12.",),
+        decided_at=_T0,
+    )
+
+
+_PIPELINE_BUILDERS: Mapping[str, Callable[[], EventPayload]] = MappingProxyType(
+    {
+        "order.ingested.v1": lambda: OrderIngested(
+            order_id=ORDER_ID, sequence=1, change=OrderChange.CREATED, order=_order_created()
+        ),
+        "order.validated.v1": lambda: OrderValidated(
+            order_id=ORDER_ID, sequence=1, action="plan", order=_order_created()
+        ),
+        "order.redecide_requested.v1": lambda: RedecideRequested(
+            order_id=ORDER_ID,
+            sequence=1,
+            attempt=1,
+            order=_order_created(),
+            excluded_nodes=(NODE_ID,),
+            reason=Reason(code="reservation_failed", message="stock at DC-MANCHESTER-01 was taken"),
+        ),
+        "plan.decided.v1": _plan_decided,
+        "plan.cancelled.v1": lambda: PlanCancelled(order_id=ORDER_ID, sequence=2, reason="customer request"),
+        "reservation.confirmed.v1": lambda: ReservationConfirmed(
+            order_id=ORDER_ID,
+            plan_id=f"{ORDER_ID}-p1",
+            plan_version=1,
+            order=_order_created(),
+            shipments=(ReservedShipment(shipment=_planned_shipment(), reservation_ids=("r-1", "r-2")),),
+        ),
+        "reservation.released.v1": lambda: ReservationsReleased(
+            order_id=ORDER_ID, plan_id=f"{ORDER_ID}-p1", reason="order cancelled", cancel_order=True
+        ),
+        "order.stage_status.v1": lambda: StageStatus(
+            order_id=ORDER_ID, state=OrderState.RELEASED, stage="release", sequence=1, occurred_at=_T0
+        ),
+    }
+)
+
+
 def example(event_type: str) -> EventPayload:
     """A realistic, valid instance of `event_type` (a new object on every call)."""
     try:
-        build = _BUILDERS[event_type]
+        build = _BUILDERS[event_type] if event_type in _BUILDERS else _PIPELINE_BUILDERS[event_type]
     except KeyError:
         raise UnknownEventType(f"no example for event type {event_type!r}") from None
     return build()
@@ -443,4 +532,4 @@ def example(event_type: str) -> EventPayload:
 
 def missing_examples() -> list[str]:
     """Registered event types without an example (a test keeps this empty)."""
-    return sorted(set(EVENT_TYPES) - set(_BUILDERS))
+    return sorted(set(EVENT_TYPES) - set(_BUILDERS) - set(_PIPELINE_BUILDERS))

@@ -36,6 +36,16 @@ from orchestrator.contract.network import (
     NodeUpserted,
 )
 from orchestrator.contract.orders import OrderAmended, OrderCancelled, OrderCreated, OrderHoldReleased
+from orchestrator.contract.pipeline import (
+    OrderIngested,
+    OrderValidated,
+    PlanCancelled,
+    PlanDecided,
+    RedecideRequested,
+    ReservationConfirmed,
+    ReservationsReleased,
+    StageStatus,
+)
 from orchestrator.contract.status import CustomerNotification, ExceptionRaised, OrderStatusChanged
 from orchestrator.contract.work import WorkOrderCancelRequested, WorkOrderReleased
 
@@ -80,6 +90,15 @@ ALL_EVENT_TYPES: tuple[type[EventPayload], ...] = (
     OrderStatusChanged,
     ExceptionRaised,
     CustomerNotification,
+    # internal: the order path (orchestrator.* topics)
+    OrderIngested,
+    OrderValidated,
+    RedecideRequested,
+    PlanDecided,
+    PlanCancelled,
+    ReservationConfirmed,
+    ReservationsReleased,
+    StageStatus,
 )
 
 

@@ -1,0 +1,194 @@
+"""Internal events: what the stages of the order path tell each other.
+
+They travel on the `orchestrator.*` topics, keyed by order id like the OMS
+events, so one order's story stays in order from ingest to release. Each
+carries the order as it stands now (`order`), so no stage needs to look up
+another stage's state, and the per-order `sequence` that ingest assigned.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from enum import StrEnum
+from typing import ClassVar, Literal
+
+from pydantic import AwareDatetime, Field, NonNegativeInt, PositiveInt
+
+from orchestrator.contract.base import EventPayload
+from orchestrator.contract.common import (
+    Amount,
+    CarrierAssignment,
+    ContractModel,
+    HoldReason,
+    Identifier,
+    OrderState,
+    Reason,
+    ServiceLevel,
+    SkuLine,
+    Text,
+)
+from orchestrator.contract.orders import CancelReason, OrderCreated
+
+
+class OrderChange(StrEnum):
+    """What happened to the order in the OMS event that ingest accepted."""
+
+    CREATED = "created"
+    AMENDED = "amended"
+    CANCELLED = "cancelled"
+    HOLD_RELEASED = "hold_released"
+
+
+class OrderIngested(EventPayload):
+    """ingest → validate: an OMS event accepted once, in sequence, normalised to the whole current order."""
+
+    event_type: ClassVar[str] = "order.ingested.v1"
+
+    order_id: Identifier = Field(description="The order.")
+    sequence: PositiveInt = Field(description="Position of this change in the order's story (1 = created).")
+    change: OrderChange = Field(description="What the OMS event did.")
+    order: OrderCreated = Field(description="The order as it stands after the change.")
+    amended_fields: tuple[str, ...] = Field(default=(), description="For amendments: what changed.")
+    cancel_reason: CancelReason | None = Field(default=None, description="For cancellations: why.")
+    released_hold: HoldReason | None = Field(default=None, description="For hold releases: which hold.")
+
+
+class OrderValidated(EventPayload):
+    """validate → decide-node: plan this order (again), or stop it."""
+
+    event_type: ClassVar[str] = "order.validated.v1"
+
+    order_id: Identifier = Field(description="The order.")
+    sequence: PositiveInt = Field(description="The ingest sequence this decision answers.")
+    action: Literal["plan", "cancel"] = Field(description="`plan`: decide where to fulfil; `cancel`: stop.")
+    order: OrderCreated = Field(description="The order as it stands.")
+    reason: Text | None = Field(default=None, description="Why (re-plan after an amendment, cancellation).")
+
+
+class RedecideRequested(EventPayload):
+    """reserve or exceptions → decide-node: the plan could not be carried out; decide again."""
+
+    event_type: ClassVar[str] = "order.redecide_requested.v1"
+
+    order_id: Identifier = Field(description="The order.")
+    sequence: PositiveInt = Field(description="The ingest sequence of the order the plan was for.")
+    attempt: PositiveInt = Field(description="How many times this order has been re-decided (1, 2, ...).")
+    order: OrderCreated = Field(description="The order as it stands.")
+    excluded_nodes: tuple[Identifier, ...] = Field(default=(), description="Nodes not to use this time.")
+    reason: Reason = Field(description="Why the plan failed.")
+
+
+class PlanOutcome(StrEnum):
+    """What the decision does with the order."""
+
+    SHIP = "ship"  # every line planned on shipments
+    PARTIAL = "partial"  # some lines ship now, the rest are back-ordered
+    BACKORDER = "backorder"  # nothing can ship now; wait for stock
+    HOLD_FOR_STOCK = "hold_for_stock"  # ship-complete order that no plan can fill completely now
+    UNFULFILLABLE = "unfulfillable"  # no node can ever take some line (labels, region, no carrier)
+
+
+class PlannedShipment(ContractModel):
+    """One shipment of a plan: which node sends which lines, how, and by when."""
+
+    shipment_id: Identifier = Field(description="Deterministic id: order, plan version and node.")
+    node_id: Identifier = Field(description="The node that fulfils it.")
+    lines: tuple[SkuLine, ...] = Field(min_length=1, description="Lines (or parts of lines) it carries.")
+    carrier: CarrierAssignment = Field(description="Carrier and service.")
+    service_level: ServiceLevel = Field(description="Speed class of the service.")
+    ship_by: AwareDatetime = Field(description="When the node must hand it to the carrier (its cut-off).")
+    promised_delivery_date: date = Field(description="The delivery (or pickup) date this shipment promises.")
+    distance_km: float = Field(ge=0, description="Great-circle distance node → destination.")
+    shipping_cost: Amount = Field(description="What the carrier charges.")
+    cost: float = Field(description="Total cost the optimiser gave this shipment (shipping + penalties).")
+
+
+class CandidateVerdict(ContractModel):
+    """How one node fared in the decision: why it was rejected, or what it would have cost."""
+
+    node_id: Identifier = Field(description="The node.")
+    eligible: bool = Field(description="True: it passed the hard constraints for at least one line.")
+    reasons: tuple[Reason, ...] = Field(default=(), description="Why it was rejected (some or all lines).")
+    lines: tuple[Identifier, ...] = Field(default=(), description="Lines it could serve.")
+    best_cost: float | None = Field(default=None, description="Its cost serving what it could, alone.")
+
+
+class PlanDecided(EventPayload):
+    """decide-node → reserve: where each line is fulfilled, and why."""
+
+    event_type: ClassVar[str] = "plan.decided.v1"
+
+    order_id: Identifier = Field(description="The order.")
+    plan_id: Identifier = Field(description="Deterministic id of this plan (order and version).")
+    plan_version: PositiveInt = Field(description="1 for the first plan of the order, then 2, 3...")
+    sequence: PositiveInt = Field(description="The ingest sequence of the order this plan is for.")
+    order: OrderCreated = Field(description="The order as it stands.")
+    outcome: PlanOutcome = Field(description="What the decision does with the order.")
+    shipments: tuple[PlannedShipment, ...] = Field(default=(), description="The shipments (may be empty).")
+    backordered: tuple[SkuLine, ...] = Field(default=(), description="Quantities waiting for stock.")
+    total_cost: float = Field(description="The objective value of the chosen plan.")
+    policy_version: Identifier = Field(description="Version of the routing policy that decided.")
+    candidates: tuple[CandidateVerdict, ...] = Field(default=(), description="Every node considered.")
+    explanation: tuple[Text, ...] = Field(default=(), description="The decision in words, a sentence each.")
+    decided_at: AwareDatetime = Field(description="When it was decided.")
+    excluded_nodes: tuple[Identifier, ...] = Field(default=(), description="Nodes excluded by a re-decide.")
+    attempt: NonNegativeInt = Field(default=0, description="Re-decide attempt (0: first decision).")
+
+
+class PlanCancelled(EventPayload):
+    """decide-node → reserve: the order stops; give back what it holds."""
+
+    event_type: ClassVar[str] = "plan.cancelled.v1"
+
+    order_id: Identifier = Field(description="The order.")
+    sequence: PositiveInt = Field(description="The ingest sequence of the cancellation.")
+    reason: Text = Field(description="Why.")
+
+
+class ReservedShipment(ContractModel):
+    """A planned shipment whose stock is now reserved at its node."""
+
+    shipment: PlannedShipment = Field(description="The shipment.")
+    reservation_ids: tuple[Identifier, ...] = Field(min_length=1, description="One per line allocation.")
+
+
+class ReservationConfirmed(EventPayload):
+    """reserve → release: every shipment of the plan has its stock reserved."""
+
+    event_type: ClassVar[str] = "reservation.confirmed.v1"
+
+    order_id: Identifier = Field(description="The order.")
+    plan_id: Identifier = Field(description="The plan reserved.")
+    plan_version: PositiveInt = Field(description="Its version.")
+    order: OrderCreated = Field(description="The order as it stands.")
+    shipments: tuple[ReservedShipment, ...] = Field(min_length=1, description="Reserved shipments.")
+    backordered: tuple[SkuLine, ...] = Field(default=(), description="Quantities waiting for stock.")
+
+
+class ReservationsReleased(EventPayload):
+    """reserve → release: the order's reservations were given back (cancellation or re-plan)."""
+
+    event_type: ClassVar[str] = "reservation.released.v1"
+
+    order_id: Identifier = Field(description="The order.")
+    plan_id: Identifier | None = Field(default=None, description="The plan whose reservations went back.")
+    reason: Text = Field(description="Why.")
+    cancel_order: bool = Field(description="True: the order is cancelled; cancel any released work.")
+
+
+class StageStatus(EventPayload):
+    """Every stage → status-sync: the order reached a state, as this stage sees it.
+
+    status-sync turns these into one `order.status_changed.v1` per transition
+    on `oms.status.v1`, in order.
+    """
+
+    event_type: ClassVar[str] = "order.stage_status.v1"
+
+    order_id: Identifier = Field(description="The order.")
+    state: OrderState = Field(description="The state the order reached.")
+    stage: Identifier = Field(description="The stage that says so.")
+    sequence: PositiveInt = Field(description="The ingest sequence this state belongs to.")
+    reasons: tuple[Reason, ...] = Field(default=(), description="Why (for rejections, holds, back-orders).")
+    detail: Text | None = Field(default=None, description="A sentence for people.")
+    occurred_at: datetime = Field(description="When the stage saw it.")
