@@ -15,6 +15,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from orchestrator.settings import Settings
 
@@ -62,16 +63,21 @@ def cmd_infra(args: argparse.Namespace) -> int:
 
 
 def cmd_topics(args: argparse.Namespace) -> int:
-    from orchestrator.topics import apply_topics, format_catalog, load_catalog
+    from orchestrator.topics import CatalogError, TopicApplyError, apply_topics, format_catalog, load_catalog
 
-    catalog = load_catalog(Path(args.file) if args.file else None)
-    if args.action == "list":
-        print(format_catalog(catalog))
-        return 0
-    settings = resolve_settings()
-    report = asyncio.run(
-        apply_topics(settings.kafka_bootstrap, catalog, grow_partitions=args.grow_partitions)
-    )
+    try:
+        catalog = load_catalog(Path(args.file) if args.file else None)
+        if args.action == "list":
+            print(format_catalog(catalog))
+            return 0
+        settings = resolve_settings()
+        report = asyncio.run(
+            apply_topics(settings.kafka_bootstrap, catalog, grow_partitions=args.grow_partitions)
+        )
+    except (CatalogError, TopicApplyError) as exc:
+        # Both messages already name the file or topic and what is wrong: a traceback would bury them.
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(report.render())
     return 0
 
@@ -92,11 +98,63 @@ def cmd_schemas(args: argparse.Namespace) -> int:
 
 
 def cmd_db(args: argparse.Namespace) -> int:
+    import asyncpg
+
     from orchestrator.db.migrate import migrate
 
     settings = resolve_settings()
-    applied = asyncio.run(migrate(settings.database_url))
+    try:
+        applied = asyncio.run(migrate(settings.database_url))
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        # The URL may carry a password: name the server without it.
+        url = urlsplit(settings.database_url)
+        where = f"{url.hostname}:{url.port or 5432}{url.path}"
+        print(f"error: cannot migrate the database at {where}: {exc}", file=sys.stderr)
+        return 2
     print("applied: " + ", ".join(applied) if applied else "database is up to date")
+    return 0
+
+
+# --------------------------------------------------------------------------- explain
+
+
+async def load_plans(database_url: str, order_id: str) -> list[str]:
+    """Every plan decide-node recorded for the order, oldest first, as JSON."""
+    import asyncpg
+
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT plan_json FROM decide_plans WHERE order_id = $1 ORDER BY plan_version", order_id
+        )
+    finally:
+        await conn.close()
+    return [r["plan_json"] for r in rows]
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from orchestrator.contract.pipeline import PlanDecided
+    from orchestrator.domain.explain import explain_plan
+
+    settings = resolve_settings()
+    plans = [
+        PlanDecided.model_validate_json(raw)
+        for raw in asyncio.run(load_plans(settings.database_url, args.order_id))
+    ]
+    if not plans:
+        print(
+            f"no plan recorded for order {args.order_id} "
+            "(not yet decided, rejected, or held before planning)",
+            file=sys.stderr,
+        )
+        return 1
+    shown = plans if args.all else plans[-1:]
+    for plan in shown:
+        if len(shown) > 1:
+            print(f"=== plan {plan.plan_version} of {len(plans)} ===")
+        print(explain_plan(plan))
+    if not args.all and len(plans) > 1:
+        print(f"({len(plans) - 1} earlier plan(s): --all shows them)")
     return 0
 
 
@@ -199,6 +257,11 @@ def build_parser() -> argparse.ArgumentParser:
     db = sub.add_parser("db", help="the database")
     db.add_argument("action", choices=["migrate"])
     db.set_defaults(func=cmd_db)
+
+    explain = sub.add_parser("explain", help="why an order ships from where it does, in words")
+    explain.add_argument("order_id")
+    explain.add_argument("--all", action="store_true", help="every plan of the order, not only the latest")
+    explain.set_defaults(func=cmd_explain)
 
     start = sub.add_parser(
         "start", help="servers, topics, migrations and every stage, until Ctrl-C (make run)"

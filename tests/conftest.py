@@ -30,6 +30,29 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _fresh_state_dir() -> Path:
+    """A state folder of this session's own, so two test runs on one machine never share servers.
+
+    Folders of earlier sessions whose pytest process is gone (killed runs) are stopped and removed.
+    """
+    root = REPO / ".state" / "tests"
+    root.mkdir(parents=True, exist_ok=True)
+    for old in root.iterdir():
+        owner = old / "owner.pid"
+        try:
+            os.kill(int(owner.read_text()), 0)
+            continue  # a live session's servers
+        except (OSError, ValueError):
+            pass
+        LocalKafka(old / "kafka").stop()
+        LocalPostgres(old / "postgres").stop()
+        shutil.rmtree(old, ignore_errors=True)
+    state = root / f"session-{os.getpid()}"
+    state.mkdir()
+    (state / "owner.pid").write_text(str(os.getpid()))
+    return state
+
+
 @dataclass
 class Servers:
     """The servers under test; `kafka`/`postgres` are set only when the tests started them locally."""
@@ -50,13 +73,7 @@ def servers() -> Iterator[Servers]:
     if from_containers is not None:
         yield Servers(from_containers)
         return
-    state = REPO / ".state" / "test"
-    # A fresh broker and database each session: stop what a killed run left behind, then wipe it.
-    if state.exists():
-        LocalKafka(state / "kafka").stop()
-        LocalPostgres(state / "postgres").stop()
-        shutil.rmtree(state)
-    state.mkdir(parents=True)
+    state = _fresh_state_dir()
     kafka = LocalKafka(state / "kafka", port=_free_port(), controller_port=_free_port())
     postgres = LocalPostgres(state / "postgres", port=_free_port())
     kafka.start()
@@ -70,6 +87,7 @@ def servers() -> Iterator[Servers]:
     finally:
         kafka.stop()
         postgres.stop()
+        shutil.rmtree(state, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -94,7 +94,7 @@ async def test_bad_records_are_dead_lettered_with_a_reason_and_the_rest_flows(bo
     key, value, headers = encode(good_before)
     broken_json = (key, b'{"order_id": "ORD-1", ', headers)
     bad_schema_value = orjson.loads(value)
-    bad_schema_value["lines"][0]["quantity"] = -3
+    bad_schema_value["lines"][0]["quantity"] = "three"
     schema_violation = (key, orjson.dumps(bad_schema_value), headers)
     unknown_type = (key, value, [(k, b"order.teleported.v1" if k == "ce_type" else v) for k, v in headers])
     async with running([relay_stage(source, target)], _settings(bootstrap)):

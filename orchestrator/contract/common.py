@@ -233,7 +233,10 @@ class OrderLine(ContractModel):
 
     line_id: Identifier = Field(description="The OMS's id of the line, unique within the order.")
     sku: Identifier = Field(description="Stock keeping unit.")
-    quantity: Quantity = Field(description="Units ordered (at least 1).")
+    # Not constrained here on purpose: an order with a zero or negative quantity
+    # is a business error the OMS must hear about (a rejected status with the
+    # reason `non_positive_quantity`), not a dead letter nobody sees.
+    quantity: int = Field(description="Units ordered; must be at least 1 or the order is rejected.")
     unit_price: Amount = Field(description="Price of one unit in the order's currency.")
     unit_weight_kg: WeightKg | None = Field(
         default=None, description="Shipping weight of one unit in kg; used for carrier costs when given."

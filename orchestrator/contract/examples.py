@@ -508,6 +508,7 @@ _PIPELINE_BUILDERS: Mapping[str, Callable[[], EventPayload]] = MappingProxyType(
             order_id=ORDER_ID,
             plan_id=f"{ORDER_ID}-p1",
             plan_version=1,
+            sequence=1,
             order=_order_created(),
             shipments=(ReservedShipment(shipment=_planned_shipment(), reservation_ids=("r-1", "r-2")),),
         ),

@@ -45,8 +45,10 @@ class OrderCreated(EventPayload):
     customer_id: Identifier = Field(description="The OMS's customer id.")
     customer_tier: CustomerTier = Field(description="The customer's service tier.")
     placed_at: AwareDatetime = Field(description="When the customer placed the order.")
-    ship_to: Address = Field(
-        description="Where the goods go (for BOPIS: the customer's address, used for contact and distance)."
+    ship_to: Address | None = Field(
+        default=None,
+        description="Where the goods go; may be absent only for BOPIS (the order is rejected with "
+        "`missing_address` otherwise).",
     )
     lines: tuple[OrderLine, ...] = Field(min_length=1, description="The order lines; `line_id`s are unique.")
     order_total: Amount = Field(

@@ -160,6 +160,7 @@ class ReservationConfirmed(EventPayload):
     order_id: Identifier = Field(description="The order.")
     plan_id: Identifier = Field(description="The plan reserved.")
     plan_version: PositiveInt = Field(description="Its version.")
+    sequence: PositiveInt = Field(description="The ingest sequence of the order the plan is for.")
     order: OrderCreated = Field(description="The order as it stands.")
     shipments: tuple[ReservedShipment, ...] = Field(min_length=1, description="Reserved shipments.")
     backordered: tuple[SkuLine, ...] = Field(default=(), description="Quantities waiting for stock.")

@@ -66,6 +66,7 @@ async def run_stages(
         {t for s in stages for t in s.inputs}
         | {dead_letter_topic(t) for s in stages for t in s.inputs}
         | {t for s in stages for t in s.outputs}
+        | {v.topic for s in stages for v in s.views}
     )
     absent = await missing_topics(settings.kafka_bootstrap, needed)
     if absent:
@@ -76,10 +77,16 @@ async def run_stages(
 
     metrics = RuntimeMetrics()
     pool = await _connect_pool(settings, stop) if any(s.uses_database for s in stages) else None
+    views = list({id(v): v for s in stages for v in s.views}.values())
     workers = [StageWorker(s, settings, metrics, pool) for s in stages]
     runner = await start_http(
-        metrics, lambda: {w.stage.name: w.healthy for w in workers}, settings.http_host, settings.http_port
+        metrics,
+        lambda: {w.stage.name: w.healthy and all(v.ready for v in w.stage.views) for w in workers},
+        settings.http_host,
+        settings.http_port,
     )
+    for view in views:
+        await view.start(settings, stop)
     log.info(
         "process started",
         stages=[s.name for s in stages],
@@ -100,6 +107,8 @@ async def run_stages(
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
         await runner.cleanup()
+        for view in views:
+            await view.close()
         if pool is not None:
             await pool.close()
         log.info("process stopped")

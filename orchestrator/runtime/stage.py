@@ -17,6 +17,7 @@ import structlog
 
 from orchestrator.contract.base import EventPayload
 from orchestrator.contract.envelope import Envelope
+from orchestrator.runtime.views import View
 
 if TYPE_CHECKING:
     import asyncpg
@@ -109,6 +110,8 @@ class Stage:
     #: Empty means every registered type (a relay).
     accepts: frozenset[str] = field(default_factory=frozenset)
     description: str = ""
+    #: Views the handler reads (the network, ...); the process starts each once, before consuming.
+    views: tuple[View, ...] = ()
 
     @property
     def group_id(self) -> str:

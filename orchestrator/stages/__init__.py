@@ -1,7 +1,7 @@
 """The stages, by name. `orchestrator run NAME` looks them up here.
 
-The eight order stages run in the order of the fulfilment flow; `relay` is
-the no-work stage used to measure the ceiling and is never part of `all`.
+The order stages run in the order of the fulfilment flow; `relay` is the
+no-work stage used to measure the ceiling and is never part of `all`.
 """
 
 from __future__ import annotations
@@ -9,11 +9,33 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
+from orchestrator.domain.policy import load_policy
 from orchestrator.runtime.stage import Stage
+from orchestrator.stages.common import OrderPathDeps, network_view
+from orchestrator.stages.decide_node import decide_node_stage
+from orchestrator.stages.ingest import ingest_stage
 from orchestrator.stages.relay import relay_stage
+from orchestrator.stages.release import release_stage
+from orchestrator.stages.reserve import reserve_stage
+from orchestrator.stages.status_sync import status_sync_stage
+from orchestrator.stages.validate import validate_stage
 
-#: Order stages in flow order; later issues fill in the rest of the eight.
-ORDER_STAGES: Mapping[str, Callable[[], Stage]] = MappingProxyType({})
+#: Order stages in flow order. Monitor and exceptions come with the execution issue.
+ORDER_STAGES: Mapping[str, Callable[[OrderPathDeps], Stage]] = MappingProxyType(
+    {
+        "ingest": lambda deps: ingest_stage(),
+        "validate": validate_stage,
+        "decide-node": decide_node_stage,
+        "reserve": lambda deps: reserve_stage(),
+        "release": release_stage,
+        "status-sync": lambda deps: status_sync_stage(),
+    }
+)
+
+
+def order_path_deps() -> OrderPathDeps:
+    """One network view and one policy, shared by every stage of the process."""
+    return OrderPathDeps(network=network_view(), policy=load_policy())
 
 
 def build_stages(
@@ -25,11 +47,10 @@ def build_stages(
             raise ValueError("relay needs --input TOPIC and --output TOPIC")
         return [relay_stage(relay_input, relay_output)]
     if name == "all":
-        if not ORDER_STAGES:
-            raise ValueError("no order stage is installed yet")
-        return [factory() for factory in ORDER_STAGES.values()]
+        deps = order_path_deps()
+        return [factory(deps) for factory in ORDER_STAGES.values()]
     factory = ORDER_STAGES.get(name)
     if factory is None:
         known = ", ".join([*ORDER_STAGES, "relay", "all"])
         raise ValueError(f"unknown stage {name!r}; known: {known}")
-    return [factory()]
+    return [factory(order_path_deps())]

@@ -1,0 +1,132 @@
+"""The fulfilment network as decide-node sees it: nodes, their capacity, carrier services, outages.
+
+The view is rebuilt by folding `network.updates.v1` events into it. It is an
+immutable value: `apply` returns a new view, so a decision in progress never
+sees the network change under it, and a stage can swap its view atomically.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime
+from types import MappingProxyType
+from typing import Any, TypeVar
+
+from orchestrator.contract.base import EventPayload
+from orchestrator.contract.network import (
+    CarrierOutage,
+    CarrierServiceUpserted,
+    NodeCapacityChanged,
+    NodeStatusChanged,
+    NodeUpserted,
+)
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def _empty() -> Mapping[Any, Any]:
+    return MappingProxyType({})
+
+
+def _with(mapping: Mapping[K, V], key: K, value: V) -> Mapping[K, V]:
+    """A read-only copy of `mapping` with `key` set: views share nothing mutable."""
+    updated = dict(mapping)
+    updated[key] = value
+    return MappingProxyType(updated)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class NetworkView:
+    """What is known about the network now; read-only (build a new one with `apply`).
+
+    `nodes` holds each node's latest `NodeUpserted`, with its `open` flag and
+    standing `daily_capacity` kept current by status and capacity changes.
+    """
+
+    nodes: Mapping[str, NodeUpserted] = field(default_factory=_empty)
+    #: Capacity for one local day of one node, overriding the standing capacity.
+    capacity_overrides: Mapping[tuple[str, date], int] = field(default_factory=_empty)
+    services: Mapping[str, CarrierServiceUpserted] = field(default_factory=_empty)
+    #: Outages by outage id (a later event with the same id replaces the earlier one).
+    outages: Mapping[str, CarrierOutage] = field(default_factory=_empty)
+
+    @classmethod
+    def empty(cls) -> NetworkView:
+        """A network with nothing in it."""
+        return cls()
+
+    def apply(self, event: EventPayload) -> NetworkView:
+        """The view after `event`; events of other types, and changes to unknown nodes, change nothing."""
+        if isinstance(event, NodeUpserted):
+            return replace(self, nodes=_with(self.nodes, event.node_id, event))
+        if isinstance(event, NodeStatusChanged):
+            node = self.nodes.get(event.node_id)
+            if node is None or node.open == event.open:
+                return self
+            return replace(
+                self, nodes=_with(self.nodes, node.node_id, node.model_copy(update={"open": event.open}))
+            )
+        if isinstance(event, NodeCapacityChanged):
+            return self._apply_capacity(event)
+        if isinstance(event, CarrierServiceUpserted):
+            return replace(self, services=_with(self.services, event.service_id, event))
+        if isinstance(event, CarrierOutage):
+            return replace(self, outages=_with(self.outages, event.outage_id, event))
+        return self
+
+    def _apply_capacity(self, event: NodeCapacityChanged) -> NetworkView:
+        node = self.nodes.get(event.node_id)
+        if node is None:
+            return self
+        if event.for_date is not None:
+            key = (event.node_id, event.for_date)
+            return replace(self, capacity_overrides=_with(self.capacity_overrides, key, event.daily_capacity))
+        changed = node.model_copy(update={"daily_capacity": event.daily_capacity})
+        return replace(self, nodes=_with(self.nodes, node.node_id, changed))
+
+    def without_outages_ended_before(self, at: datetime) -> NetworkView:
+        """The view less the outages that ended before `at` (a long-running stage calls it now and then)."""
+        live = {k: o for k, o in self.outages.items() if o.ends_at is None or o.ends_at >= at}
+        return self if len(live) == len(self.outages) else replace(self, outages=MappingProxyType(live))
+
+    def node_open(self, node_id: str) -> bool:
+        """Whether the node is known and takes work."""
+        node = self.nodes.get(node_id)
+        return node is not None and node.open
+
+    def capacity_on(self, node_id: str, day: date) -> int:
+        """Work orders the node can take on its local `day` (0 for an unknown node)."""
+        override = self.capacity_overrides.get((node_id, day))
+        if override is not None:
+            return override
+        node = self.nodes.get(node_id)
+        return 0 if node is None else node.daily_capacity
+
+    def services_available(self, at: datetime) -> list[CarrierServiceUpserted]:
+        """Active services not in an outage at `at`, sorted by service id (so decisions are stable)."""
+        out_services: set[str] = set()
+        out_carriers: set[str] = set()
+        for outage in self.outages.values():
+            if outage.starts_at <= at and (outage.ends_at is None or at < outage.ends_at):
+                if outage.service_id is None:
+                    out_carriers.add(outage.carrier)
+                else:
+                    out_services.add(outage.service_id)
+        return [
+            service
+            for service_id, service in sorted(self.services.items())
+            if service.active and service_id not in out_services and service.carrier not in out_carriers
+        ]
+
+
+def network_from_events(events: Iterable[EventPayload]) -> NetworkView:
+    """Fold events, oldest first, into a view of the network."""
+    view = NetworkView.empty()
+    for event in events:
+        view = view.apply(event)
+    return view
+
+
+__all__ = ["NetworkView", "network_from_events"]

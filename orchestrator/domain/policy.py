@@ -1,0 +1,260 @@
+"""The routing policy: the weights and rules of the sourcing decision, as data.
+
+A policy is a YAML file, validated here into an immutable `Policy`. Its
+`version` is recorded on every plan, so a decision can be explained (and
+replayed) against the policy that made it. The package ships
+`orchestrator/policies/default.yaml`; `ORCHESTRATOR_POLICY_FILE` points at
+another file.
+"""
+
+from __future__ import annotations
+
+import os
+from decimal import Decimal
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
+
+from orchestrator.contract.common import Channel, CustomerTier, NodeKind, ServiceLevel
+
+#: Environment variable naming the policy file to load instead of the packaged default.
+POLICY_FILE_ENV = "ORCHESTRATOR_POLICY_FILE"
+
+_PolicyVersion = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^\S{1,128}$")]
+_NodeId = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^\S{1,128}$")]
+_Cost = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+class PolicyError(ValueError):
+    """A policy file that cannot be read or does not validate; the message names the file and field."""
+
+
+class _Rule(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ShipFromStoreRule(_Rule):
+    """Whether stores with the ship-from-store capability may ship to customers, and for which channels."""
+
+    enabled: bool = Field(default=True, description="False: stores never ship parcels to customers.")
+    channels: tuple[Channel, ...] | Literal["all"] = Field(
+        default="all", description="Channels whose orders stores may ship, or `all`."
+    )
+
+    def allows(self, channel: Channel) -> bool:
+        return self.enabled and (self.channels == "all" or channel in self.channels)
+
+
+class ChannelRule(_Rule):
+    """Restrictions for the orders of one channel."""
+
+    excluded_node_kinds: tuple[NodeKind, ...] = Field(
+        default=(), description="Kinds of node that never fulfil this channel's orders."
+    )
+
+
+class TierRule(_Rule):
+    """Service promised to one customer tier."""
+
+    min_service_level: ServiceLevel | None = Field(
+        default=None,
+        description="Home deliveries of this tier use at least this service level (an upgrade, never a "
+        "downgrade of what the customer chose).",
+    )
+
+
+class BopisRule(_Rule):
+    """Buy online, pick up in store."""
+
+    allow_transfer_to_pickup_store: bool = Field(
+        default=True,
+        description="True: lines the pickup store lacks are shipped to it from another node; "
+        "false: they are back-ordered.",
+    )
+
+
+class HoldRules(_Rule):
+    """Rules of the validate stage that put an order on hold before it is planned."""
+
+    order_value_over: Decimal | None = Field(
+        default=None, ge=0, description="Orders whose total exceeds this amount wait for manual review."
+    )
+    payment_pending: bool = Field(
+        default=True, description="Honour the OMS's `payment_pending` hold (false: plan regardless)."
+    )
+    fraud_review: bool = Field(
+        default=True, description="Honour the OMS's `fraud_review` hold (false: plan regardless)."
+    )
+
+
+def _default_handling_costs() -> dict[NodeKind, float]:
+    return {
+        NodeKind.DC: 0.5,
+        NodeKind.STORE: 3.0,
+        NodeKind.THIRD_PARTY_LOGISTICS: 1.5,
+        NodeKind.DROP_SHIP_VENDOR: 0.0,
+        NodeKind.MICRO_FULFILMENT: 1.0,
+    }
+
+
+class Policy(BaseModel):
+    """The weights and rules of the sourcing decision. Costs are in the order's currency units."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: _PolicyVersion = Field(
+        description="Version recorded on every plan (no spaces), e.g. `default-1`; change it with every edit."
+    )
+    split_cost: _Cost = Field(
+        default=4.0,
+        description="Cost of each shipment beyond the first (packaging, handling, customer effort).",
+    )
+    late_penalty_per_day: _Cost = Field(
+        default=10.0, description="Cost per day a shipment is expected to arrive after the promised date."
+    )
+    priority_late_multiplier: Annotated[float, Field(ge=1, allow_inf_nan=False)] = Field(
+        default=3.0, description="Multiplies the late penalty of priority orders."
+    )
+    capacity_pressure_weight: _Cost = Field(
+        default=2.0,
+        description="Cost added to a shipment in proportion to the share of the node's capacity for today "
+        "already planned (0 to this weight): spreads work away from busy nodes.",
+    )
+    node_kind_handling_cost: dict[NodeKind, _Cost] = Field(
+        default_factory=_default_handling_costs,
+        description="Cost per shipment by kind of node (picking and packing effort); unlisted kinds cost 0.",
+    )
+    ranked_nodes: tuple[_NodeId, ...] = Field(
+        default=(), description="Preferred nodes, most preferred first; each at most once."
+    )
+    rank_bonus: _Cost = Field(
+        default=0.0,
+        description="Cost taken off a shipment from the first ranked node; the bonus falls linearly down the "
+        "list (the last of n ranked nodes gets rank_bonus / n).",
+    )
+    max_shipments: Annotated[int, Field(ge=1)] = Field(
+        default=3, description="Most shipments one plan may have (a split line counts each node)."
+    )
+    backorder_policy: Literal["ship_available", "hold_for_stock"] = Field(
+        default="ship_available",
+        description="When stock is short and the order is not ship-complete: `ship_available` ships what "
+        "is there and back-orders the rest; `hold_for_stock` waits until everything can ship. "
+        "Ship-complete orders that cannot be filled completely are always held.",
+    )
+    ship_from_store: ShipFromStoreRule = Field(
+        default_factory=ShipFromStoreRule, description="Whether stores may ship to customers."
+    )
+    channel_rules: dict[Channel, ChannelRule] = Field(
+        default_factory=dict, description="Restrictions per sales channel."
+    )
+    tier_rules: dict[CustomerTier, TierRule] = Field(
+        default_factory=dict, description="Service upgrades per customer tier."
+    )
+    bopis: BopisRule = Field(default_factory=BopisRule, description="Buy online, pick up in store.")
+    exact_search_max_lines: Annotated[int, Field(ge=1, le=30)] = Field(
+        default=8,
+        description="Orders with at most this many lines get the exact (branch and bound) search; larger "
+        "ones a greedy heuristic.",
+    )
+    default_unit_weight_kg: Annotated[float, Field(gt=0, allow_inf_nan=False)] = Field(
+        default=1.0, description="Weight of one unit of a line that gives none, for carrier costs."
+    )
+    holds: HoldRules = Field(
+        default_factory=HoldRules, description="Hold rules applied by the validate stage."
+    )
+
+    @field_validator("ranked_nodes")
+    @classmethod
+    def _ranked_unique(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        dupes = sorted({n for n in v if v.count(n) > 1})
+        if dupes:
+            raise ValueError(f"ranked_nodes must not repeat: {', '.join(dupes)}")
+        return v
+
+    def rank_bonuses(self) -> dict[str, float]:
+        """Cost taken off a shipment from each ranked node: the full bonus first, falling linearly."""
+        count = len(self.ranked_nodes)
+        return {
+            node_id: self.rank_bonus * (count - position) / count
+            for position, node_id in enumerate(self.ranked_nodes)
+        }
+
+    def handling_cost(self, kind: NodeKind) -> float:
+        """Cost per shipment from a node of this kind."""
+        return self.node_kind_handling_cost.get(kind, 0.0)
+
+    def excluded_kinds(self, channel: Channel) -> tuple[NodeKind, ...]:
+        """Kinds of node that never fulfil orders of this channel."""
+        rule = self.channel_rules.get(channel)
+        return () if rule is None else rule.excluded_node_kinds
+
+    def min_service_level(self, tier: CustomerTier) -> ServiceLevel | None:
+        """The service level this tier is upgraded to at least, if any."""
+        rule = self.tier_rules.get(tier)
+        return None if rule is None else rule.min_service_level
+
+
+def _packaged_default() -> tuple[str, str]:
+    resource = resources.files("orchestrator.policies").joinpath("default.yaml")
+    return str(resource), resource.read_text(encoding="utf-8")
+
+
+def _describe(error: ValidationError) -> str:
+    parts = []
+    for problem in error.errors(include_url=False):
+        where = ".".join(str(part) for part in problem["loc"]) or "(top level)"
+        parts.append(f"{where}: {problem['msg']}")
+    return "; ".join(parts)
+
+
+def parse_policy(text: str, source: str) -> Policy:
+    """Validate YAML `text` into a Policy; `source` names it in error messages."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise PolicyError(f"policy {source}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise PolicyError(f"policy {source}: expected a mapping of fields at the top level")
+    try:
+        return Policy.model_validate(data)
+    except ValidationError as exc:
+        raise PolicyError(f"policy {source}: {_describe(exc)}") from None
+
+
+def load_policy(path: Path | None = None) -> Policy:
+    """Load a policy: `path`, else the file named by ORCHESTRATOR_POLICY_FILE, else the packaged default."""
+    if path is None:
+        from_env = os.environ.get(POLICY_FILE_ENV)
+        if not from_env:
+            source, text = _packaged_default()
+            return parse_policy(text, source)
+        path = Path(from_env)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PolicyError(f"policy {path}: cannot be read: {exc.strerror or exc}") from None
+    return parse_policy(text, str(path))
+
+
+__all__ = [
+    "POLICY_FILE_ENV",
+    "BopisRule",
+    "ChannelRule",
+    "HoldRules",
+    "Policy",
+    "PolicyError",
+    "ShipFromStoreRule",
+    "TierRule",
+    "load_policy",
+    "parse_policy",
+]

@@ -1,0 +1,133 @@
+"""Views a stage reads whole, kept current from a topic in every process.
+
+Some state every instance needs entire, not a share of partitions: the
+network of nodes and carrier services, for one. A view reads its topic from
+the beginning with no consumer group (so every instance sees everything),
+is ready once it has caught up with the end offsets it found at start, and
+then keeps following. The topic is the source of truth; a view is a cache
+rebuilt at every start, so it needs no table and no migration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from typing import Generic, Protocol, TypeVar
+
+import structlog
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from orchestrator.contract.base import EventPayload
+from orchestrator.contract.envelope import DecodeError, decode
+from orchestrator.settings import Settings
+
+S = TypeVar("S")
+
+
+class View(Protocol):
+    """What the process needs of a view: start it (returns once caught up), stop it, ask if ready."""
+
+    name: str
+    topic: str
+
+    async def start(self, settings: Settings, stop: asyncio.Event) -> None: ...
+    async def close(self) -> None: ...
+    @property
+    def ready(self) -> bool: ...
+
+
+class TopicView(Generic[S]):
+    """A state folded from every event of one topic: `state = fold(state, payload)`."""
+
+    def __init__(self, name: str, topic: str, initial: S, fold: Callable[[S, EventPayload], S]) -> None:
+        self.name = name
+        self.topic = topic
+        self._state = initial
+        self._fold = fold
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._ready = False
+        self.skipped = 0
+        self.log = structlog.get_logger("orchestrator.view").bind(view=name, topic=topic)
+
+    @property
+    def state(self) -> S:
+        return self._state
+
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+    async def start(self, settings: Settings, stop: asyncio.Event) -> None:
+        if self._consumer is not None:
+            return  # shared by several stages of one process: started once
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.kafka_bootstrap,
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+            client_id=f"orchestrator.view.{self.name}.{settings.instance_id}",
+        )
+        self._consumer = consumer
+        await consumer.start()
+        partitions = await _partitions_of(settings.kafka_bootstrap, self.topic)
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        while not stop.is_set() and not await self._caught_up(consumer, ends):
+            await self._poll(consumer)
+        self._ready = True
+        self.log.info("view caught up", skipped=self.skipped)
+        self._task = asyncio.create_task(self._follow(consumer, stop), name=f"view:{self.name}")
+
+    async def _caught_up(self, consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> bool:
+        for tp, end in ends.items():
+            if await consumer.position(tp) < end:
+                return False
+        return True
+
+    async def _poll(self, consumer: AIOKafkaConsumer) -> None:
+        batches = await consumer.getmany(timeout_ms=200, max_records=1000)
+        for records in batches.values():
+            for rec in records:
+                try:
+                    env = decode(rec.key, rec.value, rec.headers, timestamp_ms=rec.timestamp)
+                except DecodeError as exc:
+                    # The stage that consumes this topic in a group dead-letters it; a view only skips it.
+                    self.skipped += 1
+                    self.log.warning("view skipped a record", offset=rec.offset, reason=exc.reason)
+                    continue
+                self._state = self._fold(self._state, env.data)
+
+    async def _follow(self, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self._poll(consumer)
+            except Exception as exc:  # the broker being away is no reason to stop following
+                self.log.warning("view poll failed; retrying", error=repr(exc))
+                await asyncio.sleep(1)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+        if self._consumer is not None:
+            with contextlib.suppress(BaseException):
+                await self._consumer.stop()
+
+
+async def _partitions_of(bootstrap: str, topic: str) -> list[TopicPartition]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    parts = [p["partition"] for d in described if d.get("topic") == topic for p in d.get("partitions", [])]
+    if not parts:
+        raise RuntimeError(
+            f"topic {topic} has no partitions (does it exist? run `orchestrator topics apply`)"
+        )
+    return [TopicPartition(topic, p) for p in sorted(parts)]

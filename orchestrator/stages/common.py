@@ -1,0 +1,70 @@
+"""What the order stages share: topic names, the network view, status events."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from orchestrator.contract.common import OrderState, Reason
+from orchestrator.contract.orders import OrderCreated
+from orchestrator.contract.pipeline import StageStatus
+from orchestrator.domain.network import NetworkView
+from orchestrator.domain.policy import Policy
+from orchestrator.runtime.stage import HandlerContext
+from orchestrator.runtime.views import TopicView
+
+OMS_ORDERS = "oms.orders.v1"
+INVENTORY_UPDATES = "inventory.updates.v1"
+NETWORK_UPDATES = "network.updates.v1"
+WORK_ORDERS = "wms.work-orders.v1"
+OMS_STATUS = "oms.status.v1"
+INGESTED = "orchestrator.orders.ingested.v1"
+VALIDATED = "orchestrator.orders.validated.v1"
+PLANS = "orchestrator.plans.v1"
+RESERVATIONS = "orchestrator.reservations.v1"
+RELEASED = "orchestrator.released.v1"
+REROUTES = "orchestrator.reroutes.v1"
+STATUS = "orchestrator.status.v1"
+
+
+def network_view() -> TopicView[NetworkView]:
+    """The network (nodes, carrier services, outages) folded from `network.updates.v1`."""
+    return TopicView("network", NETWORK_UPDATES, NetworkView.empty(), lambda view, event: view.apply(event))
+
+
+@dataclass(frozen=True)
+class OrderPathDeps:
+    """What the order stages of one process share: one network view, one policy."""
+
+    network: TopicView[NetworkView]
+    policy: Policy
+
+
+def emit_status(
+    ctx: HandlerContext,
+    order_id: str,
+    state: OrderState,
+    sequence: int,
+    *,
+    reasons: tuple[Reason, ...] = (),
+    detail: str | None = None,
+) -> None:
+    ctx.emit(
+        STATUS,
+        StageStatus(
+            order_id=order_id,
+            state=state,
+            stage=ctx.stage,
+            sequence=sequence,
+            reasons=reasons,
+            detail=detail,
+            occurred_at=ctx.now,
+        ),
+    )
+
+
+def order_json(order: OrderCreated) -> str:
+    return order.model_dump_json()
+
+
+def order_from_json(raw: str) -> OrderCreated:
+    return OrderCreated.model_validate_json(raw)

@@ -1,0 +1,154 @@
+"""decide-node: where each line is fulfilled, and why. Reads validated orders and re-decide requests.
+
+Decides: the fulfilment plan (nodes, shipments, carrier services, promised
+dates) by the optimisation in `orchestrator.domain.sourcing`, under the
+routing policy; or a back-order, a hold for stock, or "cannot be fulfilled".
+Every plan records its candidates and reasons, so `orchestrator explain` can
+say why an order ships from where it does.
+
+Owns `decide_plans` (every plan, for explain) and `decide_orders` (each
+order's latest plan version). Reads the reserve stage's ledger and node load:
+a view that may be a moment stale, which is fine because reserve is the
+atomic check and a lost race comes back here as a re-decide.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from orchestrator.contract.common import OrderState, Reason
+from orchestrator.contract.envelope import Envelope
+from orchestrator.contract.orders import OrderCreated
+from orchestrator.contract.pipeline import (
+    OrderValidated,
+    PlanCancelled,
+    PlanDecided,
+    PlanOutcome,
+    RedecideRequested,
+)
+from orchestrator.domain.sourcing import decide
+from orchestrator.runtime.stage import HandlerContext, RejectEvent, Stage
+from orchestrator.stages.common import PLANS, REROUTES, STATUS, VALIDATED, OrderPathDeps, emit_status
+
+#: How often reserve may send one order back before the plan stops asking for contested stock.
+MAX_REDECIDES = 5
+
+
+async def stock_view(ctx: HandlerContext, order: OrderCreated) -> dict[tuple[str, str], int]:
+    rows = await ctx.db.fetch(
+        "SELECT node_id, sku, on_hand - reserved - safety_stock AS available FROM reserve_ledger"
+        " WHERE sku = ANY($1::text[])",
+        sorted({line.sku for line in order.lines}),
+    )
+    return {(r["node_id"], r["sku"]): max(0, r["available"]) for r in rows}
+
+
+async def node_load(ctx: HandlerContext, today: datetime) -> dict[str, int]:
+    rows = await ctx.db.fetch("SELECT node_id, shipments FROM reserve_node_load WHERE day = $1", today.date())
+    return {r["node_id"]: r["shipments"] for r in rows}
+
+
+def status_of(plan: PlanDecided) -> tuple[OrderState, tuple[Reason, ...]]:
+    if plan.outcome in (PlanOutcome.SHIP, PlanOutcome.PARTIAL):
+        return OrderState.PLANNED, ()
+    if plan.outcome is PlanOutcome.BACKORDER:
+        return OrderState.BACK_ORDERED, (Reason(code="no_stock", message="no node has the stock now"),)
+    if plan.outcome is PlanOutcome.HOLD_FOR_STOCK:
+        return OrderState.ON_HOLD, (
+            Reason(code="hold_for_stock", message="waiting until the whole order can ship"),
+        )
+    return OrderState.NEEDS_ATTENTION, tuple(
+        Reason(code="unfulfillable", message=line) for line in plan.explanation[:3]
+    )
+
+
+def decide_node_stage(deps: OrderPathDeps) -> Stage:
+    async def plan_order(
+        ctx: HandlerContext,
+        order: OrderCreated,
+        sequence: int,
+        *,
+        attempt: int = 0,
+        excluded: frozenset[str] = frozenset(),
+    ) -> None:
+        row = await ctx.db.fetchrow(
+            "SELECT latest_version, sequence, cancelled FROM decide_orders WHERE order_id = $1 FOR UPDATE",
+            order.order_id,
+        )
+        if row is not None and (row["cancelled"] or sequence < row["sequence"]):
+            return  # the order moved on (amended again, or cancelled) since this request was made
+        version = (row["latest_version"] if row else 0) + 1
+        plan = decide(
+            order,
+            network=deps.network.state,
+            stock=await stock_view(ctx, order),
+            capacity_used=await node_load(ctx, ctx.now),
+            policy=deps.policy,
+            now=ctx.now,
+            sequence=sequence,
+            plan_version=version,
+            attempt=attempt,
+            excluded_nodes=excluded,
+        )
+        await ctx.db.execute(
+            "INSERT INTO decide_plans (order_id, plan_version, sequence, outcome, plan_json, decided_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6)",
+            order.order_id,
+            version,
+            sequence,
+            plan.outcome.value,
+            plan.model_dump_json(),
+            ctx.now,
+        )
+        await ctx.db.execute(
+            "INSERT INTO decide_orders (order_id, latest_version, sequence) VALUES ($1, $2, $3)"
+            " ON CONFLICT (order_id) DO UPDATE SET latest_version = $2, sequence = $3",
+            order.order_id,
+            version,
+            sequence,
+        )
+        ctx.emit(PLANS, plan)
+        state, reasons = status_of(plan)
+        emit_status(
+            ctx,
+            order.order_id,
+            state,
+            sequence,
+            reasons=reasons,
+            detail=plan.explanation[0] if plan.explanation else None,
+        )
+
+    async def handle(event: Envelope, ctx: HandlerContext) -> None:
+        msg = event.data
+        if isinstance(msg, OrderValidated):
+            if msg.action == "plan":
+                await plan_order(ctx, msg.order, msg.sequence)
+                return
+            await ctx.db.execute(
+                "INSERT INTO decide_orders (order_id, latest_version, sequence, cancelled)"
+                " VALUES ($1, 0, $2, true)"
+                " ON CONFLICT (order_id) DO UPDATE SET sequence = $2, cancelled = true",
+                msg.order_id,
+                msg.sequence,
+            )
+            ctx.emit(
+                PLANS,
+                PlanCancelled(order_id=msg.order_id, sequence=msg.sequence, reason=msg.reason or "cancelled"),
+            )
+        elif isinstance(msg, RedecideRequested):
+            # Past the limit the order stops excluding anything and simply takes what the fresh stock allows.
+            excluded = frozenset(msg.excluded_nodes) if msg.attempt <= MAX_REDECIDES else frozenset()
+            await plan_order(ctx, msg.order, msg.sequence, attempt=msg.attempt, excluded=excluded)
+        else:  # pragma: no cover - `accepts` lets nothing else through
+            raise RejectEvent(f"decide-node does not handle {event.type}")
+
+    return Stage(
+        name="decide-node",
+        inputs=(VALIDATED, REROUTES),
+        outputs=(PLANS, STATUS),
+        handler=handle,
+        uses_database=True,
+        accepts=frozenset({OrderValidated.event_type, RedecideRequested.event_type}),
+        views=(deps.network,),
+        description="chooses nodes, shipments and carriers for each order, with the reasons",
+    )

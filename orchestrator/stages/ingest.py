@@ -1,0 +1,137 @@
+"""ingest: the door from the OMS. Reads `oms.orders.v1`.
+
+Decides: whether an OMS event is new (a redelivery with the same `ce_id` has
+one effect: the runtime's idempotency record), whether it fits the order's
+story (an amendment for an unknown or cancelled order is dead-lettered with
+the reason), and the order's sequence. Normalises every change into the whole
+current order, so later stages never merge partial updates.
+
+Owns `ingest_orders`: each order's current shape and sequence.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from orchestrator.contract.common import OrderState
+from orchestrator.contract.envelope import Envelope
+from orchestrator.contract.orders import OrderAmended, OrderCancelled, OrderCreated, OrderHoldReleased
+from orchestrator.contract.pipeline import OrderChange, OrderIngested
+from orchestrator.domain.validation import normalise_postal_code
+from orchestrator.runtime.stage import HandlerContext, RejectEvent, Stage
+from orchestrator.stages.common import INGESTED, OMS_ORDERS, STATUS, emit_status, order_from_json, order_json
+
+
+def normalise(order: OrderCreated) -> OrderCreated:
+    """One shape whatever the channel: postal codes in their canonical spelling."""
+    if order.ship_to is None:
+        return order
+    address = order.ship_to.model_copy(
+        update={"postal_code": normalise_postal_code(order.ship_to.postal_code)}
+    )
+    return order.model_copy(update={"ship_to": address})
+
+
+def apply_amendment(order: OrderCreated, amendment: OrderAmended) -> tuple[OrderCreated, tuple[str, ...]]:
+    """The order after `amendment`, and the names of what changed; RejectEvent if it cannot apply."""
+    data: dict[str, Any] = order.model_dump(mode="json")
+    changed: list[str] = []
+    if amendment.ship_to is not None:
+        data["ship_to"] = amendment.ship_to.model_dump(mode="json")
+        changed.append("ship_to")
+    if amendment.priority is not None:
+        data["priority"] = amendment.priority
+        changed.append("priority")
+    if amendment.line_quantities is not None:
+        lines = {line["line_id"]: line for line in data["lines"]}
+        for change in amendment.line_quantities:
+            if change.line_id not in lines:
+                raise RejectEvent(
+                    f"amendment names line {change.line_id}, which order {order.order_id} lacks"
+                )
+            lines[change.line_id]["quantity"] = change.quantity
+        data["lines"] = [line for line in data["lines"] if line["quantity"] != 0]
+        if not data["lines"]:
+            raise RejectEvent(f"amendment removes every line of order {order.order_id}; cancel it instead")
+        changed.append("line_quantities")
+    return normalise(OrderCreated.model_validate(data)), tuple(changed)
+
+
+def ingest_stage() -> Stage:
+    async def handle(event: Envelope, ctx: HandlerContext) -> None:
+        data = event.data
+        row = await ctx.db.fetchrow(
+            "SELECT sequence, cancelled, order_json FROM ingest_orders WHERE order_id = $1 FOR UPDATE",
+            event.subject,
+        )
+        if isinstance(data, OrderCreated):
+            if row is not None:
+                raise RejectEvent(f"order {data.order_id} already exists (created by an earlier event)")
+            order = normalise(data)
+            await ctx.db.execute(
+                "INSERT INTO ingest_orders (order_id, sequence, order_json) VALUES ($1, 1, $2)",
+                order.order_id,
+                order_json(order),
+            )
+            ctx.emit(
+                INGESTED,
+                OrderIngested(order_id=order.order_id, sequence=1, change=OrderChange.CREATED, order=order),
+            )
+            emit_status(ctx, order.order_id, OrderState.RECEIVED, 1)
+            return
+        if row is None:
+            raise RejectEvent(f"{event.type} for unknown order {event.subject}")
+        if row["cancelled"]:
+            raise RejectEvent(f"{event.type} for order {event.subject}, which is cancelled")
+        order = order_from_json(row["order_json"])
+        sequence = row["sequence"] + 1
+        ingested: OrderIngested
+        if isinstance(data, OrderAmended):
+            order, changed = apply_amendment(order, data)
+            ingested = OrderIngested(
+                order_id=order.order_id,
+                sequence=sequence,
+                change=OrderChange.AMENDED,
+                order=order,
+                amended_fields=changed,
+            )
+        elif isinstance(data, OrderCancelled):
+            ingested = OrderIngested(
+                order_id=order.order_id,
+                sequence=sequence,
+                change=OrderChange.CANCELLED,
+                order=order,
+                cancel_reason=data.reason,
+            )
+        elif isinstance(data, OrderHoldReleased):
+            order = order.model_copy(update={"holds": tuple(h for h in order.holds if h != data.hold)})
+            ingested = OrderIngested(
+                order_id=order.order_id,
+                sequence=sequence,
+                change=OrderChange.HOLD_RELEASED,
+                order=order,
+                released_hold=data.hold,
+            )
+        else:  # pragma: no cover - `accepts` lets nothing else through
+            raise RejectEvent(f"ingest does not handle {event.type}")
+        await ctx.db.execute(
+            "UPDATE ingest_orders SET sequence = $2, cancelled = $3, order_json = $4, updated_at = now()"
+            " WHERE order_id = $1",
+            order.order_id,
+            sequence,
+            ingested.change is OrderChange.CANCELLED,
+            order_json(order),
+        )
+        ctx.emit(INGESTED, ingested)
+
+    return Stage(
+        name="ingest",
+        inputs=(OMS_ORDERS,),
+        outputs=(INGESTED, STATUS),
+        handler=handle,
+        uses_database=True,
+        accepts=frozenset(
+            t.event_type for t in (OrderCreated, OrderAmended, OrderCancelled, OrderHoldReleased)
+        ),
+        description="deduplicates, sequences and normalises OMS order events",
+    )

@@ -1,0 +1,166 @@
+"""release: hands reserved shipments to the nodes as work orders. Reads reservations.
+
+Decides: the work order for each reserved shipment (lines with their handling
+labels, ship-to, carrier and service, pick-by and ship-by), with an id derived
+from the shipment so a retry can never send a second one; and the cancel
+requests for work that a cancellation or a re-plan made obsolete.
+
+Owns `release_work_orders`. Reads the network view (store addresses for BOPIS
+and ship-to-store).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from orchestrator.contract.common import Address, CarrierAssignment, OrderState
+from orchestrator.contract.envelope import Envelope
+from orchestrator.contract.orders import OrderCreated
+from orchestrator.contract.pipeline import ReservationConfirmed, ReservationsReleased, ReservedShipment
+from orchestrator.contract.work import (
+    CancelRequestReason,
+    WorkOrderCancelRequested,
+    WorkOrderLine,
+    WorkOrderReleased,
+)
+from orchestrator.domain.network import NetworkView
+from orchestrator.runtime.stage import HandlerContext, RejectEvent, Stage
+from orchestrator.stages.common import RELEASED, RESERVATIONS, STATUS, WORK_ORDERS, OrderPathDeps, emit_status
+
+#: Picking must finish this long before the carrier collects.
+PICK_LEAD = timedelta(hours=2)
+#: The carrier assignment of a pickup at the store itself: nothing to hand to a carrier.
+IN_STORE_PICKUP = "in-store-pickup"
+
+
+def work_order_id(shipment_id: str) -> str:
+    return f"WO-{shipment_id}"
+
+
+def destination(order: OrderCreated, network: NetworkView) -> Address:
+    """Where the shipment goes: the customer, or the store for BOPIS and ship-to-store."""
+    delivery = order.delivery
+    store_id = (
+        delivery.pickup_store_id
+        if delivery.kind == "bopis"
+        else delivery.store_id
+        if delivery.kind == "ship_to_store"
+        else None
+    )
+    if store_id is not None:
+        node = network.nodes.get(store_id)
+        if node is not None:
+            return node.location
+    if order.ship_to is None:
+        raise RejectEvent(f"order {order.order_id} has no address to ship to")
+    return order.ship_to
+
+
+def work_order(order: OrderCreated, reserved: ReservedShipment, network: NetworkView) -> WorkOrderReleased:
+    shipment = reserved.shipment
+    labels = {line.line_id: line.labels for line in order.lines}
+    carrier: CarrierAssignment | None = (
+        None if shipment.carrier.service_id == IN_STORE_PICKUP else shipment.carrier
+    )
+    return WorkOrderReleased(
+        work_order_id=work_order_id(shipment.shipment_id),
+        order_id=order.order_id,
+        shipment_id=shipment.shipment_id,
+        node_id=shipment.node_id,
+        lines=tuple(
+            WorkOrderLine(
+                line_id=line.line_id,
+                sku=line.sku,
+                quantity=line.quantity,
+                labels=labels.get(line.line_id, ()),
+            )
+            for line in shipment.lines
+        ),
+        ship_to=destination(order, network),
+        delivery=order.delivery,
+        carrier=carrier,
+        pick_by=shipment.ship_by - PICK_LEAD,
+        ship_by=shipment.ship_by,
+        promised_delivery_date=shipment.promised_delivery_date,
+        priority=order.priority,
+    )
+
+
+def release_stage(deps: OrderPathDeps) -> Stage:
+    async def cancel_released(
+        ctx: HandlerContext, order_id: str, plan_id: str | None, reason: CancelRequestReason, detail: str
+    ) -> int:
+        rows = await ctx.db.fetch(
+            "UPDATE release_work_orders SET status = 'cancel_requested'"
+            " WHERE order_id = $1 AND status = 'released' AND ($2::text IS NULL OR plan_id = $2)"
+            " RETURNING work_order_id, node_id",
+            order_id,
+            plan_id,
+        )
+        for r in sorted(rows, key=lambda r: r["work_order_id"]):
+            request = WorkOrderCancelRequested(
+                work_order_id=r["work_order_id"],
+                order_id=order_id,
+                node_id=r["node_id"],
+                reason=reason,
+                detail=detail,
+            )
+            ctx.emit(WORK_ORDERS, request)
+            ctx.emit(RELEASED, request)
+        return len(rows)
+
+    async def on_confirmed(ctx: HandlerContext, msg: ReservationConfirmed) -> None:
+        # Work of an earlier plan of this order that is still out there is obsolete now.
+        await ctx.db.fetch("SELECT 1 FROM release_work_orders WHERE order_id = $1 FOR UPDATE", msg.order_id)
+        await cancel_released(
+            ctx, msg.order_id, None, CancelRequestReason.REROUTED, f"replaced by {msg.plan_id}"
+        )
+        for reserved in msg.shipments:
+            wo = work_order(msg.order, reserved, deps.network.state)
+            await ctx.db.execute(
+                "INSERT INTO release_work_orders"
+                " (work_order_id, order_id, plan_id, shipment_id, node_id, status,"
+                " payload) VALUES ($1, $2, $3, $4, $5, 'released', $6)",
+                wo.work_order_id,
+                wo.order_id,
+                msg.plan_id,
+                wo.shipment_id,
+                wo.node_id,
+                wo.model_dump_json(),
+            )
+            ctx.emit(WORK_ORDERS, wo)
+            ctx.emit(RELEASED, wo)
+        emit_status(
+            ctx,
+            msg.order_id,
+            OrderState.RELEASED,
+            msg.sequence,
+            detail=f"{len(msg.shipments)} work order(s) released",
+        )
+
+    async def handle(event: Envelope, ctx: HandlerContext) -> None:
+        msg = event.data
+        if isinstance(msg, ReservationConfirmed):
+            await on_confirmed(ctx, msg)
+        elif isinstance(msg, ReservationsReleased):
+            if msg.cancel_order:
+                await cancel_released(
+                    ctx, msg.order_id, None, CancelRequestReason.ORDER_CANCELLED, msg.reason
+                )
+            elif msg.plan_id is not None:
+                await cancel_released(
+                    ctx, msg.order_id, msg.plan_id, CancelRequestReason.ORDER_AMENDED, msg.reason
+                )
+        else:  # pragma: no cover - `accepts` lets nothing else through
+            raise RejectEvent(f"release does not handle {event.type}")
+
+    return Stage(
+        name="release",
+        inputs=(RESERVATIONS,),
+        outputs=(WORK_ORDERS, RELEASED, STATUS),
+        handler=handle,
+        uses_database=True,
+        accepts=frozenset({ReservationConfirmed.event_type, ReservationsReleased.event_type}),
+        views=(deps.network,),
+        description="sends one work order per reserved shipment to its node",
+    )

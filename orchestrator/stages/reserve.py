@@ -1,0 +1,252 @@
+"""reserve: the inventory ledger, and the atomic check that stock is really there.
+
+Reads plans and `inventory.updates.v1`. Decides: whether every line
+allocation of a plan can be reserved at its node now. Each allocation is one
+conditional UPDATE (`on_hand - reserved - safety_stock >= quantity`), so two
+orders racing for the last unit cannot both win: the loser's whole plan is
+rolled back (a savepoint) and sent back to decide-node as a re-decide with
+fresh stock. Never an oversell. Cancellations and re-plans give reservations
+back; inventory snapshots and deltas change on-hand without touching what is
+reserved.
+
+Owns `reserve_ledger`, `reserve_reservations`, `reserve_node_load`, `reserve_orders`.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+
+from orchestrator.contract.common import OrderState, Reason
+from orchestrator.contract.envelope import Envelope
+from orchestrator.contract.inventory import InboundSupplyExpected, InventoryDelta, InventorySnapshot
+from orchestrator.contract.pipeline import (
+    PlanCancelled,
+    PlanDecided,
+    RedecideRequested,
+    ReservationConfirmed,
+    ReservationsReleased,
+    ReservedShipment,
+)
+from orchestrator.runtime.stage import HandlerContext, RejectEvent, Stage
+from orchestrator.stages.common import INVENTORY_UPDATES, PLANS, REROUTES, RESERVATIONS, STATUS, emit_status
+
+
+class _LostRace(Exception):
+    def __init__(self, node_id: str, sku: str, quantity: int) -> None:
+        super().__init__(f"{quantity} x {sku} no longer available at {node_id}")
+        self.node_id = node_id
+        self.sku = sku
+
+
+async def release_active(conn: asyncpg.Connection, order_id: str) -> int:
+    """Give back every active reservation of the order; returns how many."""
+    rows = await conn.fetch(
+        "UPDATE reserve_reservations SET status = 'released', released_at = now()"
+        " WHERE order_id = $1 AND status = 'active' RETURNING node_id, sku, quantity",
+        order_id,
+    )
+    for r in rows:
+        await conn.execute(
+            "UPDATE reserve_ledger SET reserved = reserved - $3, updated_at = now()"
+            " WHERE node_id = $1 AND sku = $2",
+            r["node_id"],
+            r["sku"],
+            r["quantity"],
+        )
+    return len(rows)
+
+
+async def reserve_plan(conn: asyncpg.Connection, plan: PlanDecided) -> list[ReservedShipment]:
+    """Reserve every allocation of the plan, or raise _LostRace (the caller's savepoint undoes the rest)."""
+    reserved: list[ReservedShipment] = []
+    for shipment in plan.shipments:
+        ids: list[str] = []
+        for line in shipment.lines:
+            ok = await conn.fetchval(
+                "UPDATE reserve_ledger SET reserved = reserved + $3, updated_at = now()"
+                " WHERE node_id = $1 AND sku = $2 AND on_hand - reserved - safety_stock >= $3 RETURNING true",
+                shipment.node_id,
+                line.sku,
+                line.quantity,
+            )
+            if not ok:
+                raise _LostRace(shipment.node_id, line.sku, line.quantity)
+            reservation_id = f"{shipment.shipment_id}-{line.line_id}"
+            await conn.execute(
+                "INSERT INTO reserve_reservations"
+                " (reservation_id, order_id, plan_id, shipment_id, line_id, node_id, sku, quantity, status)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'active')",
+                reservation_id,
+                plan.order_id,
+                plan.plan_id,
+                shipment.shipment_id,
+                line.line_id,
+                shipment.node_id,
+                line.sku,
+                line.quantity,
+            )
+            ids.append(reservation_id)
+        await conn.execute(
+            "INSERT INTO reserve_node_load (node_id, day, shipments) VALUES ($1, $2, 1)"
+            " ON CONFLICT (node_id, day) DO UPDATE SET shipments = reserve_node_load.shipments + 1",
+            shipment.node_id,
+            plan.decided_at.date(),
+        )
+        reserved.append(ReservedShipment(shipment=shipment, reservation_ids=tuple(ids)))
+    return reserved
+
+
+def reserve_stage() -> Stage:
+    async def on_plan(ctx: HandlerContext, plan: PlanDecided) -> None:
+        conn = ctx.db
+        row = await conn.fetchrow(
+            "SELECT sequence, active_plan_id, cancelled FROM reserve_orders WHERE order_id = $1 FOR UPDATE",
+            plan.order_id,
+        )
+        if row is not None and (row["cancelled"] or plan.sequence < row["sequence"]):
+            return  # a plan for an order that has since been cancelled or changed again
+        old_plan = row["active_plan_id"] if row else None
+        if await release_active(conn, plan.order_id) and old_plan is not None:
+            ctx.emit(
+                RESERVATIONS,
+                ReservationsReleased(
+                    order_id=plan.order_id,
+                    plan_id=old_plan,
+                    reason=f"replaced by plan {plan.plan_id}",
+                    cancel_order=False,
+                ),
+            )
+        active: str | None = None
+        if plan.shipments:
+            try:
+                async with (
+                    conn.transaction()
+                ):  # a savepoint: a lost race undoes this plan's reservations only
+                    shipments = await reserve_plan(conn, plan)
+            except _LostRace as lost:
+                await conn.execute(
+                    "INSERT INTO reserve_orders (order_id, sequence, redecides) VALUES ($1, $2, 1)"
+                    " ON CONFLICT (order_id) DO UPDATE SET sequence = $2, active_plan_id = NULL,"
+                    " redecides = reserve_orders.redecides + 1",
+                    plan.order_id,
+                    plan.sequence,
+                )
+                ctx.emit(
+                    REROUTES,
+                    RedecideRequested(
+                        order_id=plan.order_id,
+                        sequence=plan.sequence,
+                        attempt=plan.attempt + 1,
+                        order=plan.order,
+                        reason=Reason(code="reservation_failed", message=str(lost)),
+                    ),
+                )
+                return
+            active = plan.plan_id
+            ctx.emit(
+                RESERVATIONS,
+                ReservationConfirmed(
+                    order_id=plan.order_id,
+                    plan_id=plan.plan_id,
+                    plan_version=plan.plan_version,
+                    sequence=plan.sequence,
+                    order=plan.order,
+                    shipments=tuple(shipments),
+                    backordered=plan.backordered,
+                ),
+            )
+            emit_status(
+                ctx,
+                plan.order_id,
+                OrderState.RESERVED,
+                plan.sequence,
+                detail=f"stock reserved for {len(shipments)} shipment(s)",
+            )
+        await conn.execute(
+            "INSERT INTO reserve_orders (order_id, sequence, active_plan_id) VALUES ($1, $2, $3)"
+            " ON CONFLICT (order_id) DO UPDATE SET sequence = $2, active_plan_id = $3",
+            plan.order_id,
+            plan.sequence,
+            active,
+        )
+
+    async def on_cancel(ctx: HandlerContext, msg: PlanCancelled) -> None:
+        row = await ctx.db.fetchrow(
+            "SELECT active_plan_id, cancelled FROM reserve_orders WHERE order_id = $1 FOR UPDATE",
+            msg.order_id,
+        )
+        if row is not None and row["cancelled"]:
+            return
+        freed = await release_active(ctx.db, msg.order_id)
+        await ctx.db.execute(
+            "INSERT INTO reserve_orders (order_id, sequence, cancelled) VALUES ($1, $2, true)"
+            " ON CONFLICT (order_id) DO UPDATE SET sequence = $2, cancelled = true, active_plan_id = NULL",
+            msg.order_id,
+            msg.sequence,
+        )
+        ctx.emit(
+            RESERVATIONS,
+            ReservationsReleased(
+                order_id=msg.order_id,
+                plan_id=row["active_plan_id"] if row else None,
+                reason=msg.reason,
+                cancel_order=True,
+            ),
+        )
+        emit_status(
+            ctx,
+            msg.order_id,
+            OrderState.CANCELLED,
+            msg.sequence,
+            detail=f"{msg.reason}; {freed} reservation(s) released",
+        )
+
+    async def on_inventory(ctx: HandlerContext, data: InventorySnapshot | InventoryDelta) -> None:
+        if isinstance(data, InventorySnapshot):
+            # A count replaces on-hand; what is reserved stays reserved.
+            await ctx.db.execute(
+                "INSERT INTO reserve_ledger (node_id, sku, on_hand, safety_stock) VALUES ($1, $2, $3, $4)"
+                " ON CONFLICT (node_id, sku) DO UPDATE"
+                " SET on_hand = $3, safety_stock = $4, updated_at = now()",
+                data.node_id,
+                data.sku,
+                data.on_hand,
+                data.safety_stock,
+            )
+        else:
+            await ctx.db.execute(
+                "INSERT INTO reserve_ledger (node_id, sku, on_hand) VALUES ($1, $2, GREATEST($3, 0))"
+                " ON CONFLICT (node_id, sku) DO UPDATE"
+                " SET on_hand = GREATEST(reserve_ledger.on_hand + $3, 0), updated_at = now()",
+                data.node_id,
+                data.sku,
+                data.change,
+            )
+
+    async def handle(event: Envelope, ctx: HandlerContext) -> None:
+        data = event.data
+        if isinstance(data, PlanDecided):
+            await on_plan(ctx, data)
+        elif isinstance(data, PlanCancelled):
+            await on_cancel(ctx, data)
+        elif isinstance(data, (InventorySnapshot, InventoryDelta)):
+            await on_inventory(ctx, data)
+        elif isinstance(data, InboundSupplyExpected):
+            ctx.log.info(
+                "expected supply noted; not used by the ledger yet", sku=data.sku, node_id=data.node_id
+            )
+        else:  # pragma: no cover - `accepts` lets nothing else through
+            raise RejectEvent(f"reserve does not handle {event.type}")
+
+    return Stage(
+        name="reserve",
+        inputs=(PLANS, INVENTORY_UPDATES),
+        outputs=(RESERVATIONS, REROUTES, STATUS),
+        handler=handle,
+        uses_database=True,
+        accepts=frozenset(
+            m.event_type
+            for m in (PlanDecided, PlanCancelled, InventorySnapshot, InventoryDelta, InboundSupplyExpected)
+        ),
+        description="keeps the inventory ledger and reserves stock atomically",
+    )

@@ -1,0 +1,155 @@
+"""validate: is the order fit to route, and must it wait? Reads ingest's output.
+
+Decides: rejection (with every reason), holds (from the OMS, and from policy
+rules such as an order value threshold) and their release, and what goes on
+to decide-node: a plan request, a re-plan after an amendment, or a cancel.
+
+Owns `validate_orders`: each order's verdict and open holds. Reads the
+network view and the SKUs the reserve stage's ledger knows.
+"""
+
+from __future__ import annotations
+
+import orjson
+
+from orchestrator.contract.common import OrderState, Reason
+from orchestrator.contract.envelope import Envelope
+from orchestrator.contract.orders import OrderCreated
+from orchestrator.contract.pipeline import OrderChange, OrderIngested, OrderValidated
+from orchestrator.domain.validation import validate_order
+from orchestrator.runtime.stage import HandlerContext, RejectEvent, Stage
+from orchestrator.stages.common import INGESTED, STATUS, VALIDATED, OrderPathDeps, emit_status, order_json
+
+
+def validate_stage(deps: OrderPathDeps) -> Stage:
+    async def known_skus(ctx: HandlerContext, order: OrderCreated) -> set[str]:
+        rows = await ctx.db.fetch(
+            "SELECT DISTINCT sku FROM reserve_ledger WHERE sku = ANY($1::text[])",
+            [line.sku for line in order.lines],
+        )
+        return {r["sku"] for r in rows}
+
+    async def save(
+        ctx: HandlerContext,
+        msg: OrderIngested,
+        status: str,
+        holds: tuple[str, ...],
+        reasons: tuple[Reason, ...],
+    ) -> None:
+        await ctx.db.execute(
+            "INSERT INTO validate_orders (order_id, sequence, status, holds, reasons, order_json)"
+            " VALUES ($1, $2, $3, $4, $5, $6)"
+            " ON CONFLICT (order_id) DO UPDATE SET sequence = $2, status = $3, holds = $4, reasons = $5,"
+            " order_json = $6, updated_at = now()",
+            msg.order_id,
+            msg.sequence,
+            status,
+            list(holds),
+            orjson.dumps([r.model_dump() for r in reasons]).decode(),
+            order_json(msg.order),
+        )
+
+    def plan(ctx: HandlerContext, msg: OrderIngested, reason: str | None) -> None:
+        ctx.emit(
+            VALIDATED,
+            OrderValidated(
+                order_id=msg.order_id, sequence=msg.sequence, action="plan", order=msg.order, reason=reason
+            ),
+        )
+        emit_status(ctx, msg.order_id, OrderState.VALIDATED, msg.sequence, detail=reason)
+
+    async def check(ctx: HandlerContext, msg: OrderIngested, reason: str | None) -> None:
+        verdict = validate_order(
+            msg.order,
+            network=deps.network.state,
+            known_skus=await known_skus(ctx, msg.order),
+            policy=deps.policy,
+            now=ctx.now,
+        )
+        if not verdict.valid:
+            await save(ctx, msg, "rejected", (), verdict.reasons)
+            emit_status(
+                ctx,
+                msg.order_id,
+                OrderState.REJECTED,
+                msg.sequence,
+                reasons=verdict.reasons,
+                detail=f"{len(verdict.reasons)} problem(s) with the order",
+            )
+            if msg.change is OrderChange.AMENDED:
+                # The amended order cannot be routed: whatever the earlier version holds must go back.
+                ctx.emit(
+                    VALIDATED,
+                    OrderValidated(
+                        order_id=msg.order_id,
+                        sequence=msg.sequence,
+                        action="cancel",
+                        order=msg.order,
+                        reason="amended order is invalid",
+                    ),
+                )
+            return
+        if verdict.holds:
+            await save(ctx, msg, "held", tuple(h.value for h in verdict.holds), ())
+            reasons = tuple(
+                Reason(code=h.value, message=f"on hold: {h.value.replace('_', ' ')}") for h in verdict.holds
+            )
+            emit_status(ctx, msg.order_id, OrderState.ON_HOLD, msg.sequence, reasons=reasons)
+            return
+        await save(ctx, msg, "validated", (), ())
+        plan(ctx, msg, reason)
+
+    async def handle(event: Envelope, ctx: HandlerContext) -> None:
+        msg = event.data
+        if not isinstance(msg, OrderIngested):  # pragma: no cover - `accepts` lets nothing else through
+            raise RejectEvent(f"validate does not handle {event.type}")
+        row = await ctx.db.fetchrow(
+            "SELECT sequence, status, holds FROM validate_orders WHERE order_id = $1 FOR UPDATE", msg.order_id
+        )
+        if row is not None and msg.sequence <= row["sequence"]:
+            return  # an older change, already superseded
+        if msg.change is OrderChange.CREATED:
+            await check(ctx, msg, None)
+        elif msg.change is OrderChange.AMENDED:
+            await check(ctx, msg, f"re-plan after amendment of {', '.join(msg.amended_fields)}")
+        elif msg.change is OrderChange.CANCELLED:
+            await save(ctx, msg, "cancelled", (), ())
+            ctx.emit(
+                VALIDATED,
+                OrderValidated(
+                    order_id=msg.order_id,
+                    sequence=msg.sequence,
+                    action="cancel",
+                    order=msg.order,
+                    reason=f"cancelled by the OMS ({msg.cancel_reason})",
+                ),
+            )
+            if row is None or row["status"] != "validated":
+                # Never planned: nothing downstream holds anything, so the cancellation is final here.
+                emit_status(
+                    ctx,
+                    msg.order_id,
+                    OrderState.CANCELLED,
+                    msg.sequence,
+                    detail=f"cancelled by the OMS ({msg.cancel_reason})",
+                )
+        elif msg.change is OrderChange.HOLD_RELEASED:
+            if row is None or row["status"] != "held":
+                return  # nothing was held (or the order was rejected): releasing changes nothing
+            remaining = tuple(h for h in row["holds"] if h != msg.released_hold)
+            if remaining:
+                await save(ctx, msg, "held", remaining, ())
+                return
+            await save(ctx, msg, "validated", (), ())
+            plan(ctx, msg, f"hold {msg.released_hold} released by the OMS")
+
+    return Stage(
+        name="validate",
+        inputs=(INGESTED,),
+        outputs=(VALIDATED, STATUS),
+        handler=handle,
+        uses_database=True,
+        accepts=frozenset({OrderIngested.event_type}),
+        views=(deps.network,),
+        description="checks orders, applies and releases holds",
+    )

@@ -1,0 +1,625 @@
+"""The order path end to end on the real Kafka and PostgreSQL: an OMS order in on
+`oms.orders.v1`, work orders out on `wms.work-orders.v1`, statuses on `oms.status.v1`.
+
+The tests publish to the public topics as an OMS, an ERP/WMS and a network
+admin would, and assert on what comes out. Each test uses its own node ids,
+SKUs and order ids, so tests share the running stages but not their data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as dtime
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from orchestrator.contract.common import (
+    Address,
+    Channel,
+    CustomerTier,
+    HoldReason,
+    HomeDelivery,
+    NodeCapability,
+    NodeKind,
+    OrderLine,
+    ProductLabel,
+    ServiceLevel,
+    StorePickup,
+)
+from orchestrator.contract.envelope import Envelope
+from orchestrator.contract.inventory import InventorySnapshot
+from orchestrator.contract.network import (
+    CarrierServiceUpserted,
+    DistanceBand,
+    DistanceBandCost,
+    NodeStatusChanged,
+    NodeUpserted,
+)
+from orchestrator.contract.orders import OrderAmended, OrderCancelled, OrderCreated, OrderHoldReleased
+from orchestrator.runtime.process import run_stages
+from orchestrator.settings import Settings
+from orchestrator.stages import ORDER_STAGES, order_path_deps
+from orchestrator.stages.common import OrderPathDeps
+from orchestrator.topics import apply_topics, load_catalog
+from tests.support import publish_events, read_all
+
+pytestmark = pytest.mark.integration
+
+# Places in England, so distances (and so shipping costs) are real.
+LONDON = (51.5074, -0.1278, "EC1A 1BB")
+MANCHESTER = (53.4808, -2.2426, "M1 1AE")
+BIRMINGHAM = (52.4862, -1.8904, "B1 1AA")
+LEEDS = (53.8008, -1.5491, "LS1 1UR")
+BRISTOL = (51.4545, -2.5879, "BS1 4DJ")
+
+
+def address(place: tuple[float, float, str], city: str = "Somewhere") -> Address:
+    lat, lon, postcode = place
+    return Address(
+        line1="1 High Street", city=city, postal_code=postcode, country="GB", latitude=lat, longitude=lon
+    )
+
+
+@dataclass
+class Outputs:
+    """Everything the orchestrator published on its public output topics, by order id."""
+
+    statuses: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
+    work_orders: dict[str, list[tuple[str, dict[str, Any]]]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+    #: The stages' task: a wait fails at once, with the cause, if the stages died.
+    runner: asyncio.Task[None] | None = None
+
+    async def wait(self, check: Callable[[], bool], what: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while not check():
+            if self.runner is not None and self.runner.done():
+                raise AssertionError(
+                    f"the stages stopped while waiting for {what}"
+                ) from self.runner.exception()
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}")
+            await asyncio.sleep(0.1)
+
+    def states(self, order_id: str) -> list[str]:
+        return [s["state"] for s in self.statuses[order_id]]
+
+    def released(self, order_id: str) -> list[dict[str, Any]]:
+        return [wo for kind, wo in self.work_orders[order_id] if kind == "workorder.released.v1"]
+
+    def cancel_requests(self, order_id: str) -> list[dict[str, Any]]:
+        return [wo for kind, wo in self.work_orders[order_id] if kind == "workorder.cancel_requested.v1"]
+
+    async def final_state(self, order_id: str, *states: str, timeout: float = 60) -> dict[str, Any]:
+        await self.wait(
+            lambda: bool(self.statuses[order_id]) and self.statuses[order_id][-1]["state"] in states,
+            f"{order_id} to reach {states} (so far {self.states(order_id)})",
+            timeout,
+        )
+        return self.statuses[order_id][-1]
+
+
+async def _collect(bootstrap: str, outputs: Outputs, stop: asyncio.Event) -> None:
+    consumer = AIOKafkaConsumer(
+        "oms.status.v1",
+        "wms.work-orders.v1",
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    try:
+        while not stop.is_set():
+            batch = await consumer.getmany(timeout_ms=200)
+            for records in batch.values():
+                for rec in records:
+                    headers = {k: v.decode() for k, v in rec.headers}
+                    value = orjson.loads(rec.value)
+                    if rec.topic == "oms.status.v1":
+                        outputs.statuses[value["order_id"]].append(value)
+                    else:
+                        outputs.work_orders[value["order_id"]].append((headers["ce_type"], value))
+    finally:
+        with contextlib.suppress(BaseException):
+            await consumer.stop()
+
+
+@dataclass
+class Pipeline:
+    bootstrap: str
+    db: asyncpg.Pool
+    deps: OrderPathDeps
+    out: Outputs
+
+    async def publish(self, *payloads: Any) -> None:
+        by_topic: dict[str, list[Envelope]] = defaultdict(list)
+        for p in payloads:
+            topic = (
+                "oms.orders.v1"
+                if p.event_type.startswith("order.")
+                else "inventory.updates.v1"
+                if p.event_type.startswith("inventory.")
+                else "network.updates.v1"
+            )
+            by_topic[topic].append(Envelope.new(p, source="test/upstream"))
+        for topic, envelopes in by_topic.items():
+            await publish_events(self.bootstrap, topic, envelopes)
+
+    async def setup_network(self, *events: Any, stock: dict[tuple[str, str], int] | None = None) -> None:
+        """Publish nodes and stock, and wait until the stages can see them."""
+        await self.publish(*events)
+        node_ids = {e.node_id for e in events if hasattr(e, "node_id")}
+        await self.out.wait(
+            lambda: node_ids <= set(self.deps.network.state.nodes), f"nodes {node_ids} in the network view"
+        )
+        if stock:
+            await self.publish(
+                *(
+                    InventorySnapshot(node_id=n, sku=s, on_hand=q, safety_stock=0, as_of=datetime.now(UTC))
+                    for (n, s), q in stock.items()
+                )
+            )
+            deadline = time.monotonic() + 60
+            while True:
+                rows = await self.db.fetch(
+                    "SELECT node_id, sku, on_hand FROM reserve_ledger WHERE sku = ANY($1::text[])",
+                    [s for _, s in stock],
+                )
+                if {(r["node_id"], r["sku"]): r["on_hand"] for r in rows} == stock:
+                    break
+                assert time.monotonic() < deadline, "stock never reached the ledger"
+                await asyncio.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+async def pipeline(bootstrap: str, database_url: str) -> AsyncIterator[Pipeline]:
+    await apply_topics(bootstrap, load_catalog())
+    deps = order_path_deps()
+    stages = [factory(deps) for factory in ORDER_STAGES.values()]
+    settings = Settings(
+        kafka_bootstrap=bootstrap,
+        database_url=database_url,
+        instance_id="order-path-test",
+        http_port=0,
+        backoff_initial_s=0.1,
+        backoff_max_s=1.0,
+    )
+    stop = asyncio.Event()
+    outputs = Outputs()
+    runner = asyncio.create_task(run_stages(stages, settings, stop, handle_signals=False))
+    outputs.runner = runner
+    collector = asyncio.create_task(_collect(bootstrap, outputs, stop))
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
+    p = Pipeline(bootstrap, pool, deps, outputs)
+    await p.publish(*CARRIERS)
+    await outputs.wait(lambda: "t-ground" in deps.network.state.services, "carrier services in the view")
+    try:
+        yield p
+    finally:
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(runner, collector, return_exceptions=True), timeout=60)
+        await pool.close()
+
+
+def _bands(base: str, per_kg: str) -> DistanceBandCost:
+    return DistanceBandCost(
+        kind="distance_bands",
+        currency="GBP",
+        base=Decimal(base),
+        per_kg=Decimal(per_kg),
+        bands=(
+            DistanceBand(max_km=50, surcharge=Decimal("0")),
+            DistanceBand(max_km=150, surcharge=Decimal("2")),
+            DistanceBand(max_km=400, surcharge=Decimal("4")),
+            DistanceBand(max_km=2000, surcharge=Decimal("8")),
+        ),
+    )
+
+
+CARRIERS = (
+    CarrierServiceUpserted(
+        service_id="t-ground",
+        carrier="tcarrier",
+        name="Ground",
+        service_level=ServiceLevel.GROUND,
+        transit_days=2,
+        reliability=0.97,
+        hazmat_allowed=True,
+        countries=("GB",),
+        cost=_bands("3.50", "0.40"),
+    ),
+    CarrierServiceUpserted(
+        service_id="t-express",
+        carrier="tcarrier",
+        name="Express",
+        service_level=ServiceLevel.EXPRESS,
+        transit_days=1,
+        reliability=0.95,
+        hazmat_allowed=False,
+        countries=("GB",),
+        cost=_bands("7.00", "0.60"),
+    ),
+    CarrierServiceUpserted(
+        service_id="t-nextday",
+        carrier="tcarrier",
+        name="Next day",
+        service_level=ServiceLevel.NEXT_DAY,
+        transit_days=1,
+        reliability=0.93,
+        hazmat_allowed=False,
+        countries=("GB",),
+        cost=_bands("9.00", "0.80"),
+    ),
+)
+
+
+def node(
+    node_id: str,
+    place: tuple[float, float, str],
+    kind: NodeKind = NodeKind.DC,
+    *capabilities: NodeCapability,
+    is_open: bool = True,
+) -> NodeUpserted:
+    return NodeUpserted(
+        node_id=node_id,
+        kind=kind,
+        name=node_id,
+        location=address(place),
+        capabilities=tuple(capabilities),
+        daily_capacity=10_000,
+        cutoff_local=dtime(23, 59),
+        timezone="Europe/London",
+        open=is_open,
+    )
+
+
+def order(
+    order_id: str,
+    lines: list[tuple[str, int]] | list[OrderLine],
+    *,
+    to: tuple[float, float, str] = LONDON,
+    delivery: Any = None,
+    ship_complete: bool = False,
+    holds: tuple[HoldReason, ...] = (),
+    days: int = 5,
+) -> OrderCreated:
+    order_lines = [
+        line
+        if isinstance(line, OrderLine)
+        else OrderLine(line_id=str(i + 1), sku=line[0], quantity=line[1], unit_price=Decimal("10.00"))
+        for i, line in enumerate(lines)
+    ]
+    return OrderCreated(
+        order_id=order_id,
+        channel=Channel.WEB,
+        customer_id="C-1",
+        customer_tier=CustomerTier.STANDARD,
+        placed_at=datetime.now(UTC),
+        ship_to=address(to, "Customer town"),
+        lines=tuple(order_lines),
+        order_total=Decimal("10.00") * sum(line.quantity for line in order_lines) + Decimal("4.99"),
+        currency="GBP",
+        delivery=delivery or HomeDelivery(kind="standard"),
+        promised_delivery_date=date.today() + timedelta(days=days),
+        ship_complete=ship_complete,
+        holds=holds,
+    )
+
+
+def ids(prefix: str) -> Callable[[str], str]:
+    tag = uuid.uuid4().hex[:6].upper()
+    return lambda name: f"{prefix}-{tag}-{name}"
+
+
+# --------------------------------------------------------------------------------------------- tests
+
+
+async def test_a_one_line_order_ships_from_the_cheapest_node_that_meets_the_promise(
+    pipeline: Pipeline,
+) -> None:
+    n = ids("T1")
+    near, far = n("DC-LONDON"), n("DC-MANCHESTER")
+    sku = n("KETTLE")
+    await pipeline.setup_network(
+        node(near, LONDON), node(far, MANCHESTER), stock={(near, sku): 5, (far, sku): 5}
+    )
+    o = order(n("ORD"), [(sku, 1)], to=LONDON)
+    await pipeline.publish(o)
+    await pipeline.out.final_state(o.order_id, "released")
+    [wo] = pipeline.out.released(o.order_id)
+    assert wo["node_id"] == near
+    assert wo["carrier"]["service_id"] == "t-ground", "standard delivery on the cheapest service"
+    assert wo["lines"] == [{"line_id": "1", "sku": sku, "quantity": 1, "labels": []}]
+    assert pipeline.out.states(o.order_id) == ["received", "validated", "planned", "reserved", "released"]
+    assert [s["sequence"] for s in pipeline.out.statuses[o.order_id]] == [1, 2, 3, 4, 5]
+
+
+async def test_lines_no_single_node_has_split_into_the_fewest_shipments(pipeline: Pipeline) -> None:
+    n = ids("T2")
+    a, b, c = n("DC-A"), n("DC-B"), n("DC-C")
+    s1, s2, s3 = n("S1"), n("S2"), n("S3")
+    await pipeline.setup_network(
+        node(a, MANCHESTER),
+        node(b, LEEDS),
+        node(c, BRISTOL),
+        stock={(a, s1): 3, (a, s2): 3, (b, s3): 3, (c, s1): 3, (c, s3): 3},
+    )
+    o = order(n("ORD"), [(s1, 1), (s2, 1), (s3, 1)])
+    await pipeline.publish(o)
+    await pipeline.out.final_state(o.order_id, "released")
+    shipments = pipeline.out.released(o.order_id)
+    assert len(shipments) == 2, "no node has all three, but two nodes do"
+    assert sorted(sku for wo in shipments for sku in [line["sku"] for line in wo["lines"]]) == sorted(
+        [s1, s2, s3]
+    )
+
+
+async def test_ship_complete_with_no_single_node_able_is_held_for_stock(pipeline: Pipeline) -> None:
+    n = ids("T3")
+    a, b = n("DC-A"), n("DC-B")
+    s1, s2 = n("S1"), n("S2")
+    await pipeline.setup_network(node(a, MANCHESTER), node(b, LEEDS), stock={(a, s1): 3, (b, s2): 3})
+    o = order(n("ORD"), [(s1, 1), (s2, 1)], ship_complete=True)
+    await pipeline.publish(o)
+    status = await pipeline.out.final_state(o.order_id, "on_hold", "back_ordered")
+    assert status["state"] == "on_hold" and status["reasons"][0]["code"] == "hold_for_stock"
+    assert pipeline.out.released(o.order_id) == []
+    reserved = await pipeline.db.fetchval(
+        "SELECT coalesce(sum(reserved), 0) FROM reserve_ledger WHERE sku = ANY($1::text[])", [s1, s2]
+    )
+    assert reserved == 0, "nothing is held back for an order that waits"
+
+
+async def test_bopis_is_reserved_at_the_pickup_store(pipeline: Pipeline) -> None:
+    n = ids("T4")
+    dc, store = n("DC"), n("STORE")
+    sku = n("S")
+    await pipeline.setup_network(
+        node(dc, BIRMINGHAM),
+        node(store, LEEDS, NodeKind.STORE, NodeCapability.BOPIS_PICKUP),
+        stock={(dc, sku): 10, (store, sku): 2},
+    )
+    o = order(n("ORD"), [(sku, 2)], to=LEEDS, delivery=StorePickup(kind="bopis", pickup_store_id=store))
+    await pipeline.publish(o)
+    await pipeline.out.final_state(o.order_id, "released")
+    [wo] = pipeline.out.released(o.order_id)
+    assert wo["node_id"] == store and wo["carrier"] is None and wo["delivery"]["kind"] == "bopis"
+    row = await pipeline.db.fetchrow(
+        "SELECT reserved FROM reserve_ledger WHERE node_id = $1 AND sku = $2", store, sku
+    )
+    assert row["reserved"] == 2
+
+
+async def test_ship_from_store_when_the_dcs_are_out(pipeline: Pipeline) -> None:
+    n = ids("T5")
+    dc, store = n("DC"), n("STORE")
+    sku = n("S")
+    await pipeline.setup_network(
+        node(dc, LONDON),
+        node(store, BIRMINGHAM, NodeKind.STORE, NodeCapability.SHIP_FROM_STORE),
+        stock={(dc, sku): 0, (store, sku): 4},
+    )
+    o = order(n("ORD"), [(sku, 1)])
+    await pipeline.publish(o)
+    await pipeline.out.final_state(o.order_id, "released")
+    [wo] = pipeline.out.released(o.order_id)
+    assert wo["node_id"] == store
+
+
+async def test_drop_ship_goes_to_its_vendor_and_hazmat_only_to_a_capable_node(pipeline: Pipeline) -> None:
+    n = ids("T6")
+    dc, hazmat_dc, vendor = n("DC"), n("DC-HAZ"), n("VENDOR")
+    plain, haz, shipped_by_vendor = n("PLAIN"), n("HAZ"), n("DS")
+    await pipeline.setup_network(
+        node(dc, LONDON),
+        node(hazmat_dc, MANCHESTER, NodeKind.DC, NodeCapability.HAZMAT),
+        node(vendor, BRISTOL, NodeKind.DROP_SHIP_VENDOR),
+        stock={
+            (dc, plain): 5,
+            (dc, haz): 5,
+            (hazmat_dc, haz): 5,
+            (hazmat_dc, plain): 5,
+            (vendor, shipped_by_vendor): 5,
+        },
+    )
+    lines = [
+        OrderLine(line_id="1", sku=plain, quantity=1, unit_price=Decimal("10")),
+        OrderLine(line_id="2", sku=haz, quantity=1, unit_price=Decimal("10"), labels=(ProductLabel.HAZMAT,)),
+        OrderLine(
+            line_id="3",
+            sku=shipped_by_vendor,
+            quantity=1,
+            unit_price=Decimal("10"),
+            drop_ship_vendor_id=vendor,
+        ),
+    ]
+    o = order(n("ORD"), lines)
+    await pipeline.publish(o)
+    await pipeline.out.final_state(o.order_id, "released")
+    by_line = {line["line_id"]: wo for wo in pipeline.out.released(o.order_id) for line in wo["lines"]}
+    assert by_line["3"]["node_id"] == vendor
+    assert by_line["2"]["node_id"] == hazmat_dc, "the nearer DC cannot handle hazmat"
+    assert by_line["2"]["carrier"]["service_id"] == "t-ground", "hazmat travels by ground"
+    hazmat_line = next(line for line in by_line["2"]["lines"] if line["line_id"] == "2")
+    assert hazmat_line["labels"] == ["hazmat"], "the node is told how to handle it"
+
+
+async def test_a_closed_node_is_never_chosen(pipeline: Pipeline) -> None:
+    n = ids("T7")
+    near, far = n("DC-NEAR"), n("DC-FAR")
+    sku = n("S")
+    await pipeline.setup_network(node(near, LONDON), node(far, LEEDS), stock={(near, sku): 5, (far, sku): 5})
+    await pipeline.publish(
+        NodeStatusChanged(node_id=near, open=False, reason="flood", changed_at=datetime.now(UTC))
+    )
+    await pipeline.out.wait(
+        lambda: not pipeline.deps.network.state.node_open(near), "the closure in the view"
+    )
+    o = order(n("ORD"), [(sku, 1)])
+    await pipeline.publish(o)
+    await pipeline.out.final_state(o.order_id, "released")
+    [wo] = pipeline.out.released(o.order_id)
+    assert wo["node_id"] == far
+
+
+async def test_200_orders_for_50_units_reserve_exactly_50(pipeline: Pipeline) -> None:
+    n = ids("T8")
+    a, b = n("DC-A"), n("DC-B")
+    sku = n("HOT")
+    await pipeline.setup_network(node(a, LONDON), node(b, MANCHESTER), stock={(a, sku): 30, (b, sku): 20})
+    orders = [order(n(f"ORD{i:03d}"), [(sku, 1)]) for i in range(200)]
+    await pipeline.publish(*orders)
+    for o in orders:
+        await pipeline.out.final_state(o.order_id, "released", "back_ordered", timeout=180)
+    released = [o.order_id for o in orders if pipeline.out.states(o.order_id)[-1] == "released"]
+    backordered = [o.order_id for o in orders if pipeline.out.states(o.order_id)[-1] == "back_ordered"]
+    assert len(released) == 50 and len(backordered) == 150
+    units = sum(
+        line["quantity"] for oid in released for wo in pipeline.out.released(oid) for line in wo["lines"]
+    )
+    assert units == 50
+    rows = await pipeline.db.fetch(
+        "SELECT node_id, on_hand, reserved FROM reserve_ledger WHERE sku = $1", sku
+    )
+    assert {r["node_id"]: (r["on_hand"], r["reserved"]) for r in rows} == {a: (30, 30), b: (20, 20)}
+
+
+async def test_an_address_change_re_decides(pipeline: Pipeline) -> None:
+    n = ids("T9")
+    south, north = n("DC-SOUTH"), n("DC-NORTH")
+    sku = n("S")
+    await pipeline.setup_network(
+        node(south, LONDON), node(north, LEEDS), stock={(south, sku): 5, (north, sku): 5}
+    )
+    # Held for payment, so the change lands before anything is released.
+    o = order(n("ORD"), [(sku, 1)], to=LONDON, holds=(HoldReason.PAYMENT_PENDING,))
+    await pipeline.publish(o)
+    await pipeline.out.final_state(o.order_id, "on_hold")
+    await pipeline.publish(OrderAmended(order_id=o.order_id, ship_to=address(LEEDS, "Leeds")))
+    await asyncio.sleep(1)
+    await pipeline.publish(OrderHoldReleased(order_id=o.order_id, hold=HoldReason.PAYMENT_PENDING))
+    await pipeline.out.final_state(o.order_id, "released")
+    [wo] = pipeline.out.released(o.order_id)
+    assert wo["node_id"] == north and wo["ship_to"]["postal_code"] == "LS1 1UR"
+
+    # After release, another change re-decides too: the old work order is cancelled, a new one released.
+    await pipeline.publish(OrderAmended(order_id=o.order_id, ship_to=address(LONDON, "London")))
+    await pipeline.out.wait(lambda: len(pipeline.out.released(o.order_id)) == 2, "a second work order")
+    assert pipeline.out.released(o.order_id)[-1]["node_id"] == south
+    [cancel] = pipeline.out.cancel_requests(o.order_id)
+    assert cancel["work_order_id"] == wo["work_order_id"] and cancel["reason"] == "order_amended"
+    rows = await pipeline.db.fetch("SELECT node_id, reserved FROM reserve_ledger WHERE sku = $1", sku)
+    assert {r["node_id"]: r["reserved"] for r in rows} == {south: 1, north: 0}
+
+
+async def test_a_cancellation_frees_the_stock(pipeline: Pipeline) -> None:
+    n = ids("T10")
+    dc = n("DC")
+    sku = n("S")
+    await pipeline.setup_network(node(dc, LONDON), stock={(dc, sku): 3})
+    o = order(n("ORD"), [(sku, 2)])
+    await pipeline.publish(o)
+    await pipeline.out.final_state(o.order_id, "released")
+    assert await pipeline.db.fetchval("SELECT reserved FROM reserve_ledger WHERE sku = $1", sku) == 2
+    await pipeline.publish(OrderCancelled(order_id=o.order_id, reason="customer_request"))
+    await pipeline.out.final_state(o.order_id, "cancelled")
+    assert await pipeline.db.fetchval("SELECT reserved FROM reserve_ledger WHERE sku = $1", sku) == 0
+    [cancel] = pipeline.out.cancel_requests(o.order_id)
+    assert cancel["reason"] == "order_cancelled"
+    # The freed units serve the next order.
+    again = order(n("ORD2"), [(sku, 3)])
+    await pipeline.publish(again)
+    await pipeline.out.final_state(again.order_id, "released")
+
+
+async def test_an_invalid_order_is_rejected_with_all_its_reasons(pipeline: Pipeline) -> None:
+    n = ids("T11")
+    dc = n("DC")
+    sku = n("S")
+    await pipeline.setup_network(node(dc, LONDON), stock={(dc, sku): 3})
+    lines = [
+        OrderLine(line_id="1", sku=sku, quantity=0, unit_price=Decimal("10")),
+        OrderLine(line_id="2", sku=n("NOPE"), quantity=1, unit_price=Decimal("10")),
+    ]
+    bad = order(n("ORD"), lines).model_copy(
+        update={"ship_to": address((51.5, -0.1, "NOT A CODE")), "order_total": Decimal("1.00")}
+    )
+    await pipeline.publish(bad)
+    status = await pipeline.out.final_state(bad.order_id, "rejected")
+    codes = sorted(r["code"] for r in status["reasons"])
+    assert codes == ["non_positive_quantity", "price_mismatch", "unknown_sku", "unroutable_postal_code"]
+    assert all(r["message"] for r in status["reasons"])
+    assert pipeline.out.released(bad.order_id) == []
+
+
+async def test_an_oms_redelivery_has_one_effect_and_a_change_for_an_unknown_order_is_dead_lettered(
+    pipeline: Pipeline,
+) -> None:
+    n = ids("T12")
+    dc = n("DC")
+    sku = n("S")
+    await pipeline.setup_network(node(dc, LONDON), stock={(dc, sku): 5})
+    o = order(n("ORD"), [(sku, 1)])
+    created = Envelope.new(o, source="test/oms")
+    await publish_events(pipeline.bootstrap, "oms.orders.v1", [created, created, created])
+    stray = Envelope.new(OrderCancelled(order_id=n("GHOST"), reason="customer_request"), source="test/oms")
+    await publish_events(pipeline.bootstrap, "oms.orders.v1", [stray])
+    await pipeline.out.final_state(o.order_id, "released")
+    await asyncio.sleep(1)
+    assert len(pipeline.out.released(o.order_id)) == 1, "the same OMS event three times: one work order"
+    assert pipeline.out.states(o.order_id).count("received") == 1
+    assert await pipeline.db.fetchval("SELECT reserved FROM reserve_ledger WHERE sku = $1", sku) == 1
+    dead = await read_all(pipeline.bootstrap, "oms.orders.v1.dlq", expect=1, timeout=30)
+    reasons = [dict((k, v.decode()) for k, v in d.headers) for d in dead]
+    mine = [r for r in reasons if r.get("ce_id") == stray.id]
+    assert mine and mine[0]["dlq_reason"] == f"order.cancelled.v1 for unknown order {stray.subject}"
+
+
+async def test_explain_says_why_an_order_ships_from_where_it_does(
+    pipeline: Pipeline, database_url: str
+) -> None:
+    n = ids("T13")
+    near, empty = n("DC-NEAR"), n("DC-EMPTY")
+    far = n("DC-FAR")
+    sku = n("S")
+    await pipeline.setup_network(
+        node(near, LONDON),
+        node(far, LEEDS),
+        node(empty, BIRMINGHAM),
+        stock={(near, sku): 2, (far, sku): 2, (empty, sku): 0},
+    )
+    o = order(n("ORD"), [(sku, 1)])
+    await pipeline.publish(o)
+    await pipeline.out.final_state(o.order_id, "released")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "orchestrator.cli",
+        "explain",
+        o.order_id,
+        env={**os.environ, "DATABASE_URL": database_url, "KAFKA_BOOTSTRAP_SERVERS": pipeline.bootstrap},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    text = out.decode()
+    assert proc.returncode == 0, err.decode()
+    assert near in text and "t-ground" in text, text
+    assert empty in text and "stock" in text.lower(), "the rejected node is named with its reason"
+    assert "policy" in text.lower()
