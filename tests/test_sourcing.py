@@ -300,6 +300,18 @@ def test_a_node_past_its_cut_off_loses_to_one_that_still_makes_the_promise() -> 
     assert shipment.promised_delivery_date <= date(2025, 3, 12)
 
 
+def test_transit_days_are_working_days() -> None:
+    friday_evening = datetime(2025, 3, 14, 18, 0, tzinfo=UTC)  # after the 17:00 cut-off: ships Saturday
+    plan = plan_for(
+        order(line("1", "SKU-A"), delivery=HomeDelivery(kind="next_day"), promised=date(2025, 3, 17)),
+        {("DC-MANCHESTER", "SKU-A"): 1},
+        now=friday_evening,
+    )
+    [shipment] = plan.shipments
+    assert shipment.ship_by == datetime(2025, 3, 15, 17, 0, tzinfo=UTC)
+    assert shipment.promised_delivery_date == date(2025, 3, 17)  # the Monday
+
+
 def test_a_late_plan_is_still_made_when_no_node_can_keep_the_promise() -> None:
     plan = plan_for(order(line("1", "SKU-KETTLE"), promised=TODAY), {("DC-MANCHESTER", "SKU-KETTLE"): 1})
     assert plan.outcome is PlanOutcome.SHIP

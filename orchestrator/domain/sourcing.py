@@ -9,7 +9,8 @@ policy. It works in five steps:
 2. What every node can do for every line (`_Candidate`): the hard
    constraints, each failure a `Reason` on the node's verdict, and for each
    node the carrier services that reach the destination, priced and dated
-   once (ship date from the node's cut-off, late penalty from the promise).
+   once (ship date from the node's cut-off, transit in working days, late
+   penalty from the promised date).
 3. What is fixed before the search: BOPIS lines in stock at the pickup store
    are handed over there; a line no single node holds in full is split over
    the nodes that hold some (nodes already shipping first, then the largest).
@@ -476,11 +477,21 @@ class _Context:
         if timed is None:
             timed = []
             for quote in self.all_quotes() if outages_ignored else self.quotes:
-                delivery = ship_date + timedelta(days=quote.service.transit_days)
+                delivery = _after_working_days(ship_date, quote.service.transit_days)
                 late = self.late_days(delivery)
                 timed.append((quote, delivery, late, quote.base + late * self.late_rate))
             self._timed[key] = timed
         return timed
+
+
+def _after_working_days(start: date, days: int) -> date:
+    """The date `days` working days (Monday to Friday) after `start`: transit times count working days."""
+    day = start
+    while days > 0:
+        day += timedelta(days=1)
+        if day.weekday() < 5:
+            days -= 1
+    return day
 
 
 def _carrier_rates(

@@ -142,7 +142,11 @@ def _price_reasons(order: OrderCreated) -> list[Reason]:
 
 
 def _holds(order: OrderCreated, policy: Policy) -> tuple[HoldReason, ...]:
-    holds = list(order.holds)
+    honoured = {
+        HoldReason.PAYMENT_PENDING: policy.holds.payment_pending,
+        HoldReason.FRAUD_REVIEW: policy.holds.fraud_review,
+    }
+    holds = [h for h in order.holds if honoured.get(h, True)]
     threshold = policy.holds.order_value_over
     # A high-value order waits for a person, like a fraud review; the OMS releases it the same way.
     if threshold is not None and order.order_total > threshold and HoldReason.FRAUD_REVIEW not in holds:
