@@ -208,12 +208,12 @@ def cmd_start(args: argparse.Namespace) -> int:
         print(asyncio.run(apply_topics(settings.kafka_bootstrap, load_catalog())).render())
         applied = asyncio.run(migrate(settings.database_url))
         print("migrations: " + (", ".join(applied) if applied else "up to date"))
+        configure_logging(settings.log_level)
         stages = build_stages("all")
         print(
             f"stages: {', '.join(s.name for s in stages)}; metrics on "
             f"http://{settings.http_host}:{settings.http_port}/metrics; Ctrl-C stops everything"
         )
-        configure_logging(settings.log_level)
         asyncio.run(run_stages(stages, settings))
     except (StartupError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -58,6 +58,15 @@ def validate_stage(deps: OrderPathDeps) -> Stage:
         )
         emit_status(ctx, msg.order_id, OrderState.VALIDATED, msg.sequence, detail=reason)
 
+    def stop(ctx: HandlerContext, msg: OrderIngested, reason: str) -> None:
+        """Tell decide-node the order stops, so whatever it holds downstream goes back."""
+        ctx.emit(
+            VALIDATED,
+            OrderValidated(
+                order_id=msg.order_id, sequence=msg.sequence, action="cancel", order=msg.order, reason=reason
+            ),
+        )
+
     async def check(ctx: HandlerContext, msg: OrderIngested, reason: str | None) -> None:
         verdict = validate_order(
             msg.order,
@@ -78,16 +87,7 @@ def validate_stage(deps: OrderPathDeps) -> Stage:
             )
             if msg.change is OrderChange.AMENDED:
                 # The amended order cannot be routed: whatever the earlier version holds must go back.
-                ctx.emit(
-                    VALIDATED,
-                    OrderValidated(
-                        order_id=msg.order_id,
-                        sequence=msg.sequence,
-                        action="cancel",
-                        order=msg.order,
-                        reason="amended order is invalid",
-                    ),
-                )
+                stop(ctx, msg, "amended order is invalid")
             return
         if verdict.holds:
             await save(ctx, msg, "held", tuple(h.value for h in verdict.holds), ())
@@ -114,16 +114,7 @@ def validate_stage(deps: OrderPathDeps) -> Stage:
             await check(ctx, msg, f"re-plan after amendment of {', '.join(msg.amended_fields)}")
         elif msg.change is OrderChange.CANCELLED:
             await save(ctx, msg, "cancelled", (), ())
-            ctx.emit(
-                VALIDATED,
-                OrderValidated(
-                    order_id=msg.order_id,
-                    sequence=msg.sequence,
-                    action="cancel",
-                    order=msg.order,
-                    reason=f"cancelled by the OMS ({msg.cancel_reason})",
-                ),
-            )
+            stop(ctx, msg, f"cancelled by the OMS ({msg.cancel_reason})")
             if row is None or row["status"] != "validated":
                 # Never planned: nothing downstream holds anything, so the cancellation is final here.
                 emit_status(
