@@ -167,6 +167,11 @@ class TopicSpec(BaseModel):
     schemas: tuple[str, ...] = Field(default=(), description="Event types carried.")
     producers: tuple[str, ...] = Field(min_length=1, description="Stage names or external:<system>.")
     consumers: tuple[str, ...] = Field(default=(), description="Stage names or external:<system>.")
+    observers: tuple[str, ...] = Field(
+        default=(),
+        description="Stages that read the topic only to record it (status-sync's event store); the "
+        "consumers own its dead letters.",
+    )
     retention_ms: RetentionMs = Field(
         default=DEFAULT_RETENTION_MS,
         validation_alias=AliasChoices("retention", "retention_ms"),
@@ -188,7 +193,7 @@ class TopicSpec(BaseModel):
             raise ValueError("an event type is listed twice")
         return v
 
-    @field_validator("producers", "consumers")
+    @field_validator("producers", "consumers", "observers")
     @classmethod
     def _known_parties(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         bad = [p for p in v if p not in STAGE_NAMES and not _EXTERNAL.fullmatch(p)]
@@ -462,7 +467,7 @@ def format_catalog(catalog: TopicCatalog) -> str:
                 [str(t.partitions)],
                 [t.key],
                 list(t.producers) or ["-"],
-                list(t.consumers) or ["-"],
+                [*t.consumers, *(f"{o} (observes)" for o in t.observers)] or ["-"],
                 [format_retention(t.retention_ms)],
                 schemas,
             )

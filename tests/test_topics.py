@@ -48,6 +48,7 @@ INTERNAL_TOPICS = (
     "orchestrator.reroutes.v1",
     "orchestrator.exceptions.v1",
     "orchestrator.status.v1",
+    "orchestrator.timers.v1",
 )
 
 

@@ -83,10 +83,12 @@ from orchestrator.contract.pipeline import (
     PlannedShipment,
     PlanOutcome,
     RedecideRequested,
+    RepairOutcome,
     ReservationConfirmed,
     ReservationsReleased,
     ReservedShipment,
     StageStatus,
+    TimerDue,
 )
 from orchestrator.contract.registry import EVENT_TYPES
 from orchestrator.contract.status import (
@@ -514,6 +516,22 @@ _PIPELINE_BUILDERS: Mapping[str, Callable[[], EventPayload]] = MappingProxyType(
         ),
         "reservation.released.v1": lambda: ReservationsReleased(
             order_id=ORDER_ID, plan_id=f"{ORDER_ID}-p1", reason="order cancelled", cancel_order=True
+        ),
+        "exception.repair_outcome.v1": lambda: RepairOutcome(
+            order_id=ORDER_ID,
+            exception_id=f"{ORDER_ID}-short_pick-1",
+            action="reroute",
+            succeeded=True,
+            detail="the missing mug ships from DC-LEEDS-02",
+            work_order_ids=("WO-ORD-100234-p2-s1-DC-LEEDS-02",),
+            promised_delivery_date=date(2025, 3, 13),
+            extra_cost=5.2,
+        ),
+        "monitor.timer_due.v1": lambda: TimerDue(
+            order_id=ORDER_ID,
+            work_order_id="WO-ORD-100234-p1-s1-DC-MANCHESTER-01",
+            timer="acknowledge",
+            due_at=_T0,
         ),
         "order.stage_status.v1": lambda: StageStatus(
             order_id=ORDER_ID, state=OrderState.RELEASED, stage="release", sequence=1, occurred_at=_T0

@@ -65,6 +65,21 @@ class OrderValidated(EventPayload):
     reason: Text | None = Field(default=None, description="Why (re-plan after an amendment, cancellation).")
 
 
+class Repair(ContractModel):
+    """What an exception playbook asks of a re-decide: plan part of an order again, within limits."""
+
+    exception_id: Identifier = Field(description="The exception being repaired.")
+    action: Identifier = Field(description="The playbook action (reroute, rebook_faster...).")
+    lines: tuple[SkuLine, ...] = Field(min_length=1, description="The quantities to plan again.")
+    replaces_work_order_id: Identifier | None = Field(default=None, description="The failing work order.")
+    replaces_shipment_id: Identifier | None = Field(default=None, description="Its shipment.")
+    cancel_replaced: bool = Field(description="True: ask the node to cancel the failing work order.")
+    only_nodes: tuple[Identifier, ...] = Field(default=(), description="Plan only at these nodes (re-book).")
+    min_service_level: ServiceLevel | None = Field(default=None, description="At least this fast.")
+    max_extra_cost: float | None = Field(default=None, description="The repair may cost at most this.")
+    max_delay_days: int | None = Field(default=None, description="Days past the promise it may arrive.")
+
+
 class RedecideRequested(EventPayload):
     """reserve or exceptions → decide-node: the plan could not be carried out; decide again."""
 
@@ -76,6 +91,9 @@ class RedecideRequested(EventPayload):
     order: OrderCreated = Field(description="The order as it stands.")
     excluded_nodes: tuple[Identifier, ...] = Field(default=(), description="Nodes not to use this time.")
     reason: Reason = Field(description="Why the plan failed.")
+    repair: Repair | None = Field(
+        default=None, description="Set by an exception playbook: re-plan only these lines; absent: the order."
+    )
 
 
 class PlanOutcome(StrEnum):
@@ -133,6 +151,9 @@ class PlanDecided(EventPayload):
     decided_at: AwareDatetime = Field(description="When it was decided.")
     excluded_nodes: tuple[Identifier, ...] = Field(default=(), description="Nodes excluded by a re-decide.")
     attempt: NonNegativeInt = Field(default=0, description="Re-decide attempt (0: first decision).")
+    repair: Repair | None = Field(
+        default=None, description="A partial plan repairing an exception; absent: a plan of the whole order."
+    )
 
 
 class PlanCancelled(EventPayload):
@@ -164,6 +185,7 @@ class ReservationConfirmed(EventPayload):
     order: OrderCreated = Field(description="The order as it stands.")
     shipments: tuple[ReservedShipment, ...] = Field(min_length=1, description="Reserved shipments.")
     backordered: tuple[SkuLine, ...] = Field(default=(), description="Quantities waiting for stock.")
+    repair: Repair | None = Field(default=None, description="Set when the plan repairs an exception.")
 
 
 class ReservationsReleased(EventPayload):
@@ -175,6 +197,32 @@ class ReservationsReleased(EventPayload):
     plan_id: Identifier | None = Field(default=None, description="The plan whose reservations went back.")
     reason: Text = Field(description="Why.")
     cancel_order: bool = Field(description="True: the order is cancelled; cancel any released work.")
+
+
+class RepairOutcome(EventPayload):
+    """decide-node or release → exceptions: how a playbook action went."""
+
+    event_type: ClassVar[str] = "exception.repair_outcome.v1"
+
+    order_id: Identifier = Field(description="The order.")
+    exception_id: Identifier = Field(description="The exception the action was for.")
+    action: Identifier = Field(description="The playbook action.")
+    succeeded: bool = Field(description="True: the repair is released; false: try the next action.")
+    detail: Text = Field(description="What happened, for people.")
+    work_order_ids: tuple[Identifier, ...] = Field(default=(), description="New work orders, on success.")
+    promised_delivery_date: date | None = Field(default=None, description="The date the repair delivers by.")
+    extra_cost: float | None = Field(default=None, description="What the repair costs.")
+
+
+class TimerDue(EventPayload):
+    """monitor's timer → monitor: a milestone deadline of a work order has passed; check it."""
+
+    event_type: ClassVar[str] = "monitor.timer_due.v1"
+
+    order_id: Identifier = Field(description="The order.")
+    work_order_id: Identifier = Field(description="The work order.")
+    timer: Literal["acknowledge", "ship_by", "carrier_scan"] = Field(description="Which deadline.")
+    due_at: AwareDatetime = Field(description="When it fell due.")
 
 
 class StageStatus(EventPayload):

@@ -42,9 +42,11 @@ from orchestrator.contract.pipeline import (
     PlanCancelled,
     PlanDecided,
     RedecideRequested,
+    RepairOutcome,
     ReservationConfirmed,
     ReservationsReleased,
     StageStatus,
+    TimerDue,
 )
 from orchestrator.contract.status import CustomerNotification, ExceptionRaised, OrderStatusChanged
 from orchestrator.contract.work import WorkOrderCancelRequested, WorkOrderReleased
@@ -99,6 +101,9 @@ ALL_EVENT_TYPES: tuple[type[EventPayload], ...] = (
     ReservationConfirmed,
     ReservationsReleased,
     StageStatus,
+    # internal: execution (orchestrator.exceptions.v1, orchestrator.timers.v1)
+    RepairOutcome,
+    TimerDue,
 )
 
 

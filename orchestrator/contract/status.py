@@ -25,6 +25,7 @@ from orchestrator.contract.common import (
     OrderState,
     Quantity,
     Reason,
+    SkuLine,
     Text,
 )
 
@@ -97,6 +98,13 @@ class ExceptionRaised(EventPayload):
     line_ids: tuple[Identifier, ...] = Field(default=(), description="The order lines involved; empty: all.")
     detail: Text = Field(description="What happened, for people.")
     raised_at: AwareDatetime = Field(description="When the stage noticed.")
+    unfilled: tuple[SkuLine, ...] = Field(
+        default=(),
+        description="Quantities the failing shipment will not deliver (re-route or back-order).",
+    )
+    new_estimate: date | None = Field(
+        default=None, description="The carrier's new estimated delivery date, for delays."
+    )
 
 
 class NotificationKind(StrEnum):

@@ -65,7 +65,7 @@ async def run_stages(
 
     needed = sorted(
         {t for s in stages for t in s.inputs}
-        | {dead_letter_topic(t) for s in stages for t in s.inputs}
+        | {dead_letter_topic(t) for s in stages for t in s.inputs if t not in s.observes}
         | {t for s in stages for t in s.outputs}
         | {v.topic for s in stages for v in s.views}
     )

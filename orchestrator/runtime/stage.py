@@ -57,12 +57,15 @@ class HandlerContext:
         self,
         *,
         stage: str,
+        topic: str,
         event: Envelope,
         db: asyncpg.Connection | None,
         now: datetime,
         log: structlog.typing.FilteringBoundLogger,
     ) -> None:
         self.stage = stage
+        #: The topic the event was read from.
+        self.topic = topic
         self.event = event
         self._db = db
         self.now = now
@@ -112,10 +115,13 @@ class Stage:
     description: str = ""
     #: Views the handler reads (the network, ...); the process starts each once, before consuming.
     views: tuple[View, ...] = ()
+    #: Inputs this stage only observes (another stage owns them): it accepts every type there, and a
+    #: record it cannot read is skipped and counted, not dead-lettered twice.
+    observes: frozenset[str] = field(default_factory=frozenset)
 
     @property
     def group_id(self) -> str:
         return f"orchestrator.{self.name}"
 
-    def accepts_type(self, event_type: str) -> bool:
-        return not self.accepts or event_type in self.accepts
+    def accepts_type(self, event_type: str, topic: str) -> bool:
+        return not self.accepts or event_type in self.accepts or topic in self.observes

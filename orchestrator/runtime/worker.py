@@ -366,11 +366,16 @@ class StageWorker:
                 continue
             try:
                 env = decode(rec.key, rec.value, rec.headers, timestamp_ms=rec.timestamp)
-                if not stage.accepts_type(env.type):
+                if not stage.accepts_type(env.type, rec.topic):
                     raise DecodeError(
                         "unexpected_type", f"stage {stage.name} does not handle events of type {env.type!r}"
                     )
             except DecodeError as exc:
+                if rec.topic in stage.observes:
+                    self.metrics.events_failed.labels(stage.name, rec.topic, "skipped_unreadable").inc()
+                    result.consumed.append((rec.topic, "invalid"))
+                    decoded.append((rec, None))
+                    continue
                 result.outgoing.append(self._dead_letter(rec, exc.category, exc.reason))
                 result.dead_letters.append((rec.topic, exc.category))
                 result.consumed.append((rec.topic, "invalid"))
@@ -417,7 +422,7 @@ class StageWorker:
         self, rec: Record, env: Envelope, conn: asyncpg.Connection | None, now: datetime
     ) -> list[OutgoingRecord]:
         log = self.log.bind(order_id=env.subject, event_id=env.id, event_type=env.type, trace_id=env.trace_id)
-        ctx = HandlerContext(stage=self.stage.name, event=env, db=conn, now=now, log=log)
+        ctx = HandlerContext(stage=self.stage.name, topic=rec.topic, event=env, db=conn, now=now, log=log)
         started = time.perf_counter()
         try:
             with structlog.contextvars.bound_contextvars(

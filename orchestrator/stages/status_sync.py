@@ -1,21 +1,62 @@
-"""status-sync: keeps the OMS told. Reads every stage's status events.
+"""status-sync: keeps the OMS and the customer told, and keeps every order's story.
 
-Decides: which stage reports are transitions (a state the order is not
-already in) and their per-order sequence, so the OMS gets each transition
-once, in order, with no gaps, on `oms.status.v1`. Once an order is
-cancelled, rejected or delivered, later reports change nothing.
+Reads every stage's status reports and observes the order-keyed topics
+(OMS orders, plans, reservations, re-decides, exceptions, work orders,
+node and carrier events). Decides:
+- which status reports are transitions (a state the order is not already in,
+  and not after it ended), numbered 1, 2, 3... per order and published once, in
+  order, on `oms.status.v1`;
+- which transitions the customer hears about, on `customer.notifications.v1`.
 
-Owns `status_orders`: each order's current state and transition count.
+Owns `status_events`, the append-only event store of every event of every
+order (with the event in words), and `status_orders`, the current-state
+projection folded from the stored status reports, which `rebuild_projection`
+can drop and rebuild. Reads the customer id from ingest's `ingest_orders`.
 """
 
 from __future__ import annotations
 
+import asyncpg
+import orjson
+
 from orchestrator.contract.common import TERMINAL_STATES, OrderState
 from orchestrator.contract.envelope import Envelope
 from orchestrator.contract.pipeline import StageStatus
-from orchestrator.contract.status import OrderStatusChanged
-from orchestrator.runtime.stage import HandlerContext, RejectEvent, Stage
-from orchestrator.stages.common import OMS_STATUS, STATUS
+from orchestrator.contract.status import CustomerNotification, NotificationKind, OrderStatusChanged
+from orchestrator.domain.timeline import describe
+from orchestrator.runtime.stage import HandlerContext, Stage
+from orchestrator.stages.common import (
+    OMS_ORDERS,
+    OMS_STATUS,
+    PLANS,
+    REROUTES,
+    RESERVATIONS,
+    STATUS,
+    WORK_ORDERS,
+)
+
+CUSTOMER_NOTIFICATIONS = "customer.notifications.v1"
+#: Order-keyed topics whose events go into the story; other stages own (and dead-letter) them.
+OBSERVED = (
+    OMS_ORDERS,
+    PLANS,
+    RESERVATIONS,
+    REROUTES,
+    "orchestrator.exceptions.v1",
+    WORK_ORDERS,
+    "wms.events.v1",
+    "carrier.events.v1",
+)
+
+#: What the customer is told on reaching a state (states not listed are not the customer's business).
+_NOTIFY: dict[OrderState, tuple[NotificationKind, str]] = {
+    OrderState.RELEASED: (NotificationKind.ORDER_CONFIRMED, "Your order is confirmed and being prepared."),
+    OrderState.BACK_ORDERED: (NotificationKind.BACK_ORDERED, "Part of your order is waiting for stock."),
+    OrderState.PARTIALLY_SHIPPED: (NotificationKind.PARTIALLY_SHIPPED, "Part of your order is on its way."),
+    OrderState.SHIPPED: (NotificationKind.SHIPPED, "Your order is on its way."),
+    OrderState.DELIVERED: (NotificationKind.DELIVERED, "Your order was delivered."),
+    OrderState.CANCELLED: (NotificationKind.CANCELLED, "Your order was cancelled."),
+}
 
 
 def is_transition(current: OrderState | None, new: OrderState) -> bool:
@@ -25,43 +66,109 @@ def is_transition(current: OrderState | None, new: OrderState) -> bool:
     return current is not new and current not in TERMINAL_STATES
 
 
+async def append_event(conn: asyncpg.Connection, event: Envelope, topic: str) -> None:
+    await conn.execute(
+        "INSERT INTO status_events (event_id, order_id, event_type, source, topic, occurred_at, causation_id,"
+        " correlation_id, summary, payload) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+        " ON CONFLICT (event_id) DO NOTHING",
+        event.id,
+        event.subject,
+        event.type,
+        event.source,
+        topic,
+        event.time,
+        event.causation_id,
+        event.correlation_id,
+        describe(event.data),
+        event.data.model_dump_json(),
+    )
+
+
+async def apply_status(conn: asyncpg.Connection, report: StageStatus) -> tuple[OrderState | None, int] | None:
+    """Fold one report into the projection: (previous state, sequence) when it is a transition, else None."""
+    row = await conn.fetchrow(
+        "SELECT state, sequence FROM status_orders WHERE order_id = $1 FOR UPDATE", report.order_id
+    )
+    current = OrderState(row["state"]) if row else None
+    if not is_transition(current, report.state):
+        return None
+    sequence = (row["sequence"] if row else 0) + 1
+    await conn.execute(
+        "INSERT INTO status_orders (order_id, state, sequence, reasons, stage) VALUES ($1, $2, $3, $4, $5)"
+        " ON CONFLICT (order_id) DO UPDATE SET state = $2, sequence = $3, reasons = $4, stage = $5,"
+        " updated_at = now()",
+        report.order_id,
+        report.state.value,
+        sequence,
+        orjson.dumps([r.model_dump() for r in report.reasons]).decode(),
+        report.stage,
+    )
+    return current, sequence
+
+
+async def rebuild_projection(conn: asyncpg.Connection) -> int:
+    """Drop the projection and fold it again from the event store; returns the orders rebuilt."""
+    async with conn.transaction():
+        await conn.execute("DELETE FROM status_orders")
+        rows = await conn.fetch(
+            "SELECT payload FROM status_events WHERE event_type = $1 ORDER BY position",
+            StageStatus.event_type,
+        )
+        for r in rows:
+            await apply_status(conn, StageStatus.model_validate_json(r["payload"]))
+        return int(await conn.fetchval("SELECT count(*) FROM status_orders"))
+
+
 def status_sync_stage() -> Stage:
-    async def handle(event: Envelope, ctx: HandlerContext) -> None:
-        msg = event.data
-        if not isinstance(msg, StageStatus):  # pragma: no cover - `accepts` lets nothing else through
-            raise RejectEvent(f"status-sync does not handle {event.type}")
-        row = await ctx.db.fetchrow(
-            "SELECT state, sequence FROM status_orders WHERE order_id = $1 FOR UPDATE", msg.order_id
-        )
-        current = OrderState(row["state"]) if row else None
-        if not is_transition(current, msg.state):
+    async def notify(ctx: HandlerContext, report: StageStatus) -> None:
+        told = _NOTIFY.get(report.state)
+        if told is None:
             return
-        sequence = (row["sequence"] if row else 0) + 1
-        await ctx.db.execute(
-            "INSERT INTO status_orders (order_id, state, sequence) VALUES ($1, $2, $3)"
-            " ON CONFLICT (order_id) DO UPDATE SET state = $2, sequence = $3, updated_at = now()",
-            msg.order_id,
-            msg.state.value,
-            sequence,
+        raw = await ctx.db.fetchval(
+            "SELECT order_json ->> 'customer_id' FROM ingest_orders WHERE order_id = $1", report.order_id
         )
+        if raw is None:
+            return  # not an order the OMS sent us (a test or replay): nobody to tell
+        kind, message = told
         ctx.emit(
-            OMS_STATUS,
-            OrderStatusChanged(
-                order_id=msg.order_id,
-                state=msg.state,
-                previous_state=current,
-                reasons=msg.reasons,
-                sequence=sequence,
-                occurred_at=msg.occurred_at,
+            CUSTOMER_NOTIFICATIONS,
+            CustomerNotification(
+                order_id=report.order_id,
+                customer_id=raw,
+                kind=kind,
+                message=message,
             ),
         )
 
+    async def handle(event: Envelope, ctx: HandlerContext) -> None:
+        await append_event(ctx.db, event, ctx.topic)
+        report = event.data
+        if not isinstance(report, StageStatus):
+            return
+        transition = await apply_status(ctx.db, report)
+        if transition is None:
+            return
+        previous, sequence = transition
+        ctx.emit(
+            OMS_STATUS,
+            OrderStatusChanged(
+                order_id=report.order_id,
+                state=report.state,
+                previous_state=previous,
+                reasons=report.reasons,
+                sequence=sequence,
+                occurred_at=report.occurred_at,
+            ),
+        )
+        await notify(ctx, report)
+
     return Stage(
         name="status-sync",
-        inputs=(STATUS,),
-        outputs=(OMS_STATUS,),
+        inputs=(STATUS, *OBSERVED),
+        outputs=(OMS_STATUS, CUSTOMER_NOTIFICATIONS),
         handler=handle,
         uses_database=True,
         accepts=frozenset({StageStatus.event_type}),
-        description="publishes each order state transition once, in order, to the OMS",
+        observes=frozenset(OBSERVED),
+        description="keeps the event store, publishes transitions to the OMS and tells the customer",
     )
