@@ -15,6 +15,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from orchestrator.settings import Settings
@@ -158,6 +159,115 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- timeline, api
+
+
+def _database_address(database_url: str) -> str:
+    # The URL may carry a password: name the server without it.
+    url = urlsplit(database_url)
+    return f"{url.hostname}:{url.port or 5432}{url.path}"
+
+
+def cmd_timeline(args: argparse.Namespace) -> int:
+    import asyncpg
+
+    from orchestrator.api.queries import order_state, order_timeline, timeline_text
+
+    async def load(database_url: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+        conn = await asyncpg.connect(database_url)
+        try:
+            return await order_state(conn, args.order_id), await order_timeline(conn, args.order_id)
+        finally:
+            await conn.close()
+
+    settings = resolve_settings()
+    try:
+        state, events = asyncio.run(load(settings.database_url))
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        print(
+            f"error: cannot read the database at {_database_address(settings.database_url)}: {exc}",
+            file=sys.stderr,
+        )
+        return 2
+    if state is None and not events:
+        print(f"unknown order {args.order_id}: status-sync has recorded nothing about it", file=sys.stderr)
+        return 1
+    print(timeline_text(args.order_id, state, events))
+    return 0
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    import asyncpg
+
+    from orchestrator.api.app import serve_api
+    from orchestrator.runtime.logging import configure_logging
+
+    settings = resolve_settings()
+    configure_logging(settings.log_level)
+
+    def ready(addresses: list[tuple[str, int]]) -> None:
+        where = ", ".join(f"http://{host}:{port}" for host, port in addresses)
+        print(f"order API on {where} (read-only, no authentication); Ctrl-C stops it", flush=True)
+
+    try:
+        asyncio.run(serve_api(settings.database_url, args.host, args.port, ready=ready))
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        # Port taken or database unreachable: one line, not a traceback.
+        print(
+            f"error: cannot serve the API (database {_database_address(settings.database_url)}): {exc}",
+            file=sys.stderr,
+        )
+        return 2
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+# --------------------------------------------------------------------------- review
+
+
+def cmd_review(args: argparse.Namespace) -> int:
+    """The open manual-review queue of the exceptions stage, oldest first."""
+    from datetime import UTC, datetime
+
+    import asyncpg
+
+    from orchestrator.stages.exceptions import review_queue
+
+    async def load(database_url: str) -> list[dict[str, object]]:
+        conn = await asyncpg.connect(database_url)
+        try:
+            return list(await review_queue(conn))
+        finally:
+            await conn.close()
+
+    settings = resolve_settings()
+    try:
+        rows = asyncio.run(load(settings.database_url))
+    except asyncpg.UndefinedTableError:
+        print("error: the review queue does not exist yet; run `orchestrator db migrate`", file=sys.stderr)
+        return 2
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        # The URL may carry a password: name the server without it.
+        url = urlsplit(settings.database_url)
+        where = f"{url.hostname}:{url.port or 5432}{url.path}"
+        print(f"error: cannot read the review queue at {where}: {exc}", file=sys.stderr)
+        return 2
+    if not rows:
+        print("the review queue is empty")
+        return 0
+    table = [("ORDER", "KIND", "SINCE", "REASON")]
+    for r in rows:
+        since = r["queued_at"]
+        when = since.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if isinstance(since, datetime) else since
+        table.append((str(r["order_id"]), str(r["kind"]), str(when), str(r["reason"])))
+    widths = [max(len(row[i]) for row in table) for i in range(3)]
+    for row in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row[:3], widths, strict=True)) + "  " + row[3])
+    print(f"({len(rows)} open)")
+    return 0
+
+
 # --------------------------------------------------------------------------- run
 
 
@@ -262,6 +372,18 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("order_id")
     explain.add_argument("--all", action="store_true", help="every plan of the order, not only the latest")
     explain.set_defaults(func=cmd_explain)
+
+    timeline = sub.add_parser("timeline", help="an order's whole story, event by event, and its state now")
+    timeline.add_argument("order_id")
+    timeline.set_defaults(func=cmd_timeline)
+
+    api = sub.add_parser("api", help="the read-only order HTTP API, until Ctrl-C (no authentication)")
+    api.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, local only)")
+    api.add_argument("--port", type=int, default=8081)
+    api.set_defaults(func=cmd_api)
+
+    review = sub.add_parser("review", help="the open manual-review queue of exceptions")
+    review.set_defaults(func=cmd_review)
 
     start = sub.add_parser(
         "start", help="servers, topics, migrations and every stage, until Ctrl-C (make run)"

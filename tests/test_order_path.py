@@ -9,322 +9,41 @@ SKUs and order ids, so tests share the running stages but not their data.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import sys
-import time
-import uuid
-from collections import defaultdict
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
-from datetime import time as dtime
+from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
 
-import asyncpg
-import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer
 
 from orchestrator.contract.common import (
-    Address,
-    Channel,
-    CustomerTier,
     HoldReason,
-    HomeDelivery,
     NodeCapability,
     NodeKind,
     OrderLine,
     ProductLabel,
-    ServiceLevel,
     StorePickup,
 )
 from orchestrator.contract.envelope import Envelope
-from orchestrator.contract.inventory import InventorySnapshot
-from orchestrator.contract.network import (
-    CarrierServiceUpserted,
-    DistanceBand,
-    DistanceBandCost,
-    NodeStatusChanged,
-    NodeUpserted,
+from orchestrator.contract.network import NodeStatusChanged
+from orchestrator.contract.orders import OrderAmended, OrderCancelled, OrderHoldReleased
+from tests.harness import (
+    BIRMINGHAM,
+    BRISTOL,
+    LEEDS,
+    LONDON,
+    MANCHESTER,
+    Pipeline,
+    address,
+    ids,
+    node,
+    order,
+    pipeline,
 )
-from orchestrator.contract.orders import OrderAmended, OrderCancelled, OrderCreated, OrderHoldReleased
-from orchestrator.runtime.process import run_stages
-from orchestrator.settings import Settings
-from orchestrator.stages import ORDER_STAGES, order_path_deps
-from orchestrator.stages.common import OrderPathDeps
-from orchestrator.topics import apply_topics, load_catalog
 from tests.support import publish_events, read_all
 
 pytestmark = pytest.mark.integration
-
-# Places in England, so distances (and so shipping costs) are real.
-LONDON = (51.5074, -0.1278, "EC1A 1BB")
-MANCHESTER = (53.4808, -2.2426, "M1 1AE")
-BIRMINGHAM = (52.4862, -1.8904, "B1 1AA")
-LEEDS = (53.8008, -1.5491, "LS1 1UR")
-BRISTOL = (51.4545, -2.5879, "BS1 4DJ")
-
-
-def address(place: tuple[float, float, str], city: str = "Somewhere") -> Address:
-    lat, lon, postcode = place
-    return Address(
-        line1="1 High Street", city=city, postal_code=postcode, country="GB", latitude=lat, longitude=lon
-    )
-
-
-@dataclass
-class Outputs:
-    """Everything the orchestrator published on its public output topics, by order id."""
-
-    statuses: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
-    work_orders: dict[str, list[tuple[str, dict[str, Any]]]] = field(
-        default_factory=lambda: defaultdict(list)
-    )
-    #: The stages' task: a wait fails at once, with the cause, if the stages died.
-    runner: asyncio.Task[None] | None = None
-
-    async def wait(self, check: Callable[[], bool], what: str, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while not check():
-            if self.runner is not None and self.runner.done():
-                raise AssertionError(
-                    f"the stages stopped while waiting for {what}"
-                ) from self.runner.exception()
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what}")
-            await asyncio.sleep(0.1)
-
-    def states(self, order_id: str) -> list[str]:
-        return [s["state"] for s in self.statuses[order_id]]
-
-    def released(self, order_id: str) -> list[dict[str, Any]]:
-        return [wo for kind, wo in self.work_orders[order_id] if kind == "workorder.released.v1"]
-
-    def cancel_requests(self, order_id: str) -> list[dict[str, Any]]:
-        return [wo for kind, wo in self.work_orders[order_id] if kind == "workorder.cancel_requested.v1"]
-
-    async def final_state(self, order_id: str, *states: str, timeout: float = 60) -> dict[str, Any]:
-        await self.wait(
-            lambda: bool(self.statuses[order_id]) and self.statuses[order_id][-1]["state"] in states,
-            f"{order_id} to reach {states} (so far {self.states(order_id)})",
-            timeout,
-        )
-        return self.statuses[order_id][-1]
-
-
-async def _collect(bootstrap: str, outputs: Outputs, stop: asyncio.Event) -> None:
-    consumer = AIOKafkaConsumer(
-        "oms.status.v1",
-        "wms.work-orders.v1",
-        bootstrap_servers=bootstrap,
-        auto_offset_reset="earliest",
-        isolation_level="read_committed",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    try:
-        while not stop.is_set():
-            batch = await consumer.getmany(timeout_ms=200)
-            for records in batch.values():
-                for rec in records:
-                    headers = {k: v.decode() for k, v in rec.headers}
-                    value = orjson.loads(rec.value)
-                    if rec.topic == "oms.status.v1":
-                        outputs.statuses[value["order_id"]].append(value)
-                    else:
-                        outputs.work_orders[value["order_id"]].append((headers["ce_type"], value))
-    finally:
-        with contextlib.suppress(BaseException):
-            await consumer.stop()
-
-
-@dataclass
-class Pipeline:
-    bootstrap: str
-    db: asyncpg.Pool
-    deps: OrderPathDeps
-    out: Outputs
-
-    async def publish(self, *payloads: Any) -> None:
-        by_topic: dict[str, list[Envelope]] = defaultdict(list)
-        for p in payloads:
-            topic = (
-                "oms.orders.v1"
-                if p.event_type.startswith("order.")
-                else "inventory.updates.v1"
-                if p.event_type.startswith("inventory.")
-                else "network.updates.v1"
-            )
-            by_topic[topic].append(Envelope.new(p, source="test/upstream"))
-        for topic, envelopes in by_topic.items():
-            await publish_events(self.bootstrap, topic, envelopes)
-
-    async def setup_network(self, *events: Any, stock: dict[tuple[str, str], int] | None = None) -> None:
-        """Publish nodes and stock, and wait until the stages can see them."""
-        await self.publish(*events)
-        node_ids = {e.node_id for e in events if hasattr(e, "node_id")}
-        await self.out.wait(
-            lambda: node_ids <= set(self.deps.network.state.nodes), f"nodes {node_ids} in the network view"
-        )
-        if stock:
-            await self.publish(
-                *(
-                    InventorySnapshot(node_id=n, sku=s, on_hand=q, safety_stock=0, as_of=datetime.now(UTC))
-                    for (n, s), q in stock.items()
-                )
-            )
-            deadline = time.monotonic() + 60
-            while True:
-                rows = await self.db.fetch(
-                    "SELECT node_id, sku, on_hand FROM reserve_ledger WHERE sku = ANY($1::text[])",
-                    [s for _, s in stock],
-                )
-                if {(r["node_id"], r["sku"]): r["on_hand"] for r in rows} == stock:
-                    break
-                assert time.monotonic() < deadline, "stock never reached the ledger"
-                await asyncio.sleep(0.1)
-
-
-@pytest.fixture(scope="module")
-async def pipeline(bootstrap: str, database_url: str) -> AsyncIterator[Pipeline]:
-    await apply_topics(bootstrap, load_catalog())
-    deps = order_path_deps()
-    stages = [factory(deps) for factory in ORDER_STAGES.values()]
-    settings = Settings(
-        kafka_bootstrap=bootstrap,
-        database_url=database_url,
-        instance_id="order-path-test",
-        http_port=0,
-        backoff_initial_s=0.1,
-        backoff_max_s=1.0,
-    )
-    stop = asyncio.Event()
-    outputs = Outputs()
-    runner = asyncio.create_task(run_stages(stages, settings, stop, handle_signals=False))
-    outputs.runner = runner
-    collector = asyncio.create_task(_collect(bootstrap, outputs, stop))
-    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
-    p = Pipeline(bootstrap, pool, deps, outputs)
-    await p.publish(*CARRIERS)
-    await outputs.wait(lambda: "t-ground" in deps.network.state.services, "carrier services in the view")
-    try:
-        yield p
-    finally:
-        stop.set()
-        await asyncio.wait_for(asyncio.gather(runner, collector, return_exceptions=True), timeout=60)
-        await pool.close()
-
-
-def _bands(base: str, per_kg: str) -> DistanceBandCost:
-    return DistanceBandCost(
-        kind="distance_bands",
-        currency="GBP",
-        base=Decimal(base),
-        per_kg=Decimal(per_kg),
-        bands=(
-            DistanceBand(max_km=50, surcharge=Decimal("0")),
-            DistanceBand(max_km=150, surcharge=Decimal("2")),
-            DistanceBand(max_km=400, surcharge=Decimal("4")),
-            DistanceBand(max_km=2000, surcharge=Decimal("8")),
-        ),
-    )
-
-
-CARRIERS = (
-    CarrierServiceUpserted(
-        service_id="t-ground",
-        carrier="tcarrier",
-        name="Ground",
-        service_level=ServiceLevel.GROUND,
-        transit_days=2,
-        reliability=0.97,
-        hazmat_allowed=True,
-        countries=("GB",),
-        cost=_bands("3.50", "0.40"),
-    ),
-    CarrierServiceUpserted(
-        service_id="t-express",
-        carrier="tcarrier",
-        name="Express",
-        service_level=ServiceLevel.EXPRESS,
-        transit_days=1,
-        reliability=0.95,
-        hazmat_allowed=False,
-        countries=("GB",),
-        cost=_bands("7.00", "0.60"),
-    ),
-    CarrierServiceUpserted(
-        service_id="t-nextday",
-        carrier="tcarrier",
-        name="Next day",
-        service_level=ServiceLevel.NEXT_DAY,
-        transit_days=1,
-        reliability=0.93,
-        hazmat_allowed=False,
-        countries=("GB",),
-        cost=_bands("9.00", "0.80"),
-    ),
-)
-
-
-def node(
-    node_id: str,
-    place: tuple[float, float, str],
-    kind: NodeKind = NodeKind.DC,
-    *capabilities: NodeCapability,
-    is_open: bool = True,
-) -> NodeUpserted:
-    return NodeUpserted(
-        node_id=node_id,
-        kind=kind,
-        name=node_id,
-        location=address(place),
-        capabilities=tuple(capabilities),
-        daily_capacity=10_000,
-        cutoff_local=dtime(23, 59),
-        timezone="Europe/London",
-        open=is_open,
-    )
-
-
-def order(
-    order_id: str,
-    lines: list[tuple[str, int]] | list[OrderLine],
-    *,
-    to: tuple[float, float, str] = LONDON,
-    delivery: Any = None,
-    ship_complete: bool = False,
-    holds: tuple[HoldReason, ...] = (),
-    days: int = 5,
-) -> OrderCreated:
-    order_lines = [
-        line
-        if isinstance(line, OrderLine)
-        else OrderLine(line_id=str(i + 1), sku=line[0], quantity=line[1], unit_price=Decimal("10.00"))
-        for i, line in enumerate(lines)
-    ]
-    return OrderCreated(
-        order_id=order_id,
-        channel=Channel.WEB,
-        customer_id="C-1",
-        customer_tier=CustomerTier.STANDARD,
-        placed_at=datetime.now(UTC),
-        ship_to=address(to, "Customer town"),
-        lines=tuple(order_lines),
-        order_total=Decimal("10.00") * sum(line.quantity for line in order_lines) + Decimal("4.99"),
-        currency="GBP",
-        delivery=delivery or HomeDelivery(kind="standard"),
-        promised_delivery_date=date.today() + timedelta(days=days),
-        ship_complete=ship_complete,
-        holds=holds,
-    )
-
-
-def ids(prefix: str) -> Callable[[str], str]:
-    tag = uuid.uuid4().hex[:6].upper()
-    return lambda name: f"{prefix}-{tag}-{name}"
+__all__ = ["pipeline"]  # the module-scoped fixture, imported so pytest finds it
 
 
 # --------------------------------------------------------------------------------------------- tests

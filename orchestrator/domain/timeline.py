@@ -52,6 +52,25 @@ _DESCRIBE: dict[str, Describe] = {
         + (f" - {e.detail}" if e.detail else "")
     ),
     "exception.raised.v1": lambda e: f"exception {e.kind.value}: {e.detail}",
+    "exception.repair_outcome.v1": lambda e: (
+        f"{e.action} {'succeeded' if e.succeeded else 'failed'}: {e.detail}"
+    ),
+    "customer.notification.v1": lambda e: f"customer told ({e.kind.value}): {e.message}",
+    "wms.short_picked.v1": lambda e: (
+        f"{e.node_id} short-picked " + ", ".join(f"{x.sku} ({x.quantity_short} short)" for x in e.lines)
+    ),
+    "wms.shipped.v1": lambda e: (
+        f"{e.node_id} shipped {e.work_order_id} with {e.carrier}, tracking {e.tracking_number}"
+    ),
+    "wms.rejected.v1": lambda e: f"{e.node_id} rejected {e.work_order_id} ({e.reason.value})",
+    "carrier.delayed.v1": lambda e: (
+        f"{e.carrier} delayed {e.tracking_number}: now {e.new_estimated_delivery}"
+    ),
+    "carrier.exception.v1": lambda e: (
+        f"{e.carrier} exception on {e.tracking_number}: {e.code} {e.description}"
+    ),
+    "carrier.delivered.v1": lambda e: f"{e.carrier} delivered {e.tracking_number}",
+    "carrier.lost.v1": lambda e: f"{e.carrier} lost {e.tracking_number}",
 }
 
 

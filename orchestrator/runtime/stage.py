@@ -35,6 +35,19 @@ class RejectEvent(Exception):
         self.category = category
 
 
+class RetryLater(Exception):
+    """Raised by a handler for an event that may become valid soon (what it refers to is on its way
+    on another topic). The batch is rolled back and retried with backoff; after `give_up_after_s`
+    the event is dead-lettered with this reason. The partition waits meanwhile: keep the limit short.
+    """
+
+    def __init__(self, reason: str, category: str = "retry_later", give_up_after_s: float = 15.0) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.category = category
+        self.give_up_after_s = give_up_after_s
+
+
 class TransientError(Exception):
     """Raised by a handler for a fault that will pass (a dependency is down).
 

@@ -40,7 +40,7 @@ from orchestrator.contract.envelope import DecodeError, Envelope, decode, encode
 from orchestrator.runtime.dead_letter import ConsumedRecord, OutgoingRecord, dead_letter
 from orchestrator.runtime.idempotency import ProcessedEvent, fetch_processed, record_processed
 from orchestrator.runtime.metrics import RuntimeMetrics
-from orchestrator.runtime.stage import HandlerContext, RejectEvent, Stage, TransientError
+from orchestrator.runtime.stage import HandlerContext, RejectEvent, RetryLater, Stage, TransientError
 from orchestrator.settings import Settings
 
 Record = ConsumedRecord
@@ -64,12 +64,16 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 class _EventFailed(Exception):
     """One event of a batch failed in its handler; the batch is rolled back."""
 
-    def __init__(self, offset: int, category: str, reason: str, *, permanent: bool) -> None:
+    def __init__(
+        self, offset: int, category: str, reason: str, *, permanent: bool, wait_up_to_s: float = 0.0
+    ) -> None:
         super().__init__(reason)
         self.offset = offset
         self.category = category
         self.reason = reason
         self.permanent = permanent
+        #: > 0: not a fault but "too early": retry with backoff for this long before giving up.
+        self.wait_up_to_s = wait_up_to_s
 
 
 @dataclass
@@ -115,6 +119,7 @@ class StageWorker:
         self._batch_lock = asyncio.Lock()
         self._attempts: dict[tuple[TopicPartition, int], int] = {}
         self._doomed: dict[tuple[TopicPartition, int], tuple[str, str]] = {}
+        self._waiting_since: dict[tuple[TopicPartition, int], float] = {}
         self.started = False
         self.healthy = False
 
@@ -223,6 +228,7 @@ class StageWorker:
             await self._release(list(revoked))
             for key in [k for k in self._attempts if k[0] in revoked]:
                 del self._attempts[key]
+                self._waiting_since.pop(key, None)
             for key in [k for k in self._doomed if k[0] in revoked]:
                 del self._doomed[key]
             for tp in revoked:
@@ -261,6 +267,16 @@ class StageWorker:
                 self.metrics.events_failed.labels(self.stage.name, tp.topic, failed.category).inc()
                 attempts = self._attempts.get(key, 0) + 1
                 self._attempts[key] = attempts
+                if failed.wait_up_to_s > 0:
+                    first = self._waiting_since.setdefault(key, time.monotonic())
+                    if time.monotonic() - first >= failed.wait_up_to_s:
+                        self._doomed[key] = (
+                            failed.category,
+                            f"{failed.reason} (waited {failed.wait_up_to_s:.0f} s)",
+                        )
+                    elif await _sleep_unless(stop, min(0.05 * 2 ** min(attempts, 5), 1.0)):
+                        return
+                    continue
                 if failed.permanent or attempts >= self.settings.max_handler_attempts:
                     reason = (
                         failed.reason
@@ -313,6 +329,7 @@ class StageWorker:
         last = records[-1].offset
         for key in [k for k in self._attempts if k[0] == tp and k[1] <= last]:
             del self._attempts[key]
+            self._waiting_since.pop(key, None)
         for key in [k for k in self._doomed if k[0] == tp and k[1] <= last]:
             del self._doomed[key]
         if not self.healthy:
@@ -431,6 +448,10 @@ class StageWorker:
                 await self.stage.handler(env, ctx)
         except RejectEvent as exc:
             raise _EventFailed(rec.offset, exc.category, exc.reason, permanent=True) from exc
+        except RetryLater as exc:
+            raise _EventFailed(
+                rec.offset, exc.category, exc.reason, permanent=False, wait_up_to_s=exc.give_up_after_s
+            ) from exc
         except TRANSIENT_ERRORS:
             raise
         except asyncpg.PostgresError as exc:

@@ -13,14 +13,16 @@ from orchestrator.domain.policy import load_policy
 from orchestrator.runtime.stage import Stage
 from orchestrator.stages.common import OrderPathDeps, network_view
 from orchestrator.stages.decide_node import decide_node_stage
+from orchestrator.stages.exceptions import exceptions_stage
 from orchestrator.stages.ingest import ingest_stage
+from orchestrator.stages.monitor import monitor_stage
 from orchestrator.stages.relay import relay_stage
 from orchestrator.stages.release import release_stage
 from orchestrator.stages.reserve import reserve_stage
 from orchestrator.stages.status_sync import status_sync_stage
 from orchestrator.stages.validate import validate_stage
 
-#: Order stages in flow order. Monitor and exceptions come with the execution issue.
+#: The eight order stages, in flow order.
 ORDER_STAGES: Mapping[str, Callable[[OrderPathDeps], Stage]] = MappingProxyType(
     {
         "ingest": lambda deps: ingest_stage(),
@@ -28,6 +30,8 @@ ORDER_STAGES: Mapping[str, Callable[[OrderPathDeps], Stage]] = MappingProxyType(
         "decide-node": decide_node_stage,
         "reserve": lambda deps: reserve_stage(),
         "release": release_stage,
+        "monitor": monitor_stage,
+        "exceptions": exceptions_stage,
         "status-sync": lambda deps: status_sync_stage(),
     }
 )

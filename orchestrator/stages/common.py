@@ -24,6 +24,7 @@ RESERVATIONS = "orchestrator.reservations.v1"
 RELEASED = "orchestrator.released.v1"
 REROUTES = "orchestrator.reroutes.v1"
 STATUS = "orchestrator.status.v1"
+EXCEPTIONS = "orchestrator.exceptions.v1"
 
 
 def network_view() -> TopicView[NetworkView]:

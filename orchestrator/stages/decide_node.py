@@ -25,10 +25,21 @@ from orchestrator.contract.pipeline import (
     PlanDecided,
     PlanOutcome,
     RedecideRequested,
+    Repair,
+    RepairOutcome,
 )
+from orchestrator.domain.repair import excluded_for, limits_broken, repair_order
 from orchestrator.domain.sourcing import decide
 from orchestrator.runtime.stage import HandlerContext, RejectEvent, Stage
-from orchestrator.stages.common import PLANS, REROUTES, STATUS, VALIDATED, OrderPathDeps, emit_status
+from orchestrator.stages.common import (
+    EXCEPTIONS,
+    PLANS,
+    REROUTES,
+    STATUS,
+    VALIDATED,
+    OrderPathDeps,
+    emit_status,
+)
 
 #: How often reserve may send one order back before the plan stops asking for contested stock.
 MAX_REDECIDES = 5
@@ -62,6 +73,27 @@ def status_of(plan: PlanDecided) -> tuple[OrderState, tuple[Reason, ...]]:
     )
 
 
+async def record(ctx: HandlerContext, plan: PlanDecided) -> None:
+    """Keep the plan for `explain`, and make it the order's latest version."""
+    await ctx.db.execute(
+        "INSERT INTO decide_plans (order_id, plan_version, sequence, outcome, plan_json, decided_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6)",
+        plan.order_id,
+        plan.plan_version,
+        plan.sequence,
+        plan.outcome.value,
+        plan.model_dump_json(),
+        ctx.now,
+    )
+    await ctx.db.execute(
+        "INSERT INTO decide_orders (order_id, latest_version, sequence) VALUES ($1, $2, $3)"
+        " ON CONFLICT (order_id) DO UPDATE SET latest_version = $2, sequence = $3",
+        plan.order_id,
+        plan.plan_version,
+        plan.sequence,
+    )
+
+
 def decide_node_stage(deps: OrderPathDeps) -> Stage:
     async def plan_order(
         ctx: HandlerContext,
@@ -90,23 +122,7 @@ def decide_node_stage(deps: OrderPathDeps) -> Stage:
             attempt=attempt,
             excluded_nodes=excluded,
         )
-        await ctx.db.execute(
-            "INSERT INTO decide_plans (order_id, plan_version, sequence, outcome, plan_json, decided_at)"
-            " VALUES ($1, $2, $3, $4, $5, $6)",
-            order.order_id,
-            version,
-            sequence,
-            plan.outcome.value,
-            plan.model_dump_json(),
-            ctx.now,
-        )
-        await ctx.db.execute(
-            "INSERT INTO decide_orders (order_id, latest_version, sequence) VALUES ($1, $2, $3)"
-            " ON CONFLICT (order_id) DO UPDATE SET latest_version = $2, sequence = $3",
-            order.order_id,
-            version,
-            sequence,
-        )
+        await record(ctx, plan)
         ctx.emit(PLANS, plan)
         state, reasons = status_of(plan)
         emit_status(
@@ -117,6 +133,55 @@ def decide_node_stage(deps: OrderPathDeps) -> Stage:
             reasons=reasons,
             detail=plan.explanation[0] if plan.explanation else None,
         )
+
+    async def repair(ctx: HandlerContext, msg: RedecideRequested, repair: Repair) -> None:
+        """Plan a playbook's repair; answer the exceptions stage when it cannot be done within limits."""
+
+        def failed(detail: str) -> None:
+            ctx.emit(
+                EXCEPTIONS,
+                RepairOutcome(
+                    order_id=msg.order_id,
+                    exception_id=repair.exception_id,
+                    action=repair.action,
+                    succeeded=False,
+                    detail=detail,
+                ),
+            )
+
+        row = await ctx.db.fetchrow(
+            "SELECT latest_version, cancelled FROM decide_orders WHERE order_id = $1 FOR UPDATE", msg.order_id
+        )
+        if row is not None and row["cancelled"]:
+            failed("the order is cancelled")
+            return
+        try:
+            part = repair_order(msg.order, repair)
+        except ValueError as exc:
+            failed(str(exc))
+            return
+        network = deps.network.state
+        excluded = excluded_for(repair, frozenset(msg.excluded_nodes), frozenset(network.nodes))
+        version = (row["latest_version"] if row else 0) + 1
+        plan = decide(
+            part,
+            network=network,
+            stock=await stock_view(ctx, part),
+            capacity_used=await node_load(ctx, ctx.now),
+            policy=deps.policy,
+            now=ctx.now,
+            sequence=msg.sequence,
+            plan_version=version,
+            attempt=msg.attempt,
+            excluded_nodes=excluded,
+        )
+        broken = limits_broken(plan, msg.order, repair)
+        if broken is not None:
+            failed(broken)
+            return
+        plan = plan.model_copy(update={"repair": repair})
+        await record(ctx, plan)
+        ctx.emit(PLANS, plan)
 
     async def handle(event: Envelope, ctx: HandlerContext) -> None:
         msg = event.data
@@ -135,6 +200,8 @@ def decide_node_stage(deps: OrderPathDeps) -> Stage:
                 PLANS,
                 PlanCancelled(order_id=msg.order_id, sequence=msg.sequence, reason=msg.reason or "cancelled"),
             )
+        elif isinstance(msg, RedecideRequested) and msg.repair is not None:
+            await repair(ctx, msg, msg.repair)
         elif isinstance(msg, RedecideRequested):
             # Past the limit the order stops excluding anything and simply takes what the fresh stock allows.
             excluded = frozenset(msg.excluded_nodes) if msg.attempt <= MAX_REDECIDES else frozenset()
@@ -145,7 +212,7 @@ def decide_node_stage(deps: OrderPathDeps) -> Stage:
     return Stage(
         name="decide-node",
         inputs=(VALIDATED, REROUTES),
-        outputs=(PLANS, STATUS),
+        outputs=(PLANS, STATUS, EXCEPTIONS),
         handler=handle,
         uses_database=True,
         accepts=frozenset({OrderValidated.event_type, RedecideRequested.event_type}),

@@ -16,7 +16,12 @@ from datetime import timedelta
 from orchestrator.contract.common import Address, CarrierAssignment, OrderState
 from orchestrator.contract.envelope import Envelope
 from orchestrator.contract.orders import OrderCreated
-from orchestrator.contract.pipeline import ReservationConfirmed, ReservationsReleased, ReservedShipment
+from orchestrator.contract.pipeline import (
+    RepairOutcome,
+    ReservationConfirmed,
+    ReservationsReleased,
+    ReservedShipment,
+)
 from orchestrator.contract.work import (
     CancelRequestReason,
     WorkOrderCancelRequested,
@@ -25,7 +30,15 @@ from orchestrator.contract.work import (
 )
 from orchestrator.domain.network import NetworkView
 from orchestrator.runtime.stage import HandlerContext, RejectEvent, Stage
-from orchestrator.stages.common import RELEASED, RESERVATIONS, STATUS, WORK_ORDERS, OrderPathDeps, emit_status
+from orchestrator.stages.common import (
+    EXCEPTIONS,
+    RELEASED,
+    RESERVATIONS,
+    STATUS,
+    WORK_ORDERS,
+    OrderPathDeps,
+    emit_status,
+)
 
 #: Picking must finish this long before the carrier collects.
 PICK_LEAD = timedelta(hours=2)
@@ -109,12 +122,36 @@ def release_stage(deps: OrderPathDeps) -> Stage:
             ctx.emit(RELEASED, request)
         return len(rows)
 
+    async def cancel_one(ctx: HandlerContext, order_id: str, work_order_id: str, detail: str) -> None:
+        row = await ctx.db.fetchrow(
+            "UPDATE release_work_orders SET status = 'cancel_requested'"
+            " WHERE work_order_id = $1 AND status = 'released' RETURNING node_id",
+            work_order_id,
+        )
+        if row is None:
+            return
+        request = WorkOrderCancelRequested(
+            work_order_id=work_order_id,
+            order_id=order_id,
+            node_id=row["node_id"],
+            reason=CancelRequestReason.REROUTED,
+            detail=detail,
+        )
+        ctx.emit(WORK_ORDERS, request)
+        ctx.emit(RELEASED, request)
+
     async def on_confirmed(ctx: HandlerContext, msg: ReservationConfirmed) -> None:
         # Work of an earlier plan of this order that is still out there is obsolete now.
         await ctx.db.fetch("SELECT 1 FROM release_work_orders WHERE order_id = $1 FOR UPDATE", msg.order_id)
-        await cancel_released(
-            ctx, msg.order_id, None, CancelRequestReason.REROUTED, f"replaced by {msg.plan_id}"
-        )
+        repair = msg.repair
+        if repair is None:
+            await cancel_released(
+                ctx, msg.order_id, None, CancelRequestReason.REROUTED, f"replaced by {msg.plan_id}"
+            )
+        elif repair.cancel_replaced and repair.replaces_work_order_id is not None:
+            # A repair replaces one failing work order; the order's other work goes on.
+            await cancel_one(ctx, msg.order_id, repair.replaces_work_order_id, f"replaced by {msg.plan_id}")
+        released: list[WorkOrderReleased] = []
         for reserved in msg.shipments:
             wo = work_order(msg.order, reserved, deps.network.state)
             await ctx.db.execute(
@@ -130,6 +167,22 @@ def release_stage(deps: OrderPathDeps) -> Stage:
             )
             ctx.emit(WORK_ORDERS, wo)
             ctx.emit(RELEASED, wo)
+            released.append(wo)
+        if repair is not None:
+            ctx.emit(
+                EXCEPTIONS,
+                RepairOutcome(
+                    order_id=msg.order_id,
+                    exception_id=repair.exception_id,
+                    action=repair.action,
+                    succeeded=True,
+                    detail=", ".join(f"{wo.work_order_id} released to {wo.node_id}" for wo in released),
+                    work_order_ids=tuple(wo.work_order_id for wo in released),
+                    promised_delivery_date=max(s.shipment.promised_delivery_date for s in msg.shipments),
+                    extra_cost=round(sum(s.shipment.cost for s in msg.shipments), 2),
+                ),
+            )
+            return
         emit_status(
             ctx,
             msg.order_id,
@@ -157,7 +210,7 @@ def release_stage(deps: OrderPathDeps) -> Stage:
     return Stage(
         name="release",
         inputs=(RESERVATIONS,),
-        outputs=(WORK_ORDERS, RELEASED, STATUS),
+        outputs=(WORK_ORDERS, RELEASED, STATUS, EXCEPTIONS),
         handler=handle,
         uses_database=True,
         accepts=frozenset({ReservationConfirmed.event_type, ReservationsReleased.event_type}),

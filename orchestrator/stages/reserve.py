@@ -23,6 +23,7 @@ from orchestrator.contract.pipeline import (
     PlanCancelled,
     PlanDecided,
     RedecideRequested,
+    Repair,
     ReservationConfirmed,
     ReservationsReleased,
     ReservedShipment,
@@ -96,7 +97,79 @@ async def reserve_plan(conn: asyncpg.Connection, plan: PlanDecided) -> list[Rese
     return reserved
 
 
+async def release_replaced(conn: asyncpg.Connection, repair: Repair) -> None:
+    """Give back what the failing shipment held for the repaired quantities (all of it if it is cancelled)."""
+    if repair.replaces_shipment_id is None:
+        return
+    rows = await conn.fetch(
+        "SELECT reservation_id, line_id, node_id, sku, quantity FROM reserve_reservations"
+        " WHERE shipment_id = $1 AND status = 'active' FOR UPDATE",
+        repair.replaces_shipment_id,
+    )
+    wanted = {line.line_id: line.quantity for line in repair.lines}
+    for r in rows:
+        give_back = (
+            r["quantity"] if repair.cancel_replaced else min(r["quantity"], wanted.get(r["line_id"], 0))
+        )
+        if give_back <= 0:
+            continue
+        if give_back == r["quantity"]:
+            await conn.execute(
+                "UPDATE reserve_reservations SET status = 'released', released_at = now()"
+                " WHERE reservation_id = $1",
+                r["reservation_id"],
+            )
+        else:
+            await conn.execute(
+                "UPDATE reserve_reservations SET quantity = quantity - $2 WHERE reservation_id = $1",
+                r["reservation_id"],
+                give_back,
+            )
+        await conn.execute(
+            "UPDATE reserve_ledger SET reserved = reserved - $3, updated_at = now()"
+            " WHERE node_id = $1 AND sku = $2",
+            r["node_id"],
+            r["sku"],
+            give_back,
+        )
+
+
 def reserve_stage() -> Stage:
+    async def on_repair(ctx: HandlerContext, plan: PlanDecided, repair: Repair) -> None:
+        """A partial plan: reserve the new allocations, then free the failing shipment's, all or nothing."""
+        conn = ctx.db
+        try:
+            async with conn.transaction():
+                shipments = await reserve_plan(conn, plan)
+                # Only after the new stock is held: a lost race must leave the old allocation for the retry.
+                await release_replaced(conn, repair)
+        except _LostRace as lost:
+            ctx.emit(
+                REROUTES,
+                RedecideRequested(
+                    order_id=plan.order_id,
+                    sequence=plan.sequence,
+                    attempt=plan.attempt + 1,
+                    order=plan.order,
+                    excluded_nodes=plan.excluded_nodes,
+                    reason=Reason(code="reservation_failed", message=str(lost)),
+                    repair=repair,
+                ),
+            )
+            return
+        ctx.emit(
+            RESERVATIONS,
+            ReservationConfirmed(
+                order_id=plan.order_id,
+                plan_id=plan.plan_id,
+                plan_version=plan.plan_version,
+                sequence=plan.sequence,
+                order=plan.order,
+                shipments=tuple(shipments),
+                repair=repair,
+            ),
+        )
+
     async def on_plan(ctx: HandlerContext, plan: PlanDecided) -> None:
         conn = ctx.db
         row = await conn.fetchrow(
@@ -225,7 +298,9 @@ def reserve_stage() -> Stage:
 
     async def handle(event: Envelope, ctx: HandlerContext) -> None:
         data = event.data
-        if isinstance(data, PlanDecided):
+        if isinstance(data, PlanDecided) and data.repair is not None:
+            await on_repair(ctx, data, data.repair)
+        elif isinstance(data, PlanDecided):
             await on_plan(ctx, data)
         elif isinstance(data, PlanCancelled):
             await on_cancel(ctx, data)

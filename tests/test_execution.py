@@ -1,0 +1,352 @@
+"""Execution end to end: after release, the orchestrator watches the nodes and the
+carriers, repairs what goes wrong with its playbooks, and keeps the OMS and the
+customer told. Driven only through the public topics, on the real Kafka and
+PostgreSQL, with every stage running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from orchestrator.contract.common import Package, SkuLine
+from orchestrator.contract.execution import (
+    ShipmentDelayed,
+    ShipmentDelivered,
+    ShipmentException,
+    ShipmentInTransit,
+    ShipmentPickedUp,
+    ShortLine,
+    WorkOrderAcknowledged,
+    WorkOrderPacked,
+    WorkOrderPicked,
+    WorkOrderShipped,
+    WorkOrderShortPicked,
+)
+from orchestrator.contract.network import NodeStatusChanged
+from orchestrator.stages.status_sync import rebuild_projection
+from tests.harness import BRISTOL, LEEDS, LONDON, MANCHESTER, Pipeline, ids, node, order, pipeline
+
+pytestmark = pytest.mark.integration
+__all__ = ["pipeline"]
+
+#: Nodes in these tests acknowledge within seconds, or the timer fires.
+PIPELINE_ENV = {
+    "ORCHESTRATOR_ACK_TIMEOUT_S": "4",
+    "ORCHESTRATOR_SCAN_TIMEOUT_S": "3600",
+    "ORCHESTRATOR_EARLY_EVENT_WAIT_S": "20",
+}
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def released(p: Pipeline, order_id: str, count: int = 1) -> list[dict[str, Any]]:
+    await p.out.final_state(order_id, "released")
+    await p.out.wait(lambda: len(p.out.released(order_id)) >= count, f"{count} work order(s) for {order_id}")
+    return p.out.released(order_id)
+
+
+def ack(wo: dict[str, Any]) -> WorkOrderAcknowledged:
+    return WorkOrderAcknowledged(
+        work_order_id=wo["work_order_id"], order_id=wo["order_id"], node_id=wo["node_id"], occurred_at=now()
+    )
+
+
+def shipped(wo: dict[str, Any], tracking: str) -> WorkOrderShipped:
+    return WorkOrderShipped(
+        work_order_id=wo["work_order_id"],
+        order_id=wo["order_id"],
+        node_id=wo["node_id"],
+        occurred_at=now(),
+        shipment_id=wo["shipment_id"],
+        carrier=wo["carrier"]["carrier"],
+        service_id=wo["carrier"]["service_id"],
+        tracking_number=tracking,
+        packages=(Package(package_id=f"{tracking}-1"),),
+        lines=tuple(SkuLine(line_id=x["line_id"], sku=x["sku"], quantity=x["quantity"]) for x in wo["lines"]),
+    )
+
+
+def notified(p: Pipeline, order_id: str, kind: str) -> list[dict[str, Any]]:
+    return [n for n in p.out.notifications[order_id] if n["kind"] == kind]
+
+
+async def test_a_short_pick_is_re_routed_when_within_cost_and_delivery(pipeline: Pipeline) -> None:
+    n = ids("X1")
+    main, backup = n("DC-MAIN"), n("DC-BACKUP")
+    a, b, c = n("A"), n("B"), n("C")
+    await pipeline.setup_network(
+        node(main, LONDON),
+        node(backup, MANCHESTER),
+        stock={(main, a): 5, (main, b): 5, (main, c): 5, (backup, c): 5},
+    )
+    o = order(n("ORD"), [(a, 1), (b, 1), (c, 2)], days=6)
+    await pipeline.publish(o)
+    [wo] = await released(pipeline, o.order_id)
+    assert wo["node_id"] == main
+    await pipeline.publish(
+        ack(wo),
+        WorkOrderShortPicked(
+            work_order_id=wo["work_order_id"],
+            order_id=o.order_id,
+            node_id=main,
+            occurred_at=now(),
+            lines=(ShortLine(line_id="3", sku=c, quantity_picked=1, quantity_short=1),),
+        ),
+    )
+    await pipeline.out.wait(lambda: len(pipeline.out.released(o.order_id)) == 2, "the re-routed work order")
+    rerouted = pipeline.out.released(o.order_id)[1]
+    assert rerouted["node_id"] == backup
+    assert rerouted["lines"] == [{"line_id": "3", "sku": c, "quantity": 1, "labels": []}]
+    assert pipeline.out.cancel_requests(o.order_id) == [], "the main DC still ships what it picked"
+    rows = await pipeline.db.fetch(
+        "SELECT node_id, reserved FROM reserve_ledger WHERE sku = $1 ORDER BY node_id", c
+    )
+    assert {r["node_id"]: r["reserved"] for r in rows} == {main: 1, backup: 1}
+
+
+async def test_a_short_pick_nobody_can_fill_offers_the_customer_options(pipeline: Pipeline) -> None:
+    n = ids("X2")
+    main = n("DC-MAIN")
+    a, b = n("A"), n("B")
+    await pipeline.setup_network(node(main, LONDON), stock={(main, a): 5, (main, b): 1})
+    o = order(n("ORD"), [(a, 1), (b, 1)])
+    await pipeline.publish(o)
+    [wo] = await released(pipeline, o.order_id)
+    await pipeline.publish(
+        ack(wo),
+        WorkOrderShortPicked(
+            work_order_id=wo["work_order_id"],
+            order_id=o.order_id,
+            node_id=main,
+            occurred_at=now(),
+            lines=(ShortLine(line_id="2", sku=b, quantity_picked=0, quantity_short=1),),
+        ),
+    )
+    await pipeline.out.wait(
+        lambda: bool(notified(pipeline, o.order_id, "options_offered")), "options offered"
+    )
+    [offer] = notified(pipeline, o.order_id, "options_offered")
+    assert offer["options"], "the customer is given the choices"
+    await pipeline.out.final_state(o.order_id, "needs_attention")
+    assert len(pipeline.out.released(o.order_id)) == 1
+
+
+async def test_a_closed_node_with_open_work_is_re_routed(pipeline: Pipeline) -> None:
+    n = ids("X3")
+    first, second = n("DC-FIRST"), n("DC-SECOND")
+    sku = n("S")
+    await pipeline.setup_network(
+        node(first, LONDON), node(second, LEEDS), stock={(first, sku): 5, (second, sku): 5}
+    )
+    o = order(n("ORD"), [(sku, 2)])
+    await pipeline.publish(o)
+    [wo] = await released(pipeline, o.order_id)
+    assert wo["node_id"] == first
+    await pipeline.publish(ack(wo))
+    await pipeline.publish(NodeStatusChanged(node_id=first, open=False, reason="power cut", changed_at=now()))
+    await pipeline.out.wait(
+        lambda: len(pipeline.out.released(o.order_id)) == 2, "work moved off the closed node"
+    )
+    assert pipeline.out.released(o.order_id)[1]["node_id"] == second
+    [cancel] = pipeline.out.cancel_requests(o.order_id)
+    assert cancel["work_order_id"] == wo["work_order_id"]
+    rows = await pipeline.db.fetch("SELECT node_id, reserved FROM reserve_ledger WHERE sku = $1", sku)
+    assert {r["node_id"]: r["reserved"] for r in rows} == {first: 0, second: 2}
+
+
+async def test_a_carrier_delay_past_the_promise_tells_the_customer_the_new_date(pipeline: Pipeline) -> None:
+    n = ids("X4")
+    dc = n("DC")
+    sku = n("S")
+    await pipeline.setup_network(node(dc, LONDON), stock={(dc, sku): 5})
+    o = order(n("ORD"), [(sku, 1)], days=3)
+    await pipeline.publish(o)
+    [wo] = await released(pipeline, o.order_id)
+    tracking = n("TRK")
+    await pipeline.publish(ack(wo), shipped(wo, tracking))
+    new_date = o.promised_delivery_date + timedelta(days=3)
+    await pipeline.publish(
+        ShipmentDelayed(
+            tracking_number=tracking,
+            carrier="tcarrier",
+            order_id=o.order_id,
+            shipment_id=wo["shipment_id"],
+            occurred_at=now(),
+            new_estimated_delivery=new_date,
+            reason="vehicle breakdown",
+        )
+    )
+    await pipeline.out.wait(
+        lambda: bool(notified(pipeline, o.order_id, "delayed_new_date")),
+        f"the customer told of the delay (exceptions {pipeline.out.exceptions[o.order_id]}, "
+        f"notifications {pipeline.out.notifications[o.order_id]})",
+    )
+    [told] = notified(pipeline, o.order_id, "delayed_new_date")
+    assert told["new_promised_date"] == new_date.isoformat()
+
+
+async def test_a_node_that_never_acknowledges_loses_the_work_when_the_timer_fires(pipeline: Pipeline) -> None:
+    n = ids("X5")
+    silent, other = n("DC-SILENT"), n("DC-OTHER")
+    sku = n("S")
+    await pipeline.setup_network(
+        node(silent, LONDON), node(other, BRISTOL), stock={(silent, sku): 5, (other, sku): 5}
+    )
+    o = order(n("ORD"), [(sku, 1)])
+    await pipeline.publish(o)
+    [wo] = await released(pipeline, o.order_id)
+    assert wo["node_id"] == silent
+    await pipeline.out.wait(
+        lambda: len(pipeline.out.released(o.order_id)) == 2, "the work re-routed after the timer", timeout=60
+    )
+    assert pipeline.out.released(o.order_id)[1]["node_id"] == other
+    kinds = [e["kind"] for t, e in pipeline.out.exceptions[o.order_id] if t == "exception.raised.v1"]
+    assert kinds == ["not_acknowledged"]
+
+
+async def test_a_delivered_order_ends_delivered_with_its_full_timeline(pipeline: Pipeline) -> None:
+    n = ids("X6")
+    dc = n("DC")
+    sku = n("S")
+    await pipeline.setup_network(node(dc, MANCHESTER), stock={(dc, sku): 5})
+    o = order(n("ORD"), [(sku, 1)])
+    await pipeline.publish(o)
+    [wo] = await released(pipeline, o.order_id)
+    tracking = n("TRK")
+    lines = (SkuLine(line_id="1", sku=sku, quantity=1),)
+    carrier = dict(
+        tracking_number=tracking, carrier="tcarrier", order_id=o.order_id, shipment_id=wo["shipment_id"]
+    )
+    await pipeline.publish(
+        ack(wo),
+        WorkOrderPicked(
+            work_order_id=wo["work_order_id"], order_id=o.order_id, node_id=dc, occurred_at=now(), lines=lines
+        ),
+        WorkOrderPacked(
+            work_order_id=wo["work_order_id"],
+            order_id=o.order_id,
+            node_id=dc,
+            occurred_at=now(),
+            packages=(Package(package_id="P1"),),
+        ),
+        shipped(wo, tracking),
+        ShipmentPickedUp(**carrier, occurred_at=now()),
+        ShipmentInTransit(**carrier, occurred_at=now(), location="Hub"),
+        ShipmentDelivered(**carrier, occurred_at=now()),
+    )
+    await pipeline.out.final_state(o.order_id, "delivered")
+    assert pipeline.out.states(o.order_id) == [
+        "received",
+        "validated",
+        "planned",
+        "reserved",
+        "released",
+        "shipped",
+        "delivered",
+    ]
+    assert [x["kind"] for x in pipeline.out.notifications[o.order_id]] == [
+        "order_confirmed",
+        "shipped",
+        "delivered",
+    ]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "orchestrator.cli",
+        "timeline",
+        o.order_id,
+        env={**os.environ, "DATABASE_URL": pipeline.database_url},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    text = out.decode()
+    assert proc.returncode == 0, err.decode()
+    for expected in (
+        "order.created.v1",
+        "plan.decided.v1",
+        "workorder.released.v1",
+        "wms.shipped.v1",
+        "carrier.delivered.v1",
+        "delivered",
+    ):
+        assert expected in text, (expected, text)
+
+
+async def test_an_exception_no_playbook_resolves_waits_in_the_review_queue(pipeline: Pipeline) -> None:
+    n = ids("X7")
+    dc = n("DC")
+    sku = n("S")
+    await pipeline.setup_network(node(dc, LONDON), stock={(dc, sku): 5})
+    o = order(n("ORD"), [(sku, 1)])
+    await pipeline.publish(o)
+    [wo] = await released(pipeline, o.order_id)
+    tracking = n("TRK")
+    await pipeline.publish(ack(wo), shipped(wo, tracking))
+    await pipeline.publish(
+        ShipmentException(
+            tracking_number=tracking,
+            carrier="tcarrier",
+            order_id=o.order_id,
+            shipment_id=wo["shipment_id"],
+            occurred_at=now(),
+            code="ADDR-UNKNOWN",
+            description="address not found",
+        )
+    )
+    status = await pipeline.out.final_state(o.order_id, "needs_attention")
+    assert status["reasons"], "the OMS is told why"
+    rows = await pipeline.db.fetch(
+        "SELECT kind, reason FROM exceptions_review_queue WHERE order_id = $1", o.order_id
+    )
+    assert [r["kind"] for r in rows] == ["carrier_exception"] and rows[0]["reason"]
+
+
+async def test_duplicate_and_out_of_order_events_change_nothing_twice(pipeline: Pipeline) -> None:
+    n = ids("X8")
+    dc = n("DC")
+    sku = n("S")
+    await pipeline.setup_network(node(dc, LEEDS), stock={(dc, sku): 5})
+    o = order(n("ORD"), [(sku, 1)])
+    await pipeline.publish(o)
+    [wo] = await released(pipeline, o.order_id)
+    tracking = n("TRK")
+    carrier = dict(
+        tracking_number=tracking, carrier="tcarrier", order_id=o.order_id, shipment_id=wo["shipment_id"]
+    )
+    delivered = ShipmentDelivered(**carrier, occurred_at=now())
+    # The same shipped event twice (new ids: a WMS that resends), the delivery twice, and an acknowledgement late.
+    await pipeline.publish(shipped(wo, tracking), shipped(wo, tracking), delivered, delivered, ack(wo))
+    await pipeline.out.final_state(o.order_id, "delivered")
+    await asyncio.sleep(2)
+    states = pipeline.out.states(o.order_id)
+    assert states.count("shipped") == 1 and states.count("delivered") == 1 and states[-1] == "delivered"
+    assert [x["kind"] for x in pipeline.out.notifications[o.order_id]].count("delivered") == 1
+    assert pipeline.out.exceptions[o.order_id] == []
+
+
+async def test_the_projection_rebuilds_from_the_event_store_to_the_same_result(pipeline: Pipeline) -> None:
+    before = [
+        dict(r)
+        for r in await pipeline.db.fetch(
+            "SELECT order_id, state, sequence, reasons FROM status_orders ORDER BY order_id"
+        )
+    ]
+    assert before, "earlier tests left orders behind"
+    async with pipeline.db.acquire() as conn:
+        rebuilt = await rebuild_projection(conn)
+    after = [
+        dict(r)
+        for r in await pipeline.db.fetch(
+            "SELECT order_id, state, sequence, reasons FROM status_orders ORDER BY order_id"
+        )
+    ]
+    assert rebuilt == len(before) and after == before
