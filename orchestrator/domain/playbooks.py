@@ -11,26 +11,23 @@ within. Like the routing policy it is YAML, validated here into an immutable
 
 from __future__ import annotations
 
-import os
 import re
 from datetime import timedelta
 from enum import StrEnum
-from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
-import yaml
 from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
-    ValidationError,
     field_validator,
 )
 
 from orchestrator.contract.status import ExceptionKind
+from orchestrator.domain.yaml_config import load_yaml_model, parse_yaml_model
 
 #: Environment variable naming the playbooks file to load instead of the packaged default.
 PLAYBOOKS_FILE_ENV = "ORCHESTRATOR_PLAYBOOKS_FILE"
@@ -159,46 +156,21 @@ class Playbooks(_Model):
         return self.playbooks[kind]
 
 
-def _packaged_default() -> tuple[str, str]:
-    resource = resources.files("orchestrator.policies").joinpath("playbooks.yaml")
-    return str(resource), resource.read_text(encoding="utf-8")
-
-
-def _describe(error: ValidationError) -> str:
-    parts = []
-    for problem in error.errors(include_url=False):
-        where = ".".join(str(part) for part in problem["loc"]) or "(top level)"
-        parts.append(f"{where}: {problem['msg']}")
-    return "; ".join(parts)
-
-
 def parse_playbooks(text: str, source: str) -> Playbooks:
     """Validate YAML `text` into Playbooks; `source` names it in error messages."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise PlaybookError(f"playbooks {source}: not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise PlaybookError(f"playbooks {source}: expected a mapping of fields at the top level")
-    try:
-        return Playbooks.model_validate(data)
-    except ValidationError as exc:
-        raise PlaybookError(f"playbooks {source}: {_describe(exc)}") from None
+    return parse_yaml_model(Playbooks, text, source=source, what="playbooks", error=PlaybookError)
 
 
 def load_playbooks(path: Path | None = None) -> Playbooks:
-    """Load playbooks: `path`, else the file ORCHESTRATOR_PLAYBOOKS_FILE names, else the packaged default."""
-    if path is None:
-        from_env = os.environ.get(PLAYBOOKS_FILE_ENV)
-        if not from_env:
-            source, text = _packaged_default()
-            return parse_playbooks(text, source)
-        path = Path(from_env)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise PlaybookError(f"playbooks {path}: cannot be read: {exc.strerror or exc}") from None
-    return parse_playbooks(text, str(path))
+    """`path`, else the file ORCHESTRATOR_PLAYBOOKS_FILE names, else the packaged default."""
+    return load_yaml_model(
+        Playbooks,
+        path,
+        env_var=PLAYBOOKS_FILE_ENV,
+        packaged="playbooks.yaml",
+        what="playbooks",
+        error=PlaybookError,
+    )
 
 
 __all__ = [

@@ -9,23 +9,20 @@ another file.
 
 from __future__ import annotations
 
-import os
 from decimal import Decimal
-from importlib import resources
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
     StringConstraints,
-    ValidationError,
     field_validator,
 )
 
 from orchestrator.contract.common import Channel, CustomerTier, NodeKind, ServiceLevel
+from orchestrator.domain.yaml_config import load_yaml_model, parse_yaml_model
 
 #: Environment variable naming the policy file to load instead of the packaged default.
 POLICY_FILE_ENV = "ORCHESTRATOR_POLICY_FILE"
@@ -204,46 +201,16 @@ class Policy(BaseModel):
         return None if rule is None else rule.min_service_level
 
 
-def _packaged_default() -> tuple[str, str]:
-    resource = resources.files("orchestrator.policies").joinpath("default.yaml")
-    return str(resource), resource.read_text(encoding="utf-8")
-
-
-def _describe(error: ValidationError) -> str:
-    parts = []
-    for problem in error.errors(include_url=False):
-        where = ".".join(str(part) for part in problem["loc"]) or "(top level)"
-        parts.append(f"{where}: {problem['msg']}")
-    return "; ".join(parts)
-
-
 def parse_policy(text: str, source: str) -> Policy:
-    """Validate YAML `text` into a Policy; `source` names it in error messages."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise PolicyError(f"policy {source}: not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise PolicyError(f"policy {source}: expected a mapping of fields at the top level")
-    try:
-        return Policy.model_validate(data)
-    except ValidationError as exc:
-        raise PolicyError(f"policy {source}: {_describe(exc)}") from None
+    """Validate YAML `text` into Policy; `source` names it in error messages."""
+    return parse_yaml_model(Policy, text, source=source, what="policy", error=PolicyError)
 
 
 def load_policy(path: Path | None = None) -> Policy:
-    """Load a policy: `path`, else the file named by ORCHESTRATOR_POLICY_FILE, else the packaged default."""
-    if path is None:
-        from_env = os.environ.get(POLICY_FILE_ENV)
-        if not from_env:
-            source, text = _packaged_default()
-            return parse_policy(text, source)
-        path = Path(from_env)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise PolicyError(f"policy {path}: cannot be read: {exc.strerror or exc}") from None
-    return parse_policy(text, str(path))
+    """`path`, else the file ORCHESTRATOR_POLICY_FILE names, else the packaged default."""
+    return load_yaml_model(
+        Policy, path, env_var=POLICY_FILE_ENV, packaged="default.yaml", what="policy", error=PolicyError
+    )
 
 
 __all__ = [
