@@ -337,6 +337,32 @@ def cmd_start(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- simulate
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    import orchestrator.policies as policies_package
+    from orchestrator.domain.policy import PolicyError, load_policy
+    from orchestrator.sim import build_network, order_stream
+    from orchestrator.sim.simulate import run_simulation
+
+    if args.orders < 1:
+        print("error: --orders must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        # No --policy: the packaged default, not ORCHESTRATOR_POLICY_FILE, so runs compare alike.
+        packaged = Path(policies_package.__file__).with_name("default.yaml")
+        policies = [load_policy(Path(p)) for p in args.policy] or [load_policy(packaged)]
+    except PolicyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    network = build_network(seed=args.seed)
+    orders = order_stream(network, seed=args.seed, count=args.orders)
+    print(f"{len(network.nodes)} nodes, {len(orders)} orders, seed {args.seed}", file=sys.stderr)
+    run_simulation(network, orders, policies, seed=args.seed, out=Path(args.out))
+    return 0
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -399,6 +425,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--output", help="relay only: the topic to write")
     run.add_argument("--http-port", type=int, help="port of /metrics, /healthz, /readyz")
     run.set_defaults(func=cmd_run)
+
+    simulate = sub.add_parser("simulate", help="compare routing policies offline on a simulated network")
+    simulate.add_argument(
+        "--policy", action="append", default=[], help="policy YAML (repeatable; default: the packaged one)"
+    )
+    simulate.add_argument("--orders", type=int, default=500, help="orders in the stream (default 500)")
+    simulate.add_argument("--seed", type=int, default=1, help="seed of the network and the orders")
+    simulate.add_argument("--out", default="bench-results", help="where simulate.json and simulate.png go")
+    simulate.set_defaults(func=cmd_simulate)
     return parser
 
 

@@ -634,6 +634,14 @@ def test_a_platinum_tier_rule_upgrades_standard_delivery() -> None:
     assert platinum.shipments[0].service_level in {ServiceLevel.EXPRESS, ServiceLevel.NEXT_DAY}
 
 
+def test_a_tier_upgrade_never_strands_ground_only_goods() -> None:
+    stock = {("DC-MANCHESTER", "SKU-SOLVENT"): 9}
+    hazmat = line("1", "SKU-SOLVENT", labels=[ProductLabel.HAZMAT])
+    plan = plan_for(order(hazmat, to="london", tier=CustomerTier.PLATINUM), stock)
+    assert plan.outcome is PlanOutcome.SHIP, plan.explanation
+    assert plan.shipments[0].service_level is ServiceLevel.GROUND
+
+
 def test_a_carrier_outage_takes_the_service_out() -> None:
     outage = CarrierOutage(outage_id="OUT-1", carrier="royal", starts_at=NOW, reason="hub failure")
     plan = plan_for(

@@ -221,7 +221,10 @@ def _destination(order: OrderCreated, network: NetworkView, policy: Policy) -> _
             return "the order has no ship-to address"
         level = _REQUESTED_LEVEL[delivery.kind]
         upgrade = policy.min_service_level(order.customer_tier)
-        if upgrade is not None and _LEVEL_RANK[upgrade] > _LEVEL_RANK[level]:
+        # A tier upgrade is a courtesy: it must not make goods that only travel by ground
+        # (hazmat) impossible to ship.
+        ground_only = any(ProductLabel.HAZMAT in line.labels for line in order.lines)
+        if upgrade is not None and _LEVEL_RANK[upgrade] > _LEVEL_RANK[level] and not ground_only:
             level = upgrade
         return _Destination(order.ship_to, level)
     bopis = isinstance(delivery, StorePickup)

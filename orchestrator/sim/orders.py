@@ -1,0 +1,166 @@
+"""A seeded stream of realistic orders for a simulated network.
+
+Mostly web and app orders for standard home delivery, some express and
+next-day, some collected in store (BOPIS at a store that offers pickup, or
+shipped to a store); 1 to 5 lines with few units; promised dates counted in
+working days from when the order was placed. The same seed always gives the
+same stream.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import TypeVar
+
+from orchestrator.contract.common import (
+    Channel,
+    CustomerTier,
+    DeliveryOption,
+    HomeDelivery,
+    NodeCapability,
+    NodeKind,
+    OrderLine,
+    ProductLabel,
+    ShipToStore,
+    StorePickup,
+)
+from orchestrator.contract.orders import OrderCreated
+from orchestrator.sim.geography import SimNetwork, customer_address
+
+_CHANNELS = (
+    (Channel.WEB, 0.48),
+    (Channel.APP, 0.27),
+    (Channel.MARKETPLACE, 0.12),
+    (Channel.STORE, 0.05),
+    (Channel.CALL_CENTRE, 0.05),
+    (Channel.B2B_EDI, 0.03),
+)
+_TIERS = (
+    (CustomerTier.STANDARD, 0.70),
+    (CustomerTier.SILVER, 0.17),
+    (CustomerTier.GOLD, 0.09),
+    (CustomerTier.PLATINUM, 0.04),
+)
+#: Delivery option -> (share, working days promised after the order day).
+_DELIVERY = (
+    ("standard", 0.66, 3),
+    ("express", 0.10, 2),
+    ("next_day", 0.06, 1),
+    ("bopis", 0.10, 1),
+    ("ship_to_store", 0.08, 4),
+)
+_LINES = ((1, 0.42), (2, 0.26), (3, 0.16), (4, 0.10), (5, 0.06))
+#: Start of the default stream: a Monday morning, so cut-offs and weekends both come into play.
+DEFAULT_START = datetime(2025, 3, 10, 7, 0, tzinfo=UTC)
+
+
+T = TypeVar("T")
+
+
+def _pick(rng: random.Random, table: tuple[tuple[T, float], ...]) -> T:
+    return rng.choices([v for v, _ in table], weights=[w for _, w in table])[0]
+
+
+def _working_days_after(start: date, days: int) -> date:
+    day = start
+    while days > 0:
+        day += timedelta(days=1)
+        if day.weekday() < 5:
+            days -= 1
+    return day
+
+
+def order_stream(
+    network: SimNetwork,
+    *,
+    seed: int,
+    count: int,
+    start: datetime = DEFAULT_START,
+    hours: float = 36.0,
+    ship_complete_rate: float = 0.06,
+    priority_rate: float = 0.05,
+) -> list[OrderCreated]:
+    """`count` orders placed between `start` and `start + hours`, in the order they were placed."""
+    rng = random.Random(seed)
+    pickup_stores = sorted(
+        n.node_id
+        for n in network.nodes
+        if n.kind is NodeKind.STORE and NodeCapability.BOPIS_PICKUP in n.capabilities
+    )
+    receiving_stores = sorted(
+        n.node_id
+        for n in network.nodes
+        if n.kind is NodeKind.STORE and NodeCapability.SHIP_TO_STORE_RECEIVE in n.capabilities
+    )
+    # Popular products sell more: a Zipf-like weight over the catalogue.
+    skus = list(network.skus)
+    popularity = [1.0 / (rank + 1) ** 0.8 for rank in range(len(skus))]
+    offsets = sorted(rng.uniform(0, hours * 3600) for _ in range(count))
+    orders = []
+    for n, offset in enumerate(offsets):
+        placed = start + timedelta(seconds=round(offset))
+        kind_table = tuple((kind, share) for kind, share, _ in _DELIVERY)
+        kind = _pick(rng, kind_table)
+        if (kind == "bopis" and not pickup_stores) or (kind == "ship_to_store" and not receiving_stores):
+            kind = "standard"
+        delivery: DeliveryOption
+        if kind == "bopis":
+            delivery = StorePickup(kind="bopis", pickup_store_id=rng.choice(pickup_stores))
+        elif kind == "ship_to_store":
+            delivery = ShipToStore(kind="ship_to_store", store_id=rng.choice(receiving_stores))
+        count_lines = min(_pick(rng, _LINES), len(skus))
+        chosen: list[int] = []
+        while len(chosen) < count_lines:
+            index = rng.choices(range(len(skus)), weights=popularity)[0]
+            if index not in chosen:
+                chosen.append(index)
+        lines = tuple(
+            OrderLine(
+                line_id=str(i + 1),
+                sku=skus[index].sku,
+                quantity=rng.choices((1, 2, 3, 4), weights=(0.72, 0.18, 0.07, 0.03))[0],
+                unit_price=skus[index].unit_price,
+                unit_weight_kg=skus[index].unit_weight_kg,
+                labels=skus[index].labels,
+                drop_ship_vendor_id=skus[index].drop_ship_vendor_id,
+            )
+            for i, index in enumerate(chosen)
+        )
+        # A shop offers only the speeds its carriers can do for the basket: dangerous goods go by
+        # road (standard), and the next-day service takes no oversize parcels.
+        labels = {label for line in lines for label in line.labels}
+        if kind in ("express", "next_day") and ProductLabel.HAZMAT in labels:
+            kind = "standard"
+        elif kind == "next_day" and ProductLabel.OVERSIZE in labels:
+            kind = "express"
+        if kind in ("standard", "express", "next_day"):
+            delivery = HomeDelivery(kind=kind)
+        promised_days = next(days for k, _, days in _DELIVERY if k == kind)
+        goods = sum((line.unit_price * line.quantity for line in lines), Decimal(0))
+        shipping = Decimal("0") if goods >= 50 else Decimal("3.99")
+        customer = f"CUST-{rng.randint(1, 250_000):06d}"
+        # Collect orders carry the customer's address too: the OMS knows it, the plan ignores it.
+        ship_to = customer_address(network, rng, customer)
+        orders.append(
+            OrderCreated(
+                order_id=f"SIM-{seed}-{n + 1:06d}",
+                channel=_pick(rng, _CHANNELS),
+                customer_id=customer,
+                customer_tier=_pick(rng, _TIERS),
+                placed_at=placed,
+                ship_to=ship_to,
+                lines=lines,
+                order_total=(goods + shipping).quantize(Decimal("0.01")),
+                currency=network.currency,
+                delivery=delivery,
+                promised_delivery_date=_working_days_after(placed.date(), promised_days),
+                ship_complete=rng.random() < ship_complete_rate,
+                priority=rng.random() < priority_rate,
+            )
+        )
+    return orders
+
+
+__all__ = ["DEFAULT_START", "order_stream"]
