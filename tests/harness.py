@@ -5,7 +5,6 @@ everything the orchestrator publishes collected by order id."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import time
 import uuid
@@ -20,7 +19,6 @@ from typing import Any
 import asyncpg
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer
 
 from orchestrator.contract.common import (
     Address,
@@ -47,7 +45,7 @@ from orchestrator.settings import Settings
 from orchestrator.stages import ORDER_STAGES, order_path_deps
 from orchestrator.stages.common import OrderPathDeps
 from orchestrator.topics import apply_topics, load_catalog
-from tests.support import publish_events
+from tests.support import follow, publish_events
 
 # Places in England, so distances (and so shipping costs) are real.
 LONDON = (51.5074, -0.1278, "EC1A 1BB")
@@ -107,35 +105,25 @@ class Outputs:
 
 
 async def _collect(bootstrap: str, outputs: Outputs, stop: asyncio.Event) -> None:
-    consumer = AIOKafkaConsumer(
+    def record(rec: Any) -> None:
+        headers = {k: v.decode() for k, v in rec.headers}
+        value = orjson.loads(rec.value)
+        if rec.topic == "oms.status.v1":
+            outputs.statuses[value["order_id"]].append(value)
+        elif rec.topic == "customer.notifications.v1":
+            outputs.notifications[value["order_id"]].append(value)
+        elif rec.topic == "orchestrator.exceptions.v1":
+            outputs.exceptions[value["order_id"]].append((headers["ce_type"], value))
+        else:
+            outputs.work_orders[value["order_id"]].append((headers["ce_type"], value))
+
+    topics = (
         "oms.status.v1",
         "wms.work-orders.v1",
         "customer.notifications.v1",
         "orchestrator.exceptions.v1",
-        bootstrap_servers=bootstrap,
-        auto_offset_reset="earliest",
-        isolation_level="read_committed",
-        enable_auto_commit=False,
     )
-    await consumer.start()
-    try:
-        while not stop.is_set():
-            batch = await consumer.getmany(timeout_ms=200)
-            for records in batch.values():
-                for rec in records:
-                    headers = {k: v.decode() for k, v in rec.headers}
-                    value = orjson.loads(rec.value)
-                    if rec.topic == "oms.status.v1":
-                        outputs.statuses[value["order_id"]].append(value)
-                    elif rec.topic == "customer.notifications.v1":
-                        outputs.notifications[value["order_id"]].append(value)
-                    elif rec.topic == "orchestrator.exceptions.v1":
-                        outputs.exceptions[value["order_id"]].append((headers["ce_type"], value))
-                    else:
-                        outputs.work_orders[value["order_id"]].append((headers["ce_type"], value))
-    finally:
-        with contextlib.suppress(BaseException):
-            await consumer.stop()
+    await follow(bootstrap, topics, record, stop)
 
 
 @dataclass

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,3 +126,31 @@ class StageProcess:
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+
+async def follow(
+    bootstrap: str,
+    topics: Sequence[str],
+    on_record: Callable[[ConsumerRecord[bytes, bytes]], None],
+    stop: asyncio.Event,
+    *,
+    poll_ms: int = 200,
+) -> None:
+    """Read `topics` from the beginning (read_committed) and hand every record to `on_record`, until `stop`."""
+    consumer = AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    try:
+        while not stop.is_set():
+            batch = await consumer.getmany(timeout_ms=poll_ms)
+            for records in batch.values():
+                for rec in records:
+                    on_record(rec)
+    finally:
+        with contextlib.suppress(BaseException):
+            await consumer.stop()

@@ -10,7 +10,6 @@ customer messages) and on its tables. Each test uses its own order id.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
 from collections import defaultdict
@@ -22,7 +21,6 @@ from typing import Any
 import asyncpg
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer
 
 from orchestrator.cli import main as cli_main
 from orchestrator.contract.base import EventPayload
@@ -36,7 +34,7 @@ from orchestrator.settings import Settings
 from orchestrator.stages import order_path_deps
 from orchestrator.stages.exceptions import exceptions_stage, review_queue
 from orchestrator.topics import apply_topics, load_catalog
-from tests.support import publish_events
+from tests.support import follow, publish_events
 
 pytestmark = pytest.mark.integration
 
@@ -75,24 +73,11 @@ class Seen:
 
 
 async def _collect(bootstrap: str, seen: Seen, stop: asyncio.Event) -> None:
-    consumer = AIOKafkaConsumer(
-        *WATCHED,
-        bootstrap_servers=bootstrap,
-        auto_offset_reset="earliest",
-        isolation_level="read_committed",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    try:
-        while not stop.is_set():
-            batch = await consumer.getmany(timeout_ms=100)
-            for records in batch.values():
-                for rec in records:
-                    value = orjson.loads(rec.value)
-                    seen.by_order[value["order_id"]].append((rec.topic, value))
-    finally:
-        with contextlib.suppress(BaseException):
-            await consumer.stop()
+    def record(rec: Any) -> None:
+        value = orjson.loads(rec.value)
+        seen.by_order[value["order_id"]].append((rec.topic, value))
+
+    await follow(bootstrap, WATCHED, record, stop, poll_ms=100)
 
 
 @dataclass

@@ -10,7 +10,6 @@ within a test. Every test uses its own order, work order and node ids.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
 from collections import defaultdict
@@ -22,7 +21,6 @@ from typing import Any
 import asyncpg
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer
 
 from orchestrator.contract.base import EventPayload
 from orchestrator.contract.common import Address, CarrierAssignment, HomeDelivery, Package, SkuLine
@@ -46,7 +44,7 @@ from orchestrator.settings import Settings
 from orchestrator.stages import order_path_deps
 from orchestrator.stages.monitor import MonitorTimers, monitor_stage
 from orchestrator.topics import apply_topics, load_catalog
-from tests.support import publish_events
+from tests.support import follow, publish_events
 
 pytestmark = pytest.mark.integration
 
@@ -94,33 +92,18 @@ class Seen:
 
 
 async def _collect(bootstrap: str, seen: Seen, stop: asyncio.Event) -> None:
-    consumer = AIOKafkaConsumer(
-        EXCEPTIONS,
-        STATUS,
-        *DLQS,
-        bootstrap_servers=bootstrap,
-        auto_offset_reset="earliest",
-        isolation_level="read_committed",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    try:
-        while not stop.is_set():
-            batch = await consumer.getmany(timeout_ms=200)
-            for records in batch.values():
-                for rec in records:
-                    value = orjson.loads(rec.value)
-                    if rec.topic == EXCEPTIONS:
-                        seen.exceptions[value["order_id"]].append(value)
-                    elif rec.topic == STATUS:
-                        if value.get("stage") == "monitor":
-                            seen.statuses[value["order_id"]].append(value)
-                    else:
-                        headers = {k: v.decode() for k, v in rec.headers}
-                        seen.dead[rec.key.decode()].append((value, headers))
-    finally:
-        with contextlib.suppress(BaseException):
-            await consumer.stop()
+    def record(rec: Any) -> None:
+        value = orjson.loads(rec.value)
+        if rec.topic == EXCEPTIONS:
+            seen.exceptions[value["order_id"]].append(value)
+        elif rec.topic == STATUS:
+            if value.get("stage") == "monitor":
+                seen.statuses[value["order_id"]].append(value)
+        else:
+            headers = {k: v.decode() for k, v in rec.headers}
+            seen.dead[rec.key.decode()].append((value, headers))
+
+    await follow(bootstrap, (EXCEPTIONS, STATUS, *DLQS), record, stop)
 
 
 @dataclass
