@@ -134,6 +134,22 @@ async def release_replaced(conn: asyncpg.Connection, repair: Repair) -> None:
         )
 
 
+def redecide(plan: PlanDecided, lost: _LostRace) -> RedecideRequested:
+    """Send a plan that lost a race back to decide-node, which plans again on fresh stock.
+
+    A repair keeps its exclusions (the failed node must stay out); a whole-order plan starts clean.
+    """
+    return RedecideRequested(
+        order_id=plan.order_id,
+        sequence=plan.sequence,
+        attempt=plan.attempt + 1,
+        order=plan.order,
+        excluded_nodes=plan.excluded_nodes if plan.repair is not None else (),
+        reason=Reason(code="reservation_failed", message=str(lost)),
+        repair=plan.repair,
+    )
+
+
 def reserve_stage() -> Stage:
     async def on_repair(ctx: HandlerContext, plan: PlanDecided, repair: Repair) -> None:
         """A partial plan: reserve the new allocations, then free the failing shipment's, all or nothing."""
@@ -144,18 +160,7 @@ def reserve_stage() -> Stage:
                 # Only after the new stock is held: a lost race must leave the old allocation for the retry.
                 await release_replaced(conn, repair)
         except _LostRace as lost:
-            ctx.emit(
-                REROUTES,
-                RedecideRequested(
-                    order_id=plan.order_id,
-                    sequence=plan.sequence,
-                    attempt=plan.attempt + 1,
-                    order=plan.order,
-                    excluded_nodes=plan.excluded_nodes,
-                    reason=Reason(code="reservation_failed", message=str(lost)),
-                    repair=repair,
-                ),
-            )
+            ctx.emit(REROUTES, redecide(plan, lost))
             return
         ctx.emit(
             RESERVATIONS,
@@ -204,16 +209,7 @@ def reserve_stage() -> Stage:
                     plan.order_id,
                     plan.sequence,
                 )
-                ctx.emit(
-                    REROUTES,
-                    RedecideRequested(
-                        order_id=plan.order_id,
-                        sequence=plan.sequence,
-                        attempt=plan.attempt + 1,
-                        order=plan.order,
-                        reason=Reason(code="reservation_failed", message=str(lost)),
-                    ),
-                )
+                ctx.emit(REROUTES, redecide(plan, lost))
                 return
             active = plan.plan_id
             ctx.emit(
