@@ -295,15 +295,21 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_start(args: argparse.Namespace) -> int:
-    """Everything `make run` does: servers, topics, migrations, then all stages until Ctrl-C."""
+    """Everything `make run` does: servers, topics, migrations, then all stages driven by the
+    simulated outside world, watched live, until Ctrl-C or until `--orders N` are done."""
     from orchestrator.db.migrate import migrate
     from orchestrator.infra import InfraError, infra_down, infra_up
     from orchestrator.runtime.logging import configure_logging
     from orchestrator.runtime.process import StartupError, run_stages
+    from orchestrator.sim.live.commands import live_options
+    from orchestrator.sim.live.driver import ChildFailed, run_live
+    from orchestrator.sim.live.view import summary_text
     from orchestrator.stages import build_stages
     from orchestrator.topics import apply_topics, load_catalog
 
     settings = Settings.from_env()
+    if args.http_port is not None:
+        settings = dataclasses.replace(settings, http_port=args.http_port)
     try:
         endpoints = infra_up(settings.state_dir)
     except InfraError as exc:
@@ -314,18 +320,31 @@ def cmd_start(args: argparse.Namespace) -> int:
     )
     print(f"Kafka      {settings.kafka_bootstrap}")
     print(f"PostgreSQL {settings.database_url}")
+    metrics = f"http://{settings.http_host}:{settings.http_port}/metrics"
     try:
         print(asyncio.run(apply_topics(settings.kafka_bootstrap, load_catalog())).render())
         applied = asyncio.run(migrate(settings.database_url))
         print("migrations: " + (", ".join(applied) if applied else "up to date"))
-        configure_logging(settings.log_level)
-        stages = build_stages("all")
+        if args.no_traffic:
+            configure_logging(settings.log_level)
+            stages = build_stages("all")
+            print(
+                f"stages: {', '.join(s.name for s in stages)}; metrics on {metrics}; Ctrl-C stops everything"
+            )
+            asyncio.run(run_stages(stages, settings))
+            return 0
+        print(f"stages and simulators starting; metrics on {metrics}; Ctrl-C stops everything")
+        report = asyncio.run(run_live(settings, live_options(args)))
+        print(summary_text(report))
+        example = next(iter(report["unsettled_orders"]), None) or f"{report['order_prefix']}000001"
         print(
-            f"stages: {', '.join(s.name for s in stages)}; metrics on "
-            f"http://{settings.http_host}:{settings.http_port}/metrics; Ctrl-C stops everything"
+            f"\nLogs of every process: {report['logs']}"
+            f"\nWhy an order ships from where it does:  orchestrator explain {example}"
+            f"\nIts whole story:                        orchestrator timeline {example}"
+            f"\nOpen manual reviews:                    orchestrator review"
+            f"\n(start again with --keep-servers to keep Kafka and PostgreSQL up for these)"
         )
-        asyncio.run(run_stages(stages, settings))
-    except (StartupError, ValueError) as exc:
+    except (StartupError, ValueError, ChildFailed) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -367,6 +386,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from orchestrator.sim.live.commands import add_live_flags, add_sim_parser
+
     parser = argparse.ArgumentParser(prog="orchestrator", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -417,7 +438,10 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument(
         "--keep-servers", action="store_true", help="leave Kafka and PostgreSQL running at exit"
     )
+    start.add_argument("--http-port", type=int, help="port of the stages' /metrics, /healthz, /readyz")
+    add_live_flags(start)
     start.set_defaults(func=cmd_start)
+    add_sim_parser(sub)
 
     run = sub.add_parser("run", help="run one stage, or all of them in one process")
     run.add_argument("stage", help="a stage name, or 'all'")

@@ -89,7 +89,7 @@ class LineQuantityChange(ContractModel):
     quantity: int = Field(ge=0, description="The line's new quantity; 0 removes the line.")
 
 
-_AMENDABLE = ("ship_to", "priority", "line_quantities")
+_AMENDABLE = ("ship_to", "priority", "line_quantities", "order_total")
 
 
 class OrderAmended(EventPayload):
@@ -114,6 +114,10 @@ class OrderAmended(EventPayload):
     priority: bool | None = Field(default=None, description="The new priority flag, if it changed.")
     line_quantities: tuple[LineQuantityChange, ...] | None = Field(
         default=None, min_length=1, description="New quantities of the lines that changed, if any."
+    )
+    order_total: Amount | None = Field(
+        default=None,
+        description="What the customer now pays in all, if it changed (a quantity change usually does).",
     )
 
     @field_validator("line_quantities")

@@ -156,7 +156,7 @@ class StageWorker:
                         await asyncio.gather(
                             *(self._process_partition(tp, records, stop) for tp, records in batches.items())
                         )
-                self._update_lag(consumer)
+                await self._update_lag(consumer)
         finally:
             self.healthy = False
             self.metrics.stage_ready.labels(self.stage.name).set(0)
@@ -485,7 +485,7 @@ class StageWorker:
         )
         return dead_letter(rec, stage=self.stage.name, category=category, reason=reason)
 
-    def _update_lag(self, consumer: AIOKafkaConsumer) -> None:
+    async def _update_lag(self, consumer: AIOKafkaConsumer) -> None:
         for tp in consumer.assignment():
             end = consumer.last_stable_offset(tp)
             if end is None:
@@ -493,7 +493,11 @@ class StageWorker:
             owned = self._partitions.get(tp)
             if end is None or owned is None:
                 continue
-            lag = max(0, end - owned.next_offset)
+            # Every transaction leaves a commit marker after its records; the consumer's position steps
+            # over markers, the last handled offset does not. Without this a caught-up stage reading a
+            # transactional topic shows a lag of one per partition forever.
+            position = await consumer.position(tp)
+            lag = max(0, end - max(owned.next_offset, position))
             self.metrics.consumer_lag.labels(self.stage.name, tp.topic, str(tp.partition)).set(lag)
 
 

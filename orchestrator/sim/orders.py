@@ -10,6 +10,7 @@ same stream.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import TypeVar
@@ -72,48 +73,67 @@ def _working_days_after(start: date, days: int) -> date:
     return day
 
 
-def order_stream(
-    network: SimNetwork,
-    *,
-    seed: int,
-    count: int,
-    start: datetime = DEFAULT_START,
-    hours: float = 36.0,
-    ship_complete_rate: float = 0.06,
-    priority_rate: float = 0.05,
-) -> list[OrderCreated]:
-    """`count` orders placed between `start` and `start + hours`, in the order they were placed."""
-    rng = random.Random(seed)
-    pickup_stores = sorted(
-        n.node_id
-        for n in network.nodes
-        if n.kind is NodeKind.STORE and NodeCapability.BOPIS_PICKUP in n.capabilities
-    )
-    receiving_stores = sorted(
-        n.node_id
-        for n in network.nodes
-        if n.kind is NodeKind.STORE and NodeCapability.SHIP_TO_STORE_RECEIVE in n.capabilities
-    )
-    # Popular products sell more: a Zipf-like weight over the catalogue.
-    skus = list(network.skus)
-    popularity = [1.0 / (rank + 1) ** 0.8 for rank in range(len(skus))]
-    offsets = sorted(rng.uniform(0, hours * 3600) for _ in range(count))
-    orders = []
-    for n, offset in enumerate(offsets):
-        placed = start + timedelta(seconds=round(offset))
-        kind_table = tuple((kind, share) for kind, share, _ in _DELIVERY)
-        kind = _pick(rng, kind_table)
-        if (kind == "bopis" and not pickup_stores) or (kind == "ship_to_store" and not receiving_stores):
+def order_total(lines: Sequence[OrderLine]) -> Decimal:
+    """What the customer pays: the goods, and 3.99 delivery under 50."""
+    goods = sum((line.unit_price * line.quantity for line in lines), Decimal(0))
+    shipping = Decimal("0") if goods >= 50 else Decimal("3.99")
+    return (goods + shipping).quantize(Decimal("0.01"))
+
+
+class OrderMaker:
+    """Draws one realistic order at a time from a seeded generator.
+
+    `order_stream` uses it for the offline comparisons, and the live OMS
+    simulator for orders placed now; both see the same mix.
+    """
+
+    def __init__(
+        self,
+        network: SimNetwork,
+        rng: random.Random,
+        *,
+        ship_complete_rate: float = 0.06,
+        priority_rate: float = 0.05,
+    ) -> None:
+        self.network = network
+        self.rng = rng
+        self.ship_complete_rate = ship_complete_rate
+        self.priority_rate = priority_rate
+        self.pickup_stores = sorted(
+            n.node_id
+            for n in network.nodes
+            if n.kind is NodeKind.STORE and NodeCapability.BOPIS_PICKUP in n.capabilities
+        )
+        self.receiving_stores = sorted(
+            n.node_id
+            for n in network.nodes
+            if n.kind is NodeKind.STORE and NodeCapability.SHIP_TO_STORE_RECEIVE in n.capabilities
+        )
+        # Popular products sell more: a Zipf-like weight over the catalogue.
+        self.skus = list(network.skus)
+        self.popularity = [1.0 / (rank + 1) ** 0.8 for rank in range(len(self.skus))]
+
+    def make(self, order_id: str, placed: datetime, *, hot_skus: Sequence[int] = ()) -> OrderCreated:
+        """One order placed at `placed`; `hot_skus` (catalogue indexes) are the flash-sale items
+        a line is drawn from first."""
+        rng = self.rng
+        skus = self.skus
+        kind = _pick(rng, tuple((kind, share) for kind, share, _ in _DELIVERY))
+        if (kind == "bopis" and not self.pickup_stores) or (
+            kind == "ship_to_store" and not self.receiving_stores
+        ):
             kind = "standard"
         delivery: DeliveryOption
         if kind == "bopis":
-            delivery = StorePickup(kind="bopis", pickup_store_id=rng.choice(pickup_stores))
+            delivery = StorePickup(kind="bopis", pickup_store_id=rng.choice(self.pickup_stores))
         elif kind == "ship_to_store":
-            delivery = ShipToStore(kind="ship_to_store", store_id=rng.choice(receiving_stores))
+            delivery = ShipToStore(kind="ship_to_store", store_id=rng.choice(self.receiving_stores))
         count_lines = min(_pick(rng, _LINES), len(skus))
         chosen: list[int] = []
+        if hot_skus:
+            chosen.append(rng.choice(list(hot_skus)))
         while len(chosen) < count_lines:
-            index = rng.choices(range(len(skus)), weights=popularity)[0]
+            index = rng.choices(range(len(skus)), weights=self.popularity)[0]
             if index not in chosen:
                 chosen.append(index)
         lines = tuple(
@@ -138,29 +158,44 @@ def order_stream(
         if kind in ("standard", "express", "next_day"):
             delivery = HomeDelivery(kind=kind)
         promised_days = next(days for k, _, days in _DELIVERY if k == kind)
-        goods = sum((line.unit_price * line.quantity for line in lines), Decimal(0))
-        shipping = Decimal("0") if goods >= 50 else Decimal("3.99")
         customer = f"CUST-{rng.randint(1, 250_000):06d}"
         # Collect orders carry the customer's address too: the OMS knows it, the plan ignores it.
-        ship_to = customer_address(network, rng, customer)
-        orders.append(
-            OrderCreated(
-                order_id=f"SIM-{seed}-{n + 1:06d}",
-                channel=_pick(rng, _CHANNELS),
-                customer_id=customer,
-                customer_tier=_pick(rng, _TIERS),
-                placed_at=placed,
-                ship_to=ship_to,
-                lines=lines,
-                order_total=(goods + shipping).quantize(Decimal("0.01")),
-                currency=network.currency,
-                delivery=delivery,
-                promised_delivery_date=_working_days_after(placed.date(), promised_days),
-                ship_complete=rng.random() < ship_complete_rate,
-                priority=rng.random() < priority_rate,
-            )
+        ship_to = customer_address(self.network, rng, customer)
+        return OrderCreated(
+            order_id=order_id,
+            channel=_pick(rng, _CHANNELS),
+            customer_id=customer,
+            customer_tier=_pick(rng, _TIERS),
+            placed_at=placed,
+            ship_to=ship_to,
+            lines=lines,
+            order_total=order_total(lines),
+            currency=self.network.currency,
+            delivery=delivery,
+            promised_delivery_date=_working_days_after(placed.date(), promised_days),
+            ship_complete=rng.random() < self.ship_complete_rate,
+            priority=rng.random() < self.priority_rate,
         )
-    return orders
 
 
-__all__ = ["DEFAULT_START", "order_stream"]
+def order_stream(
+    network: SimNetwork,
+    *,
+    seed: int,
+    count: int,
+    start: datetime = DEFAULT_START,
+    hours: float = 36.0,
+    ship_complete_rate: float = 0.06,
+    priority_rate: float = 0.05,
+) -> list[OrderCreated]:
+    """`count` orders placed between `start` and `start + hours`, in the order they were placed."""
+    rng = random.Random(seed)
+    maker = OrderMaker(network, rng, ship_complete_rate=ship_complete_rate, priority_rate=priority_rate)
+    offsets = sorted(rng.uniform(0, hours * 3600) for _ in range(count))
+    return [
+        maker.make(f"SIM-{seed}-{n + 1:06d}", start + timedelta(seconds=round(offset)))
+        for n, offset in enumerate(offsets)
+    ]
+
+
+__all__ = ["DEFAULT_START", "OrderMaker", "order_stream", "order_total"]

@@ -54,6 +54,9 @@ def apply_amendment(order: OrderCreated, amendment: OrderAmended) -> tuple[Order
         if not data["lines"]:
             raise RejectEvent(f"amendment removes every line of order {order.order_id}; cancel it instead")
         changed.append("line_quantities")
+    if amendment.order_total is not None:
+        data["order_total"] = str(amendment.order_total)
+        changed.append("order_total")
     return normalise(OrderCreated.model_validate(data)), tuple(changed)
 
 

@@ -1,0 +1,402 @@
+"""`make run`: the orchestrator's eight stages and the simulated outside world,
+each its own process, watched live until Ctrl-C or until `--orders N` are done.
+
+The driver publishes the network (as the network admin would), starts the
+stages (`orchestrator run all`), waits until they are ready and the stock
+counts are applied, then starts the simulated nodes, carriers and OMS
+(`orchestrator sim ...`). It reads the topics for the live view and, at the
+end, stops the simulators, lets the stages finish, and prints the summary.
+Every child's log goes to a file under the state folder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+from rich.console import Console
+from rich.live import Live
+
+from orchestrator.contract.common import NodeKind
+from orchestrator.settings import Settings
+from orchestrator.sim.geography import SimNetwork, build_network
+from orchestrator.sim.live.behaviour import CarrierRates, NodeRates
+from orchestrator.sim.live.observer import (
+    TopicObserver,
+    end_offsets,
+    exception_resolutions,
+    stage_lag,
+    stock_loaded,
+    watched_topics,
+)
+from orchestrator.sim.live.oms import TrafficShape, in_flash_sale
+from orchestrator.sim.live.processes import Closures, publish_network
+from orchestrator.sim.live.tally import LiveTally
+from orchestrator.sim.live.view import live_table, progress_line, summary_text
+from orchestrator.topics import load_catalog
+
+
+@dataclass(frozen=True)
+class NetworkSize:
+    seed: int = 7
+    dcs: int = 5
+    stores: int = 40
+    skus: int = 200
+
+    def build(self) -> SimNetwork:
+        return build_network(seed=self.seed, dcs=self.dcs, stores=self.stores, skus=self.skus)
+
+    def args(self) -> list[str]:
+        return [
+            "--seed",
+            str(self.seed),
+            "--dcs",
+            str(self.dcs),
+            "--stores",
+            str(self.stores),
+            "--skus",
+            str(self.skus),
+        ]
+
+
+@dataclass(frozen=True)
+class LiveOptions:
+    """What a live run does; the defaults are what `make run` shows a new user."""
+
+    orders: int | None = None
+    network: NetworkSize = field(default_factory=NetworkSize)
+    traffic: TrafficShape = field(default_factory=TrafficShape)
+    nodes: NodeRates = field(default_factory=NodeRates)
+    carriers: CarrierRates = field(default_factory=CarrierRates)
+    closures: Closures = field(default_factory=Closures)
+    summary_path: Path | None = None
+    #: With --orders: stop when nothing moved for this long (orders may wait on a closed store).
+    quiet_s: float = 12.0
+    #: With --orders: stop at the latest this long after the last order was placed.
+    drain_timeout_s: float = 180.0
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
+
+
+class ChildFailed(RuntimeError):
+    pass
+
+
+@dataclass
+class Child:
+    name: str
+    process: asyncio.subprocess.Process
+    log_path: Path
+
+    def tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    async def stop(self, timeout: float = 30.0) -> int:
+        if self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.process.wait(), timeout)
+            except TimeoutError:
+                self.process.kill()
+                await self.process.wait()
+        return self.process.returncode or 0
+
+
+def _log_file(log_dir: Path, name: str) -> Path:
+    log_dir.mkdir(parents=True, exist_ok=True)
+    return log_dir / f"{name}.log"
+
+
+async def _spawn(name: str, args: list[str], env: dict[str, str], log_dir: Path) -> Child:
+    log_path = _log_file(log_dir, name)
+    with open(log_path, "wb") as log:  # noqa: ASYNC230 - opening a local log file does not block
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "orchestrator.cli",
+            *args,
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            # Its own session: Ctrl-C reaches the driver only, which stops the children in order.
+            start_new_session=True,
+        )
+    return Child(name, process, log_path)
+
+
+async def _wait_file(child: Child, path: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):  # noqa: ASYNC240 - a stat of a local file
+        if child.process.returncode is not None:
+            raise ChildFailed(f"{child.name} exited with {child.process.returncode}:\n{child.tail()}")
+        if time.monotonic() > deadline:
+            raise ChildFailed(f"{child.name} not listening after {timeout:.0f}s:\n{child.tail()}")
+        await asyncio.sleep(0.2)
+
+
+def _check_port_free(host: str, port: int) -> None:
+    with socket.socket() as probe:
+        if probe.connect_ex((host, port)) == 0:
+            raise ChildFailed(
+                f"something already listens on {host}:{port} (another `make run`?); "
+                "stop it or pass --http-port"
+            )
+
+
+async def _wait_ready(child: Child, url: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            if child.process.returncode is not None:
+                raise ChildFailed(f"{child.name} exited with {child.process.returncode}:\n{child.tail()}")
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                async with session.get(url, timeout=aiohttp.ClientTimeout(total=2)) as response:
+                    if response.status == 200:
+                        return
+            await asyncio.sleep(0.3)
+    raise ChildFailed(f"{child.name} not ready after {timeout:.0f}s (see {child.log_path}):\n{child.tail()}")
+
+
+def _sim_flags(options: LiveOptions) -> dict[str, list[str]]:
+    t, n, c, z = options.traffic, options.nodes, options.carriers, options.closures
+    net = options.network.args()
+    orders = ["--orders", str(options.orders)] if options.orders is not None else []
+    return {
+        "sim-nodes": [
+            "sim",
+            "nodes",
+            *net,
+            "--reject-rate",
+            str(n.reject),
+            "--short-pick-rate",
+            str(n.short_pick),
+            "--node-cancel-rate",
+            str(n.node_cancel),
+            "--step-seconds",
+            str(n.step_seconds),
+            "--closures-per-minute",
+            str(z.per_minute),
+            "--closure-seconds",
+            str(z.seconds),
+        ],
+        "sim-carriers": [
+            "sim",
+            "carriers",
+            "--seed",
+            str(options.network.seed),
+            "--delay-rate",
+            str(c.delay),
+            "--exception-rate",
+            str(c.exception),
+            "--lost-rate",
+            str(c.lost),
+            "--step-seconds",
+            str(c.step_seconds),
+        ],
+        "sim-oms": [
+            "sim",
+            "oms",
+            *net,
+            *orders,
+            "--run-id",
+            options.run_id,
+            "--rate",
+            str(t.rate),
+            "--amend-rate",
+            str(t.amend),
+            "--cancel-rate",
+            str(t.cancel),
+            "--hold-rate",
+            str(t.hold),
+            "--flash-sale-every",
+            str(t.flash_sale_every_s),
+        ],
+    }
+
+
+async def run_live(
+    settings: Settings,
+    options: LiveOptions,
+    *,
+    stop: asyncio.Event | None = None,
+    console: Console | None = None,
+    say: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run the stages and the simulators until `stop` (or the orders are done); returns the report."""
+    stop = stop or asyncio.Event()
+    console = console or Console()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    network = options.network.build()
+    stores = frozenset(n.node_id for n in network.nodes if n.kind is NodeKind.STORE)
+    tally = LiveTally(order_prefix=f"LIVE-{options.run_id}-", stores=stores)
+    bootstrap = settings.kafka_bootstrap
+    log_dir = settings.state_dir / "logs" / f"run-{options.run_id}"
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "DATABASE_URL": settings.database_url,
+        "ORCHESTRATOR_HTTP_PORT": str(settings.http_port),
+        "ORCHESTRATOR_STATE_DIR": str(settings.state_dir),
+    }
+    metrics_url = f"http://{settings.http_host}:{settings.http_port}/metrics"
+
+    start = await end_offsets(bootstrap, watched_topics(load_catalog()))
+    started_at = datetime.now(UTC)
+    sent = await publish_network(bootstrap, network)
+    say(
+        f"network: {len(network.nodes)} nodes, {len(network.services)} carrier services, "
+        f"{len(network.inventory)} stock counts ({sent} events); run {options.run_id}; logs in {log_dir}"
+    )
+    _check_port_free(settings.http_host, settings.http_port)
+    children: dict[str, Child] = {}
+    observer = TopicObserver(bootstrap, start, tally)
+    observer_stop = asyncio.Event()
+    observing: asyncio.Task[None] | None = None
+    began = time.monotonic()
+    try:
+        children["stages"] = await _spawn("stages", ["run", "all"], env, log_dir)
+        await _wait_ready(children["stages"], f"http://{settings.http_host}:{settings.http_port}/readyz", 120)
+        pairs = [(s.node_id, s.sku) for s in network.inventory]
+        deadline = time.monotonic() + 120
+        while await stock_loaded(settings.database_url, pairs, started_at) < len(pairs):
+            if time.monotonic() > deadline:
+                raise ChildFailed("reserve did not apply the stock counts within 120 s")
+            await asyncio.sleep(0.3)
+        say("stages ready, stock counted; starting the simulated nodes, carriers and OMS")
+        flags = _sim_flags(options)
+        for name in ("sim-nodes", "sim-carriers"):
+            ready = log_dir / f"{name}.ready"
+            ready.unlink(missing_ok=True)
+            children[name] = await _spawn(name, [*flags[name], "--ready-file", str(ready)], env, log_dir)
+            await _wait_file(children[name], ready, 60)
+        children["sim-oms"] = await _spawn("sim-oms", flags["sim-oms"], env, log_dir)
+        observing = asyncio.create_task(observer.run(observer_stop))
+        began = time.monotonic()
+        await _watch(options, children, tally, observer, stop, console, metrics_url, settings, began)
+    finally:
+        # The outside world stops first, then the stages finish what they hold; the stages stop
+        # even if something before fails, so no process outlives the run.
+        try:
+            for name in ("sim-oms", "sim-nodes", "sim-carriers"):
+                if name in children:
+                    await children[name].stop()
+            if observing is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(_drain(observer), 30)
+        finally:
+            observer_stop.set()
+            if observing is not None:
+                await asyncio.gather(observing, return_exceptions=True)
+            if "stages" in children:
+                code = await children["stages"].stop(60)
+                if code not in (0, -signal.SIGTERM):
+                    say(f"stages exited with {code}; see {children['stages'].log_path}")
+    elapsed = time.monotonic() - began
+    report = {
+        "run_id": options.run_id,
+        "order_prefix": tally.order_prefix,
+        "elapsed_s": round(elapsed, 1),
+        "summary": tally.summary(),
+        "unsettled_orders": sorted(tally.unsettled()),
+        "resolutions": await exception_resolutions(settings.database_url, tally.order_prefix),
+        "logs": str(log_dir),
+    }
+    if options.summary_path is not None:
+        options.summary_path.parent.mkdir(parents=True, exist_ok=True)
+        options.summary_path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    return report
+
+
+async def _drain(observer: TopicObserver) -> None:
+    # The broker's end offsets are polled: nothing signals "read to the end".
+    while not await observer.caught_up():  # noqa: ASYNC110
+        await asyncio.sleep(0.2)
+
+
+async def _watch(
+    options: LiveOptions,
+    children: dict[str, Child],
+    tally: LiveTally,
+    observer: TopicObserver,
+    stop: asyncio.Event,
+    console: Console,
+    metrics_url: str,
+    settings: Settings,
+    began: float,
+) -> None:
+    """Show the run until Ctrl-C, or with --orders until every order has come to rest."""
+    oms = children["sim-oms"]
+    resolutions: dict[str, dict[str, int]] = {}
+    last_records, last_change = 0, time.monotonic()
+    oms_done_at: float | None = None
+    last_line = 0.0
+    frame: Live | None = (
+        Live(console=console, refresh_per_second=2, transient=False) if console.is_terminal else None
+    )
+    async with aiohttp.ClientSession() as session:
+        with frame or contextlib.nullcontext():
+            tick = 0
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=1.0)
+                tick += 1
+                for name, child in children.items():
+                    if child.process.returncode not in (None, 0) or (
+                        name != "sim-oms" and child.process.returncode == 0
+                    ):
+                        raise ChildFailed(f"{name} exited with {child.process.returncode}:\n{child.tail()}")
+                lag = await stage_lag(session, metrics_url)
+                if tick % 3 == 0:
+                    resolutions = await exception_resolutions(settings.database_url, tally.order_prefix)
+                now_ms = int(time.time() * 1000)
+                elapsed = time.monotonic() - began
+                snapshot = {
+                    "elapsed_s": elapsed,
+                    "received_per_s": tally.rate("received", now_ms),
+                    "released_per_s": tally.rate("released", now_ms),
+                    "flash_sale": in_flash_sale(options.traffic, elapsed),
+                    "lag": lag,
+                    "summary": tally.summary(),
+                    "resolutions": resolutions,
+                }
+                if frame is not None:
+                    frame.update(live_table(snapshot))
+                elif time.monotonic() - last_line >= 5:
+                    print(progress_line(snapshot), flush=True)
+                    last_line = time.monotonic()
+                if observer.records != last_records:
+                    last_records, last_change = observer.records, time.monotonic()
+                if oms.process.returncode == 0 and oms_done_at is None:
+                    oms_done_at = time.monotonic()
+                if oms_done_at is None:
+                    continue
+                quiet = time.monotonic() - last_change
+                idle = lag is not None and sum(lag.values()) == 0
+                settled = not tally.unsettled()
+                if idle and ((settled and quiet >= 3) or quiet >= options.quiet_s):
+                    return
+                if time.monotonic() - oms_done_at > options.drain_timeout_s:
+                    return
+
+
+__all__ = ["ChildFailed", "LiveOptions", "NetworkSize", "run_live", "summary_text"]
