@@ -144,7 +144,7 @@ async def test_the_playbooks_ran_and_every_exception_ended_somewhere(live_run: d
     assert s["repairs_planned"] >= endings["reroute"]
 
 
-async def test_the_terminal_shows_progress_and_a_summary_with_next_steps(live_run: dict[str, Any]) -> None:
+def test_the_terminal_shows_progress_and_a_summary_with_next_steps(live_run: dict[str, Any]) -> None:
     text = live_run["stdout"]
     assert "released" in text and "p99" in text  # progress lines while it ran (not a terminal here)
     assert f"{ORDERS} orders placed" in text
