@@ -339,11 +339,14 @@ def cmd_start(args: argparse.Namespace) -> int:
         example = next(iter(report["unsettled_orders"]), None) or f"{report['order_prefix']}000001"
         print(
             f"\nLogs of every process: {report['logs']}"
+            f"\nMetrics: the stages served Prometheus metrics on {metrics} while they ran"
+            f" (event counts, handling times, lag per partition, dead letters)"
             f"\nWhy an order ships from where it does:  orchestrator explain {example}"
             f"\nIts whole story:                        orchestrator timeline {example}"
             f"\nOpen manual reviews:                    orchestrator review"
-            f"\n(start again with --keep-servers to keep Kafka and PostgreSQL up for these)"
         )
+        if endpoints.managed and not args.keep_servers:
+            print("(start with --keep-servers to keep Kafka and PostgreSQL up for these)")
     except (StartupError, ValueError, ChildFailed) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

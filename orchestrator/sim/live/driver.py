@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
 import os
 import signal
 import socket
@@ -118,6 +120,17 @@ class Child:
         return self.process.returncode or 0
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: on Linux, get SIGTERM when the driver dies, however it dies
+    (a closed terminal, SIGKILL), so no stage or simulator is left running on its own."""
+    if sys.platform == "linux":
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
 def _log_file(log_dir: Path, name: str) -> Path:
     log_dir.mkdir(parents=True, exist_ok=True)
     return log_dir / f"{name}.log"
@@ -137,6 +150,7 @@ async def _spawn(name: str, args: list[str], env: dict[str, str], log_dir: Path)
             stderr=log,
             # Its own session: Ctrl-C reaches the driver only, which stops the children in order.
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
     return Child(name, process, log_path)
 
@@ -243,9 +257,11 @@ async def run_live(
     stop = stop or asyncio.Event()
     console = console or Console()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    # SIGHUP too: closing the terminal ends the run the same orderly way as Ctrl-C.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
+    _check_port_free(settings.http_host, settings.http_port)
     network = options.network.build()
     stores = frozenset(n.node_id for n in network.nodes if n.kind is NodeKind.STORE)
     tally = LiveTally(order_prefix=f"LIVE-{options.run_id}-", stores=stores)
@@ -267,7 +283,6 @@ async def run_live(
         f"network: {len(network.nodes)} nodes, {len(network.services)} carrier services, "
         f"{len(network.inventory)} stock counts ({sent} events); run {options.run_id}; logs in {log_dir}"
     )
-    _check_port_free(settings.http_host, settings.http_port)
     children: dict[str, Child] = {}
     observer = TopicObserver(bootstrap, start, tally)
     observer_stop = asyncio.Event()

@@ -80,6 +80,8 @@ class LiveTally:
     dead_letters: Counter[str] = field(default_factory=Counter)
     #: The latest state the OMS was told, per order.
     states: dict[str, str] = field(default_factory=dict)
+    #: Orders the OMS placed on hold: their wait for the OMS is not the orchestrator's latency.
+    held: set[str] = field(default_factory=set)
     created_ms: dict[str, int] = field(default_factory=dict)
     released_ms: dict[str, int] = field(default_factory=dict)
     #: (record time, kind) of arrivals and first releases, for the rates of the last seconds.
@@ -106,6 +108,7 @@ class LiveTally:
                 self.recent.append((timestamp_ms, "received"))
                 if data.get("holds"):
                     self.decisions["held"] += 1  # the OMS holds it (payment, fraud) before any plan
+                    self.held.add(order_id)
         elif kind == "plan.decided":
             if data.get("repair"):
                 self.repairs_planned += 1
@@ -139,7 +142,12 @@ class LiveTally:
         return sum(1 for t, k in self.recent if k == kind and t >= horizon) / window_s
 
     def latencies_ms(self) -> list[float]:
-        return [float(self.released_ms[o] - t) for o, t in self.created_ms.items() if o in self.released_ms]
+        """Order placed → its first work order released, for orders the OMS did not hold."""
+        return [
+            float(self.released_ms[o] - t)
+            for o, t in self.created_ms.items()
+            if o in self.released_ms and o not in self.held
+        ]
 
     def unsettled(self) -> list[str]:
         """Orders not yet in a resting state (nothing more to wait for)."""
