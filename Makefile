@@ -15,9 +15,9 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-## run: local Kafka + PostgreSQL, topics, migrations, then every stage in the foreground (Ctrl-C stops all)
+## run: local Kafka + PostgreSQL, topics, migrations, the stages and the simulators with a live view (Ctrl-C stops all); ARGS="--orders 300" passes flags
 run: setup
-	$(BIN)/orchestrator start
+	$(BIN)/orchestrator start $(ARGS)
 
 ## test: the whole suite against the real Kafka and PostgreSQL (started locally unless given)
 test: setup

@@ -108,3 +108,12 @@ async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
         yield conn
     finally:
         await conn.close()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked `alters_shared_network` run after all others.
+
+    The live run publishes a whole simulated network (nodes, carrier services) to the one
+    `network.updates.v1` every test shares; a test after it would plan over those nodes too.
+    """
+    items.sort(key=lambda item: item.get_closest_marker("alters_shared_network") is not None)

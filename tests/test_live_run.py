@@ -18,7 +18,7 @@ from orchestrator.sim.live.tally import RESTING_STATES
 from tests.support import REPO, headers_of, read_all
 
 ORDERS = 240
-pytestmark = pytest.mark.timeout(420)
+pytestmark = [pytest.mark.timeout(420), pytest.mark.alters_shared_network]
 
 
 def _free_port() -> int:
