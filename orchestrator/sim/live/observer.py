@@ -89,12 +89,18 @@ class TopicObserver:
         for tp, records in batches.items():
             for record in records:
                 n += 1
-                event_type = header_map(record.headers).get("ce_type", "")
+                headers = header_map(record.headers)
                 try:
                     data = orjson.loads(record.value) if record.value is not None else {}
                 except orjson.JSONDecodeError:
                     data = {}
-                self.tally.add(tp.topic, event_type, record.timestamp, data if isinstance(data, dict) else {})
+                self.tally.add(
+                    tp.topic,
+                    headers.get("ce_type", ""),
+                    record.timestamp,
+                    data if isinstance(data, dict) else {},
+                    dlq_reason=headers.get("dlq_reason", ""),
+                )
         self.records += n
         return n
 

@@ -78,6 +78,8 @@ class LiveTally:
     exceptions: Counter[str] = field(default_factory=Counter)
     repair_outcomes: Counter[str] = field(default_factory=Counter)
     dead_letters: Counter[str] = field(default_factory=Counter)
+    #: The first few dead letters' reasons, so a run that produced any says why.
+    dead_letter_reasons: list[str] = field(default_factory=list)
     #: The latest state the OMS was told, per order.
     states: dict[str, str] = field(default_factory=dict)
     #: Orders the OMS placed on hold: their wait for the OMS is not the orchestrator's latency.
@@ -91,9 +93,13 @@ class LiveTally:
     def ours(self, order_id: object) -> bool:
         return isinstance(order_id, str) and order_id.startswith(self.order_prefix)
 
-    def add(self, topic: str, event_type: str, timestamp_ms: int, data: dict[str, Any]) -> None:
+    def add(
+        self, topic: str, event_type: str, timestamp_ms: int, data: dict[str, Any], *, dlq_reason: str = ""
+    ) -> None:
         if topic.endswith(".dlq"):
             self.dead_letters[topic] += 1
+            if len(self.dead_letter_reasons) < 20:
+                self.dead_letter_reasons.append(f"{topic}: {event_type} {dlq_reason}")
             return
         order_id = data.get("order_id")
         if not self.ours(order_id):
@@ -172,6 +178,7 @@ class LiveTally:
                 "p99": percentile(latencies, 99),
             },
             "dead_letters": dict(self.dead_letters),
+            "dead_letter_reasons": list(self.dead_letter_reasons),
         }
 
 

@@ -117,6 +117,7 @@ def summary_text(report: dict[str, Any]) -> str:
         f"Order placed → first work order released: p50 {_ms(latency['p50'])}, p99 {_ms(latency['p99'])}"
         f" ({latency['orders']} orders)",
         f"Dead letters: {_counts(s['dead_letters'])}",
+        *(f"  {reason}" for reason in s.get("dead_letter_reasons", [])[:5]),
     ]
     return "\n".join(lines)
 
