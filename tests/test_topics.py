@@ -49,6 +49,7 @@ INTERNAL_TOPICS = (
     "orchestrator.exceptions.v1",
     "orchestrator.status.v1",
     "orchestrator.timers.v1",
+    "orchestrator.supply.v1",
 )
 
 

@@ -228,6 +228,19 @@ def unique_values(values: tuple[str, ...], what: str) -> tuple[str, ...]:
     return values
 
 
+class PolicyAddition(ContractModel):
+    """Why the orchestrator added a line to an order: a rule of the routing policy (a free sample,
+    a mandatory insert, packaging). The customer did not order it and the OMS never sends it."""
+
+    rule: Identifier = Field(description="Name of the policy rule that added the line.")
+    reason: Text = Field(description="Why, in a sentence for people.")
+    for_lines: tuple[Identifier, ...] = Field(
+        default=(),
+        description="The customer's lines that called for it (it ships with one of them); empty: the "
+        "order as a whole.",
+    )
+
+
 class OrderLine(ContractModel):
     """One line of an order: a SKU, how many, at what price, and how it must be handled."""
 
@@ -250,6 +263,17 @@ class OrderLine(ContractModel):
         default=None,
         description="When set, the line can only be fulfilled by this drop-ship vendor (a node of kind "
         "`drop_ship_vendor` with this node id).",
+    )
+    release_date: date | None = Field(
+        default=None,
+        description="Pre-order: the day the product is released. A later date than today holds the line "
+        "until then (or until its stock arrives, by policy); absent: the product is on sale.",
+    )
+    addition: PolicyAddition | None = Field(
+        default=None,
+        description="Set by the orchestrator (validate stage) on a line a policy rule added; such a line "
+        "only ships with the customer's lines, never on its own. Absent on the customer's lines: an "
+        "order from the OMS that sets it is rejected (`unexpected_addition`).",
     )
 
     @field_validator("labels")

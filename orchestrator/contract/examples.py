@@ -88,6 +88,7 @@ from orchestrator.contract.pipeline import (
     ReservationsReleased,
     ReservedShipment,
     StageStatus,
+    SupplyReleaseDue,
     TimerDue,
 )
 from orchestrator.contract.registry import EVENT_TYPES
@@ -533,6 +534,7 @@ _PIPELINE_BUILDERS: Mapping[str, Callable[[], EventPayload]] = MappingProxyType(
             timer="acknowledge",
             due_at=_T0,
         ),
+        "supply.release_due.v1": lambda: SupplyReleaseDue(sku="SKU-MUG-01", day=date(2025, 3, 14)),
         "order.stage_status.v1": lambda: StageStatus(
             order_id=ORDER_ID, state=OrderState.RELEASED, stage="release", sequence=1, occurred_at=_T0
         ),

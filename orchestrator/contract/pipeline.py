@@ -225,6 +225,17 @@ class TimerDue(EventPayload):
     due_at: AwareDatetime = Field(description="When it fell due.")
 
 
+class SupplyReleaseDue(EventPayload):
+    """reserve's ticker → reserve: pre-order lines of a SKU reached their release date; plan what
+    the stock allows."""
+
+    event_type: ClassVar[str] = "supply.release_due.v1"
+    subject_field: ClassVar[str] = "sku"
+
+    sku: Identifier = Field(description="The SKU whose waiting lines are due; the Kafka key.")
+    day: date = Field(description="The release day that fell due.")
+
+
 class StageStatus(EventPayload):
     """Every stage → status-sync: the order reached a state, as this stage sees it.
 

@@ -46,6 +46,7 @@ from orchestrator.contract.pipeline import (
     ReservationConfirmed,
     ReservationsReleased,
     StageStatus,
+    SupplyReleaseDue,
     TimerDue,
 )
 from orchestrator.contract.status import CustomerNotification, ExceptionRaised, OrderStatusChanged
@@ -104,6 +105,8 @@ ALL_EVENT_TYPES: tuple[type[EventPayload], ...] = (
     # internal: execution (orchestrator.exceptions.v1, orchestrator.timers.v1)
     RepairOutcome,
     TimerDue,
+    # internal: supply (orchestrator.supply.v1)
+    SupplyReleaseDue,
 )
 
 

@@ -22,6 +22,8 @@ from pydantic import (
 )
 
 from orchestrator.contract.common import Channel, CustomerTier, NodeKind, ServiceLevel
+from orchestrator.domain.additions import AdditionRule, unique_rule_names
+from orchestrator.domain.supply import PreorderRelease
 from orchestrator.domain.yaml_config import load_yaml_model, parse_yaml_model
 
 #: Environment variable naming the policy file to load instead of the packaged default.
@@ -119,6 +121,11 @@ class Policy(BaseModel):
     late_penalty_per_day: _Cost = Field(
         default=10.0, description="Cost per day a shipment is expected to arrive after the promised date."
     )
+    preorder_release: PreorderRelease = Field(
+        default=PreorderRelease.ON_RELEASE_DATE,
+        description="When pre-order lines are planned: on their release date (stock that arrives earlier "
+        "stays promised to them) or as soon as their stock arrives.",
+    )
     priority_late_multiplier: Annotated[float, Field(ge=1, allow_inf_nan=False)] = Field(
         default=3.0, description="Multiplies the late penalty of priority orders."
     )
@@ -169,6 +176,11 @@ class Policy(BaseModel):
     holds: HoldRules = Field(
         default_factory=HoldRules, description="Hold rules applied by the validate stage."
     )
+    additions: tuple[AdditionRule, ...] = Field(
+        default=(),
+        description="Lines added to the orders a rule applies to (samples, inserts, packaging), in this "
+        "order; each rule's name is unique. They ship only with the customer's lines.",
+    )
 
     @field_validator("ranked_nodes")
     @classmethod
@@ -177,6 +189,11 @@ class Policy(BaseModel):
         if dupes:
             raise ValueError(f"ranked_nodes must not repeat: {', '.join(dupes)}")
         return v
+
+    @field_validator("additions")
+    @classmethod
+    def _addition_names_unique(cls, v: tuple[AdditionRule, ...]) -> tuple[AdditionRule, ...]:
+        return unique_rule_names(v)
 
     def rank_bonuses(self) -> dict[str, float]:
         """Cost taken off a shipment from each ranked node: the full bonus first, falling linearly."""

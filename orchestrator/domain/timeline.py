@@ -6,8 +6,13 @@ from collections.abc import Callable
 from typing import Any
 
 from orchestrator.contract.base import EventPayload
+from orchestrator.domain.additions import additions_phrase
 
 Describe = Callable[[Any], str]
+
+
+def _and(clause: str) -> str:
+    return f"; {clause}" if clause else ""
 
 
 def _lines(lines: Any) -> str:
@@ -31,6 +36,7 @@ _DESCRIBE: dict[str, Describe] = {
         f"{len(e.shipments)} shipment(s)"
         + (f" from {', '.join(s.node_id for s in e.shipments)}" if e.shipments else "")
         + (f"; {e.explanation[0]}" if e.explanation else "")
+        + _and(additions_phrase(e))
     ),
     "plan.cancelled.v1": lambda e: f"plan cancelled: {e.reason}",
     "reservation.confirmed.v1": lambda e: (

@@ -80,6 +80,16 @@ def _line_reasons(order: OrderCreated, known_skus: Set[str]) -> list[Reason]:
             out.append(
                 Reason(code="unknown_sku", message=f"line {line.line_id}: SKU {line.sku} is not known")
             )
+        if line.addition is not None:
+            # Additions are the policy's, added after validation: one from outside would dodge the rules
+            # that keep them from holding up the order, and be replaced at the next re-validation.
+            out.append(
+                Reason(
+                    code="unexpected_addition",
+                    message=f"line {line.line_id} is marked as a policy addition; only the orchestrator "
+                    "adds those",
+                )
+            )
     return out
 
 

@@ -6,6 +6,7 @@ no-work stage used to measure the ceiling and is never part of `all`.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
@@ -28,7 +29,11 @@ ORDER_STAGES: Mapping[str, Callable[[OrderPathDeps], Stage]] = MappingProxyType(
         "ingest": lambda deps: ingest_stage(),
         "validate": validate_stage,
         "decide-node": decide_node_stage,
-        "reserve": lambda deps: reserve_stage(),
+        "reserve": lambda deps: reserve_stage(
+            preorder_release=deps.policy.preorder_release,
+            # Pre-orders fall due by the day: a scan every 30 s is plenty; tests make it faster.
+            supply_tick_s=float(os.environ.get("ORCHESTRATOR_SUPPLY_TICK_S", "30")),
+        ),
         "release": release_stage,
         "monitor": monitor_stage,
         "exceptions": exceptions_stage,

@@ -25,6 +25,7 @@ RELEASED = "orchestrator.released.v1"
 REROUTES = "orchestrator.reroutes.v1"
 STATUS = "orchestrator.status.v1"
 EXCEPTIONS = "orchestrator.exceptions.v1"
+SUPPLY = "orchestrator.supply.v1"
 
 
 def network_view() -> TopicView[NetworkView]:

@@ -28,8 +28,18 @@ from orchestrator.contract.pipeline import (
     Repair,
     RepairOutcome,
 )
+from orchestrator.domain.additions import customer_order, place_additions
+from orchestrator.domain.network import NetworkView
 from orchestrator.domain.repair import excluded_for, limits_broken, repair_order
 from orchestrator.domain.sourcing import decide
+from orchestrator.domain.supply import (
+    RELEASE_WAITING,
+    order_to_plan_now,
+    preorder_plan,
+    set_aside,
+    waits_only_for_release,
+    with_preorders,
+)
 from orchestrator.runtime.stage import HandlerContext, RejectEvent, Stage
 from orchestrator.stages.common import (
     EXCEPTIONS,
@@ -45,13 +55,40 @@ from orchestrator.stages.common import (
 MAX_REDECIDES = 5
 
 
-async def stock_view(ctx: HandlerContext, order: OrderCreated) -> dict[tuple[str, str], int]:
+async def stock_view(
+    ctx: HandlerContext, order: OrderCreated, *, behind_the_queue: bool = False
+) -> dict[tuple[str, str], int]:
+    """Units each node can promise per SKU. `behind_the_queue`: a new order comes after the lines
+    already waiting for that SKU (back-orders, pre-orders; reserve's queue), so stock they are
+    owed is not the new order's to take."""
+    skus = sorted({line.sku for line in order.lines})
     rows = await ctx.db.fetch(
         "SELECT node_id, sku, on_hand - reserved - safety_stock AS available FROM reserve_ledger"
         " WHERE sku = ANY($1::text[])",
-        sorted({line.sku for line in order.lines}),
+        skus,
     )
-    return {(r["node_id"], r["sku"]): max(0, r["available"]) for r in rows}
+    stock = {(r["node_id"], r["sku"]): max(0, r["available"]) for r in rows}
+    if behind_the_queue:
+        owed = await ctx.db.fetch(
+            "SELECT sku, sum(quantity) AS units FROM reserve_waiting"
+            " WHERE sku = ANY($1::text[]) AND order_id <> $2 GROUP BY sku",
+            skus,
+            order.order_id,
+        )
+        stock = set_aside(stock, {r["sku"]: int(r["units"]) for r in owed})
+    return stock
+
+
+async def with_additions(
+    ctx: HandlerContext, plan: PlanDecided, order: OrderCreated, network: NetworkView
+) -> PlanDecided:
+    """`plan`, made for the customer's lines of `order`, with the order's policy additions riding
+    along on its shipments where the node has them to spare (`orchestrator.domain.additions`)."""
+    if all(line.addition is None for line in order.lines):
+        return plan
+    # Behind the queue: a free sample never takes a unit a waiting customer line is owed.
+    stock = await stock_view(ctx, order, behind_the_queue=True) if plan.shipments else {}
+    return place_additions(plan, order, stock=stock, network=network)
 
 
 async def node_load(ctx: HandlerContext, today: datetime) -> dict[str, int]:
@@ -62,6 +99,8 @@ async def node_load(ctx: HandlerContext, today: datetime) -> dict[str, int]:
 def status_of(plan: PlanDecided) -> tuple[OrderState, tuple[Reason, ...]]:
     if plan.outcome in (PlanOutcome.SHIP, PlanOutcome.PARTIAL):
         return OrderState.PLANNED, ()
+    if waits_only_for_release(plan):
+        return OrderState.ON_HOLD, (Reason(code="preorder", message=plan.explanation[-1]),)
     if plan.outcome is PlanOutcome.BACKORDER:
         return OrderState.BACK_ORDERED, (Reason(code="no_stock", message="no node has the stock now"),)
     if plan.outcome is PlanOutcome.HOLD_FOR_STOCK:
@@ -110,10 +149,29 @@ def decide_node_stage(deps: OrderPathDeps) -> Stage:
         if row is not None and (row["cancelled"] or sequence < row["sequence"]):
             return  # the order moved on (amended again, or cancelled) since this request was made
         version = (row["latest_version"] if row else 0) + 1
+        # Pre-order lines wait for their release date: only what is on sale today is planned now.
+        # Policy additions never hold up or split the customer's order: the customer's lines are
+        # planned alone, then each addition rides along on one of their shipments or is left out.
+        validated, order = order, customer_order(order)
+        on_sale = order_to_plan_now(order, ctx.now.date())
+        if on_sale is None:
+            plan = preorder_plan(
+                order,
+                sequence=sequence,
+                plan_version=version,
+                policy_version=deps.policy.version,
+                now=ctx.now,
+            )
+            plan = await with_additions(ctx, plan, validated, deps.network.state)
+            await record(ctx, plan)
+            ctx.emit(PLANS, plan)
+            state, reasons = status_of(plan)
+            emit_status(ctx, order.order_id, state, sequence, reasons=reasons, detail=plan.explanation[0])
+            return
         plan = decide(
-            order,
+            on_sale,
             network=deps.network.state,
-            stock=await stock_view(ctx, order),
+            stock=await stock_view(ctx, on_sale, behind_the_queue=True),
             capacity_used=await node_load(ctx, ctx.now),
             policy=deps.policy,
             now=ctx.now,
@@ -122,6 +180,9 @@ def decide_node_stage(deps: OrderPathDeps) -> Stage:
             attempt=attempt,
             excluded_nodes=excluded,
         )
+        if on_sale is not order:
+            plan = with_preorders(plan, order, ctx.now.date())
+        plan = await with_additions(ctx, plan, validated, deps.network.state)
         await record(ctx, plan)
         ctx.emit(PLANS, plan)
         state, reasons = status_of(plan)
@@ -157,6 +218,8 @@ def decide_node_stage(deps: OrderPathDeps) -> Stage:
             return
         try:
             part = repair_order(msg.order, repair)
+            # An added line is re-planned only riding along with the customer's lines, never alone.
+            customer_part = customer_order(part)
         except ValueError as exc:
             failed(str(exc))
             return
@@ -164,9 +227,9 @@ def decide_node_stage(deps: OrderPathDeps) -> Stage:
         excluded = excluded_for(repair, frozenset(msg.excluded_nodes), frozenset(network.nodes))
         version = (row["latest_version"] if row else 0) + 1
         plan = decide(
-            part,
+            customer_part,
             network=network,
-            stock=await stock_view(ctx, part),
+            stock=await stock_view(ctx, customer_part),
             capacity_used=await node_load(ctx, ctx.now),
             policy=deps.policy,
             now=ctx.now,
@@ -175,10 +238,13 @@ def decide_node_stage(deps: OrderPathDeps) -> Stage:
             attempt=msg.attempt,
             excluded_nodes=excluded,
         )
-        broken = limits_broken(plan, msg.order, repair)
+        # Waiting lines whose stock came are not a repair with limits: whatever the plan is (some may
+        # wait again), reserve needs it to put them back in their queue.
+        broken = None if repair.action == RELEASE_WAITING else limits_broken(plan, msg.order, repair)
         if broken is not None:
             failed(broken)
             return
+        plan = await with_additions(ctx, plan, part, network)
         plan = plan.model_copy(update={"repair": repair})
         await record(ctx, plan)
         ctx.emit(PLANS, plan)

@@ -34,7 +34,7 @@ import orjson
 from orchestrator.contract.common import OrderState, Reason, SkuLine
 from orchestrator.contract.envelope import Envelope
 from orchestrator.contract.orders import OrderCreated
-from orchestrator.contract.pipeline import RepairOutcome
+from orchestrator.contract.pipeline import RedecideRequested, Repair, RepairOutcome
 from orchestrator.contract.status import ExceptionRaised
 from orchestrator.contract.work import WorkOrderReleased
 from orchestrator.domain.exception_handling import (
@@ -53,6 +53,7 @@ from orchestrator.domain.exception_handling import (
     refund_reason,
 )
 from orchestrator.domain.playbooks import PIPELINE_ACTIONS, PlaybookAction, Playbooks, load_playbooks
+from orchestrator.domain.supply import RELEASE_WAITING
 from orchestrator.runtime.stage import HandlerContext, RejectEvent, Stage
 from orchestrator.stages.common import EXCEPTIONS, REROUTES, STATUS, OrderPathDeps, emit_status
 from orchestrator.stages.status_sync import CUSTOMER_NOTIFICATIONS
@@ -180,6 +181,25 @@ def exceptions_stage(deps: OrderPathDeps, playbooks: Playbooks | None = None) ->
                 reasons=(kind_reason,),
                 detail=_clip(detail),
             )
+            if lines:
+                # The lines join their SKUs' queues in reserve (through a plan of just them, which may
+                # also find stock that came meanwhile), so they are planned when their supply arrives.
+                ctx.emit(
+                    REROUTES,
+                    RedecideRequested(
+                        order_id=exc.order_id,
+                        sequence=order.sequence,
+                        attempt=1,
+                        order=order.order,
+                        reason=kind_reason,
+                        repair=Repair(
+                            exception_id=exc.exception_id,
+                            action=RELEASE_WAITING,
+                            lines=lines,
+                            cancel_replaced=False,
+                        ),
+                    ),
+                )
             case.attempts.append(Attempt(action, True, detail))
             case.resolve(f"back-ordered: {detail}")
         elif action is PlaybookAction.HOLD_FOR_REVIEW:

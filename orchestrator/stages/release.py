@@ -29,6 +29,7 @@ from orchestrator.contract.work import (
     WorkOrderReleased,
 )
 from orchestrator.domain.network import NetworkView
+from orchestrator.domain.supply import RELEASE_WAITING
 from orchestrator.runtime.stage import HandlerContext, RejectEvent, Stage
 from orchestrator.stages.common import (
     EXCEPTIONS,
@@ -168,7 +169,9 @@ def release_stage(deps: OrderPathDeps) -> Stage:
             ctx.emit(WORK_ORDERS, wo)
             ctx.emit(RELEASED, wo)
             released.append(wo)
-        if repair is not None:
+        # Waiting lines whose supply came are not a playbook's repair: nobody waits for an outcome,
+        # and the order, back-ordered until now, is released again.
+        if repair is not None and repair.action != RELEASE_WAITING:
             ctx.emit(
                 EXCEPTIONS,
                 RepairOutcome(

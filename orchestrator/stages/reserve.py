@@ -27,9 +27,28 @@ from orchestrator.contract.pipeline import (
     ReservationConfirmed,
     ReservationsReleased,
     ReservedShipment,
+    SupplyReleaseDue,
 )
+from orchestrator.domain.supply import PreorderRelease
 from orchestrator.runtime.stage import HandlerContext, RejectEvent, Stage
-from orchestrator.stages.common import INVENTORY_UPDATES, PLANS, REROUTES, RESERVATIONS, STATUS, emit_status
+from orchestrator.stages.common import (
+    INVENTORY_UPDATES,
+    PLANS,
+    REROUTES,
+    RESERVATIONS,
+    STATUS,
+    SUPPLY,
+    emit_status,
+)
+from orchestrator.stages.reserve_supply import (
+    CUSTOMER_NOTIFICATIONS,
+    SupplyTicker,
+    forget_order,
+    record_inbound,
+    record_plan,
+    refresh_dates,
+    release_ready,
+)
 
 #: Advisory lock key of the ledger's writers (any constant unique in the database).
 LEDGER_LOCK = 0x5245_5345_5256_45  # "RESERVE"
@@ -153,7 +172,11 @@ def redecide(plan: PlanDecided, lost: _LostRace) -> RedecideRequested:
     )
 
 
-def reserve_stage() -> Stage:
+def reserve_stage(
+    *, preorder_release: PreorderRelease = PreorderRelease.ON_RELEASE_DATE, supply_tick_s: float = 30.0
+) -> Stage:
+    supply_ticker = SupplyTicker(tick_s=supply_tick_s)
+
     async def on_repair(ctx: HandlerContext, plan: PlanDecided, repair: Repair) -> None:
         """A partial plan: reserve the new allocations, then free the failing shipment's, all or nothing."""
         conn = ctx.db
@@ -165,18 +188,20 @@ def reserve_stage() -> Stage:
         except _LostRace as lost:
             ctx.emit(REROUTES, redecide(plan, lost))
             return
-        ctx.emit(
-            RESERVATIONS,
-            ReservationConfirmed(
-                order_id=plan.order_id,
-                plan_id=plan.plan_id,
-                plan_version=plan.plan_version,
-                sequence=plan.sequence,
-                order=plan.order,
-                shipments=tuple(shipments),
-                repair=repair,
-            ),
-        )
+        if shipments:
+            ctx.emit(
+                RESERVATIONS,
+                ReservationConfirmed(
+                    order_id=plan.order_id,
+                    plan_id=plan.plan_id,
+                    plan_version=plan.plan_version,
+                    sequence=plan.sequence,
+                    order=plan.order,
+                    shipments=tuple(shipments),
+                    repair=repair,
+                ),
+            )
+        await refresh_dates(ctx, await record_plan(conn, plan, ctx.now))
 
     async def on_plan(ctx: HandlerContext, plan: PlanDecided) -> None:
         conn = ctx.db
@@ -241,6 +266,15 @@ def reserve_stage() -> Stage:
             plan.sequence,
             active,
         )
+        # Lines the plan could not place now wait in their SKU's queue, with a date when supply is known.
+        queued = await record_plan(conn, plan, ctx.now)
+        if plan.attempt == 0:
+            # The plan may have seen stock a moment stale, or set some aside for the queue it now
+            # joins: if what is there covers the queue, plan it. Only once per decision (attempt 0),
+            # so a line that cannot be planned for another reason does not go round in circles.
+            for sku in sorted(queued):
+                await release_ready(ctx, sku, preorder_release)
+        await refresh_dates(ctx, queued)
 
     async def on_cancel(ctx: HandlerContext, msg: PlanCancelled) -> None:
         row = await ctx.db.fetchrow(
@@ -250,6 +284,8 @@ def reserve_stage() -> Stage:
         if row is not None and row["cancelled"]:
             return
         freed = await release_active(ctx.db, msg.order_id)
+        # Whoever waited behind the order moves up the queue.
+        await refresh_dates(ctx, await forget_order(ctx.db, msg.order_id))
         await ctx.db.execute(
             "INSERT INTO reserve_orders (order_id, sequence, cancelled) VALUES ($1, $2, true)"
             " ON CONFLICT (order_id) DO UPDATE SET sequence = $2, cancelled = true, active_plan_id = NULL",
@@ -294,6 +330,10 @@ def reserve_stage() -> Stage:
                 data.sku,
                 data.change,
             )
+        if isinstance(data, InventorySnapshot) or data.change > 0:
+            # Stock came in: plan the waiting lines it covers, then re-date the rest of the queue.
+            await release_ready(ctx, data.sku, preorder_release)
+        await refresh_dates(ctx, {data.sku})
 
     async def handle(event: Envelope, ctx: HandlerContext) -> None:
         data = event.data
@@ -310,21 +350,32 @@ def reserve_stage() -> Stage:
         elif isinstance(data, (InventorySnapshot, InventoryDelta)):
             await on_inventory(ctx, data)
         elif isinstance(data, InboundSupplyExpected):
-            ctx.log.info(
-                "expected supply noted; not used by the ledger yet", sku=data.sku, node_id=data.node_id
-            )
+            await record_inbound(ctx.db, data)
+            await refresh_dates(ctx, {data.sku})
+        elif isinstance(data, SupplyReleaseDue):
+            # The ticker says which day came; never earlier than today.
+            await release_ready(ctx, data.sku, preorder_release, today=max(data.day, ctx.now.date()))
+            await refresh_dates(ctx, {data.sku})
         else:  # pragma: no cover - `accepts` lets nothing else through
             raise RejectEvent(f"reserve does not handle {event.type}")
 
     return Stage(
         name="reserve",
-        inputs=(PLANS, INVENTORY_UPDATES),
-        outputs=(RESERVATIONS, REROUTES, STATUS),
+        inputs=(PLANS, INVENTORY_UPDATES, SUPPLY),
+        outputs=(RESERVATIONS, REROUTES, STATUS, CUSTOMER_NOTIFICATIONS),
         handler=handle,
         uses_database=True,
         accepts=frozenset(
             m.event_type
-            for m in (PlanDecided, PlanCancelled, InventorySnapshot, InventoryDelta, InboundSupplyExpected)
+            for m in (
+                PlanDecided,
+                PlanCancelled,
+                InventorySnapshot,
+                InventoryDelta,
+                InboundSupplyExpected,
+                SupplyReleaseDue,
+            )
         ),
+        views=(supply_ticker,),
         description="keeps the inventory ledger and reserves stock atomically",
     )

@@ -3,6 +3,9 @@
 Decides: rejection (with every reason), holds (from the OMS, and from policy
 rules such as an order value threshold) and their release, and what goes on
 to decide-node: a plan request, a re-plan after an amendment, or a cancel.
+An order going on to be planned gets the lines the policy adds to it (free
+samples, inserts, packaging; `orchestrator.domain.additions`), computed
+afresh from the customer's lines each time, so a re-plan never adds twice.
 
 Owns `validate_orders`: each order's verdict and open holds. Reads the
 network view and the SKUs the reserve stage's ledger knows.
@@ -16,6 +19,7 @@ from orchestrator.contract.common import OrderState, Reason
 from orchestrator.contract.envelope import Envelope
 from orchestrator.contract.orders import OrderCreated
 from orchestrator.contract.pipeline import OrderChange, OrderIngested, OrderValidated
+from orchestrator.domain.additions import add_lines
 from orchestrator.domain.validation import validate_order
 from orchestrator.runtime.stage import HandlerContext, RejectEvent, Stage
 from orchestrator.stages.common import INGESTED, STATUS, VALIDATED, OrderPathDeps, emit_status, order_json
@@ -50,13 +54,17 @@ def validate_stage(deps: OrderPathDeps) -> Stage:
         )
 
     def plan(ctx: HandlerContext, msg: OrderIngested, reason: str | None) -> None:
+        # msg.order is the order as the OMS has it (ingest never sees an addition), so additions are
+        # worked out from scratch on every (re-)plan and an amendment cannot add a line twice.
+        added = add_lines(msg.order, deps.policy.additions)
         ctx.emit(
             VALIDATED,
             OrderValidated(
-                order_id=msg.order_id, sequence=msg.sequence, action="plan", order=msg.order, reason=reason
+                order_id=msg.order_id, sequence=msg.sequence, action="plan", order=added.order, reason=reason
             ),
         )
-        emit_status(ctx, msg.order_id, OrderState.VALIDATED, msg.sequence, detail=reason)
+        detail = "; ".join(part for part in (reason, added.summary()) if part) or None
+        emit_status(ctx, msg.order_id, OrderState.VALIDATED, msg.sequence, detail=detail)
 
     def stop(ctx: HandlerContext, msg: OrderIngested, reason: str) -> None:
         """Tell decide-node the order stops, so whatever it holds downstream goes back."""
