@@ -172,6 +172,21 @@ def redecide(plan: PlanDecided, lost: _LostRace) -> RedecideRequested:
     )
 
 
+def confirmation(plan: PlanDecided, shipments: list[ReservedShipment]) -> ReservationConfirmed:
+    """What release needs of a plan whose stock is held: its shipments, and for a plan of the whole
+    order what waits (a repair's own waiting lines are the queue's business)."""
+    return ReservationConfirmed(
+        order_id=plan.order_id,
+        plan_id=plan.plan_id,
+        plan_version=plan.plan_version,
+        sequence=plan.sequence,
+        order=plan.order,
+        shipments=tuple(shipments),
+        backordered=plan.backordered if plan.repair is None else (),
+        repair=plan.repair,
+    )
+
+
 def reserve_stage(
     *, preorder_release: PreorderRelease = PreorderRelease.ON_RELEASE_DATE, supply_tick_s: float = 30.0
 ) -> Stage:
@@ -189,18 +204,7 @@ def reserve_stage(
             ctx.emit(REROUTES, redecide(plan, lost))
             return
         if shipments:
-            ctx.emit(
-                RESERVATIONS,
-                ReservationConfirmed(
-                    order_id=plan.order_id,
-                    plan_id=plan.plan_id,
-                    plan_version=plan.plan_version,
-                    sequence=plan.sequence,
-                    order=plan.order,
-                    shipments=tuple(shipments),
-                    repair=repair,
-                ),
-            )
+            ctx.emit(RESERVATIONS, confirmation(plan, shipments))
         await refresh_dates(ctx, await record_plan(conn, plan, ctx.now))
 
     async def on_plan(ctx: HandlerContext, plan: PlanDecided) -> None:
@@ -240,18 +244,7 @@ def reserve_stage(
                 ctx.emit(REROUTES, redecide(plan, lost))
                 return
             active = plan.plan_id
-            ctx.emit(
-                RESERVATIONS,
-                ReservationConfirmed(
-                    order_id=plan.order_id,
-                    plan_id=plan.plan_id,
-                    plan_version=plan.plan_version,
-                    sequence=plan.sequence,
-                    order=plan.order,
-                    shipments=tuple(shipments),
-                    backordered=plan.backordered,
-                ),
-            )
+            ctx.emit(RESERVATIONS, confirmation(plan, shipments))
             emit_status(
                 ctx,
                 plan.order_id,
