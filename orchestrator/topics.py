@@ -53,6 +53,7 @@ STAGE_NAMES: tuple[str, ...] = (
     "monitor",
     "exceptions",
     "status-sync",
+    "returns",
 )
 #: Same rule as `orchestrator.runtime.dead_letter.dead_letter_topic` (a test keeps them equal);
 #: not imported from there so the runtime may import the catalog without a cycle.

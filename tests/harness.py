@@ -72,6 +72,8 @@ class Outputs:
     )
     notifications: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
     exceptions: dict[str, list[tuple[str, dict[str, Any]]]] = field(default_factory=lambda: defaultdict(list))
+    #: Return statuses (`return.status_changed.v1` on oms.status.v1), by return id.
+    returns: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
     #: The stages' task: a wait fails at once, with the cause, if the stages died.
     runner: asyncio.Task[None] | None = None
 
@@ -108,7 +110,9 @@ async def _collect(bootstrap: str, outputs: Outputs, stop: asyncio.Event) -> Non
     def record(rec: Any) -> None:
         headers = {k: v.decode() for k, v in rec.headers}
         value = orjson.loads(rec.value)
-        if rec.topic == "oms.status.v1":
+        if rec.topic == "oms.status.v1" and headers["ce_type"] == "return.status_changed.v1":
+            outputs.returns[value["return_id"]].append(value)
+        elif rec.topic == "oms.status.v1":
             outputs.statuses[value["order_id"]].append(value)
         elif rec.topic == "customer.notifications.v1":
             outputs.notifications[value["order_id"]].append(value)
@@ -143,6 +147,10 @@ class Pipeline:
                 "network": "network.updates.v1",
                 "wms": "wms.events.v1",
                 "carrier": "carrier.events.v1",
+                # The OMS authorises returns; nodes report what they received and inspected.
+                "return": "wms.return-events.v1"
+                if p.event_type in ("return.received.v1", "return.inspected.v1")
+                else "oms.returns.v1",
             }[p.event_type.split(".")[0]]
             by_topic[topic].append(Envelope.new(p, source="test/upstream"))
         for topic, envelopes in by_topic.items():

@@ -38,6 +38,9 @@ EXTERNAL_TOPICS = (
     "carrier.events.v1",
     "oms.status.v1",
     "customer.notifications.v1",
+    # Returns and exchanges (issue 10): the OMS's returns, nodes' return events.
+    "oms.returns.v1",
+    "wms.return-events.v1",
 )
 INTERNAL_TOPICS = (
     "orchestrator.orders.ingested.v1",

@@ -92,6 +92,25 @@ from orchestrator.contract.pipeline import (
     TimerDue,
 )
 from orchestrator.contract.registry import EVENT_TYPES
+from orchestrator.contract.returns import (
+    InspectedLine,
+    ReturnAuthorised,
+    ReturnCancelled,
+    ReturnInspected,
+    ReturnLabel,
+    ReturnLine,
+    ReturnMethod,
+    ReturnOrderCancelReason,
+    ReturnOrderCancelRequested,
+    ReturnOrderLine,
+    ReturnOrderReleased,
+    ReturnReason,
+    ReturnReceived,
+    ReturnResolution,
+    ReturnResolutionChanged,
+    ReturnState,
+    ReturnStatusChanged,
+)
 from orchestrator.contract.status import (
     CustomerNotification,
     CustomerOption,
@@ -542,15 +561,119 @@ _PIPELINE_BUILDERS: Mapping[str, Callable[[], EventPayload]] = MappingProxyType(
 )
 
 
+# The return: the kettle arrived with a cracked lid; the customer wants the same kettle again.
+RETURN_ID = "RMA-5521"
+RETURN_ORDER_ID = f"RO-{RETURN_ID}"
+
+
+def _return_builders() -> Mapping[str, Callable[[], EventPayload]]:
+    kettle = (ReturnLine(line_id="1", sku="SKU-KETTLE-BLK", quantity=1),)
+    received = (SkuLine(line_id="1", sku="SKU-KETTLE-BLK", quantity=1),)
+    return MappingProxyType(
+        {
+            "return.authorised.v1": lambda: ReturnAuthorised(
+                return_id=RETURN_ID,
+                order_id=ORDER_ID,
+                lines=kettle,
+                reason=ReturnReason.DAMAGED,
+                reason_detail="The lid arrived cracked",
+                resolution=ReturnResolution.EXCHANGE,
+                authorised_at=_T0,
+            ),
+            "return.resolution_changed.v1": lambda: ReturnResolutionChanged(
+                return_id=RETURN_ID,
+                order_id=ORDER_ID,
+                resolution=ReturnResolution.STORE_CREDIT,
+                detail="The customer would rather have store credit",
+                changed_at=_T0,
+            ),
+            "return.cancelled.v1": lambda: ReturnCancelled(
+                return_id=RETURN_ID,
+                order_id=ORDER_ID,
+                reason="The customer kept the kettle",
+                cancelled_at=_T0,
+            ),
+            "returnorder.released.v1": lambda: ReturnOrderReleased(
+                return_order_id=RETURN_ORDER_ID,
+                return_id=RETURN_ID,
+                order_id=ORDER_ID,
+                node_id=NODE_ID,
+                method=ReturnMethod.SHIP_BACK,
+                lines=(
+                    ReturnOrderLine(
+                        line_id="1", sku="SKU-KETTLE-BLK", quantity=1, labels=(ProductLabel.FRAGILE,)
+                    ),
+                ),
+                reason=ReturnReason.DAMAGED,
+                label=ReturnLabel(
+                    carrier=CarrierAssignment(carrier=CARRIER, service_id="dpd-ground"),
+                    from_address=_customer_address(),
+                    to_address=_dc_address(),
+                ),
+            ),
+            "returnorder.cancel_requested.v1": lambda: ReturnOrderCancelRequested(
+                return_order_id=RETURN_ORDER_ID,
+                return_id=RETURN_ID,
+                order_id=ORDER_ID,
+                node_id=NODE_ID,
+                reason=ReturnOrderCancelReason.RETURN_CANCELLED,
+                detail="The customer kept the kettle",
+            ),
+            "return.received.v1": lambda: ReturnReceived(
+                return_order_id=RETURN_ORDER_ID,
+                return_id=RETURN_ID,
+                order_id=ORDER_ID,
+                node_id=NODE_ID,
+                occurred_at=_T0,
+                lines=received,
+            ),
+            "return.inspected.v1": lambda: ReturnInspected(
+                return_order_id=RETURN_ORDER_ID,
+                return_id=RETURN_ID,
+                order_id=ORDER_ID,
+                node_id=NODE_ID,
+                occurred_at=_T0,
+                lines=(
+                    InspectedLine(
+                        line_id="1",
+                        sku="SKU-KETTLE-BLK",
+                        restockable=0,
+                        not_restockable=1,
+                        note="Lid cracked; not fit to sell",
+                    ),
+                ),
+            ),
+            "return.status_changed.v1": lambda: ReturnStatusChanged(
+                return_id=RETURN_ID,
+                order_id=ORDER_ID,
+                state=ReturnState.CREDITED,
+                previous_state=ReturnState.RECEIVED,
+                sequence=4,
+                resolution=ReturnResolution.STORE_CREDIT,
+                reasons=(
+                    Reason(code="credited", message="store credit of 49.99 GBP: received SKU-KETTLE-BLK x1"),
+                ),
+                node_id=NODE_ID,
+                return_order_id=RETURN_ORDER_ID,
+                amount=Decimal("49.99"),
+                currency="GBP",
+                occurred_at=_T0,
+            ),
+        }
+    )
+
+
+_RETURN_BUILDERS = _return_builders()
+
+
 def example(event_type: str) -> EventPayload:
     """A realistic, valid instance of `event_type` (a new object on every call)."""
-    try:
-        build = _BUILDERS[event_type] if event_type in _BUILDERS else _PIPELINE_BUILDERS[event_type]
-    except KeyError:
-        raise UnknownEventType(f"no example for event type {event_type!r}") from None
-    return build()
+    for builders in (_BUILDERS, _PIPELINE_BUILDERS, _RETURN_BUILDERS):
+        if event_type in builders:
+            return builders[event_type]()
+    raise UnknownEventType(f"no example for event type {event_type!r}")
 
 
 def missing_examples() -> list[str]:
     """Registered event types without an example (a test keeps this empty)."""
-    return sorted(set(EVENT_TYPES) - set(_BUILDERS) - set(_PIPELINE_BUILDERS))
+    return sorted(set(EVENT_TYPES) - set(_BUILDERS) - set(_PIPELINE_BUILDERS) - set(_RETURN_BUILDERS))

@@ -49,6 +49,16 @@ from orchestrator.contract.pipeline import (
     SupplyReleaseDue,
     TimerDue,
 )
+from orchestrator.contract.returns import (
+    ReturnAuthorised,
+    ReturnCancelled,
+    ReturnInspected,
+    ReturnOrderCancelRequested,
+    ReturnOrderReleased,
+    ReturnReceived,
+    ReturnResolutionChanged,
+    ReturnStatusChanged,
+)
 from orchestrator.contract.status import CustomerNotification, ExceptionRaised, OrderStatusChanged
 from orchestrator.contract.work import WorkOrderCancelRequested, WorkOrderReleased
 
@@ -107,6 +117,15 @@ ALL_EVENT_TYPES: tuple[type[EventPayload], ...] = (
     TimerDue,
     # internal: supply (orchestrator.supply.v1)
     SupplyReleaseDue,
+    # oms.returns.v1, wms.work-orders.v1, wms.return-events.v1, oms.status.v1: returns and exchanges
+    ReturnAuthorised,
+    ReturnResolutionChanged,
+    ReturnCancelled,
+    ReturnOrderReleased,
+    ReturnOrderCancelRequested,
+    ReturnReceived,
+    ReturnInspected,
+    ReturnStatusChanged,
 )
 
 

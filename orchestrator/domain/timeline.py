@@ -7,6 +7,7 @@ from typing import Any
 
 from orchestrator.contract.base import EventPayload
 from orchestrator.domain.additions import additions_phrase
+from orchestrator.domain.returns_story import RETURN_DESCRIPTIONS
 
 Describe = Callable[[Any], str]
 
@@ -77,6 +78,7 @@ _DESCRIBE: dict[str, Describe] = {
     ),
     "carrier.delivered.v1": lambda e: f"{e.carrier} delivered {e.tracking_number}",
     "carrier.lost.v1": lambda e: f"{e.carrier} lost {e.tracking_number}",
+    **RETURN_DESCRIPTIONS,
 }
 
 

@@ -20,10 +20,11 @@ from orchestrator.stages.monitor import monitor_stage
 from orchestrator.stages.relay import relay_stage
 from orchestrator.stages.release import release_stage
 from orchestrator.stages.reserve import reserve_stage
+from orchestrator.stages.returns import returns_stage
 from orchestrator.stages.status_sync import status_sync_stage
 from orchestrator.stages.validate import validate_stage
 
-#: The eight order stages, in flow order.
+#: The order stages, in flow order (returns last: it starts after delivery).
 ORDER_STAGES: Mapping[str, Callable[[OrderPathDeps], Stage]] = MappingProxyType(
     {
         "ingest": lambda deps: ingest_stage(),
@@ -38,6 +39,7 @@ ORDER_STAGES: Mapping[str, Callable[[OrderPathDeps], Stage]] = MappingProxyType(
         "monitor": monitor_stage,
         "exceptions": exceptions_stage,
         "status-sync": lambda deps: status_sync_stage(),
+        "returns": returns_stage,
     }
 )
 

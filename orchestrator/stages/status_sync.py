@@ -1,8 +1,9 @@
 """status-sync: keeps the OMS and the customer told, and keeps every order's story.
 
 Reads every stage's status reports and observes the order-keyed topics
-(OMS orders, plans, reservations, re-decides, exceptions, work orders,
-node and carrier events). Decides:
+(OMS orders and returns, plans, reservations, re-decides, exceptions, work
+orders, node, return and carrier events). Publishes the returns stage's
+return statuses on `oms.status.v1` as they come (that stage numbers them). Decides:
 - which status reports are transitions (a state the order is not already in,
   and not after it ended), numbered 1, 2, 3... per order and published once, in
   order, on `oms.status.v1`;
@@ -22,6 +23,7 @@ import orjson
 from orchestrator.contract.common import TERMINAL_STATES, OrderState
 from orchestrator.contract.envelope import Envelope
 from orchestrator.contract.pipeline import StageStatus
+from orchestrator.contract.returns import ReturnStatusChanged
 from orchestrator.contract.status import CustomerNotification, NotificationKind, OrderStatusChanged
 from orchestrator.domain.timeline import describe
 from orchestrator.runtime.stage import HandlerContext, Stage
@@ -46,6 +48,8 @@ OBSERVED = (
     WORK_ORDERS,
     "wms.events.v1",
     "carrier.events.v1",
+    "oms.returns.v1",
+    "wms.return-events.v1",
 )
 
 #: What the customer is told on reaching a state (states not listed are not the customer's business).
@@ -143,6 +147,10 @@ def status_sync_stage() -> Stage:
     async def handle(event: Envelope, ctx: HandlerContext) -> None:
         await append_event(ctx.db, event, ctx.topic)
         report = event.data
+        if isinstance(report, ReturnStatusChanged):
+            # The returns stage owns the return's states and numbers them; this stage publishes them.
+            ctx.emit(OMS_STATUS, report)
+            return
         if not isinstance(report, StageStatus):
             return
         transition = await apply_status(ctx.db, report)
@@ -168,7 +176,7 @@ def status_sync_stage() -> Stage:
         outputs=(OMS_STATUS, CUSTOMER_NOTIFICATIONS),
         handler=handle,
         uses_database=True,
-        accepts=frozenset({StageStatus.event_type}),
+        accepts=frozenset({StageStatus.event_type, ReturnStatusChanged.event_type}),
         observes=frozenset(OBSERVED),
         description="keeps the event store, publishes transitions to the OMS and tells the customer",
     )

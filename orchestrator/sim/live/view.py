@@ -19,6 +19,7 @@ STAGE_ORDER = (
     "monitor",
     "exceptions",
     "status-sync",
+    "returns",
 )
 
 
