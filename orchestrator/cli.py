@@ -226,6 +226,12 @@ def cmd_api(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- review
 
 
+def cmd_routing(args: argparse.Namespace) -> int:
+    from orchestrator.routing_cli import cmd_routing as run
+
+    return run(args, resolve_settings())
+
+
 def cmd_review(args: argparse.Namespace) -> int:
     """The open manual-review queue of the exceptions stage, oldest first."""
     from datetime import UTC, datetime
@@ -382,6 +388,31 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     orders = order_stream(network, seed=args.seed, count=args.orders)
     print(f"{len(network.nodes)} nodes, {len(orders)} orders, seed {args.seed}", file=sys.stderr)
     run_simulation(network, orders, policies, seed=args.seed, out=Path(args.out))
+    if args.failing_node:
+        import orjson
+
+        from orchestrator.sim.learning_sim import busiest_dc, compare_learning, format_learning_table
+
+        failing = (
+            busiest_dc(network, orders, policies[0]) if args.failing_node == "auto" else args.failing_node
+        )
+        if failing not in {n.node_id for n in network.nodes}:
+            print(
+                f"error: --failing-node {failing!r} is not a node of the simulated network", file=sys.stderr
+            )
+            return 2
+        runs = compare_learning(
+            network, orders, policies[0], failing_node=failing, failure_rate=args.failure_rate, seed=args.seed
+        )
+        print("\n" + format_learning_table(runs, failing, args.failure_rate))
+        path = Path(args.out) / "learning.json"
+        report = {
+            "failing_node": failing,
+            "failure_rate": args.failure_rate,
+            "runs": [r.to_json() for r in runs],
+        }
+        path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+        print(f"wrote {path}")
     return 0
 
 
@@ -435,6 +466,10 @@ def build_parser() -> argparse.ArgumentParser:
     review = sub.add_parser("review", help="the open manual-review queue of exceptions")
     review.set_defaults(func=cmd_review)
 
+    from orchestrator.routing_cli import add_routing_parser
+
+    add_routing_parser(sub, cmd_routing)
+
     start = sub.add_parser(
         "start", help="servers, topics, migrations and every stage, until Ctrl-C (make run)"
     )
@@ -460,6 +495,17 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--orders", type=int, default=500, help="orders in the stream (default 500)")
     simulate.add_argument("--seed", type=int, default=1, help="seed of the network and the orders")
     simulate.add_argument("--out", default="bench-results", help="where simulate.json and simulate.png go")
+    simulate.add_argument(
+        "--failing-node",
+        help="also compare the learning policy with the static one while this node (or `auto`: the "
+        "busiest) short-picks --failure-rate of its work orders",
+    )
+    simulate.add_argument(
+        "--failure-rate",
+        type=float,
+        default=0.4,
+        help="share of the failing node's work orders that come up short",
+    )
     simulate.set_defaults(func=cmd_simulate)
     return parser
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dtime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -182,13 +183,32 @@ class Pipeline:
                 await asyncio.sleep(0.1)
 
 
+def _policy_without_learning(tmp: pytest.TempPathFactory) -> str:
+    """The packaged routing policy, learning off."""
+    import yaml
+
+    import orchestrator.policies as packaged
+
+    policy = yaml.safe_load(Path(packaged.__file__).with_name("default.yaml").read_text())
+    policy["learning"] = {**policy.get("learning", {}), "enabled": False}
+    path = tmp.mktemp("policy") / "default-without-learning.yaml"
+    path.write_text(yaml.safe_dump(policy))
+    return str(path)
+
+
 @pytest.fixture(scope="module")
 async def pipeline(
-    request: pytest.FixtureRequest, bootstrap: str, database_url: str
+    request: pytest.FixtureRequest,
+    bootstrap: str,
+    database_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[Pipeline]:
     """Every stage in one process. A test module may set `PIPELINE_ENV` (e.g. short timers)."""
     await apply_topics(bootstrap, load_catalog())
-    env = getattr(request.module, "PIPELINE_ENV", {})
+    env = dict(getattr(request.module, "PIPELINE_ENV", {}))
+    # Test modules share one database, and learning from execution would carry one module's short
+    # picks and lost parcels into another's routing: it is on only where a module asks for it.
+    env.setdefault("ORCHESTRATOR_POLICY_FILE", _policy_without_learning(tmp_path_factory))
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:

@@ -27,7 +27,7 @@ def write(tmp_path: Path, text: str, name: str = "policy.yaml") -> Path:
 
 def test_the_default_policy_loads() -> None:
     policy = load_policy()
-    assert policy.version == "default-1"
+    assert policy.version == "default-2"
     assert policy.max_shipments >= 1
     assert policy.backorder_policy == "ship_available"
     assert policy.handling_cost(NodeKind.STORE) > policy.handling_cost(NodeKind.DC)
@@ -118,7 +118,7 @@ def test_the_environment_overrides_the_default(tmp_path: Path, monkeypatch: pyte
     assert policy.version == "from-env-7"
     assert policy.split_cost == 9.5
     # An explicit path still wins over the environment.
-    assert load_policy(PACKAGED).version == "default-1"
+    assert load_policy(PACKAGED).version == "default-2"
 
 
 def test_a_bad_file_named_by_the_environment_is_reported(

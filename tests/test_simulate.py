@@ -98,7 +98,7 @@ def test_simulation_is_deterministic_and_the_optimum_is_never_worse() -> None:
     assert first.optimum.objective == pytest.approx(second.optimum.objective)
     assert first.optimum.optimal
     assert [s.name for s in first.strategies] == [
-        "default-1",
+        "default-2",
         "dc-first-1",
         "closest-node-with-stock",
         "ranked-locations",

@@ -280,7 +280,7 @@ def test_one_line_ships_from_the_cheapest_node_that_meets_the_promise() -> None:
         "Line 1 (SKU-KETTLE \u00d71) ships from DC-MANCHESTER by royal-mail-48, arriving 2025-03-12 "
         "(promised 2025-03-12)."
     )
-    assert plan.policy_version == "default-1"
+    assert plan.policy_version == "default-2"
     assert plan.decided_at == NOW
 
 
@@ -793,7 +793,7 @@ def test_explain_plan_tells_the_whole_story() -> None:
     assert "Outcome: partial" in text
     assert "DC-MANCHESTER (ORD-1-p1-s1-DC-MANCHESTER)" in text
     assert "Back-ordered: 2 SKU-B \u00d72" in text
-    assert "under policy default-1" in text
+    assert "under policy default-2" in text
     assert "DC-LONDON: lines none" in text and "node_closed: node is closed" in text
     assert "Why:" in text and plan.explanation[0] in text
 

@@ -23,6 +23,7 @@ from pydantic import (
 
 from orchestrator.contract.common import Channel, CustomerTier, NodeKind, ServiceLevel
 from orchestrator.domain.additions import AdditionRule, unique_rule_names
+from orchestrator.domain.learning import LearningPolicy
 from orchestrator.domain.supply import PreorderRelease
 from orchestrator.domain.yaml_config import load_yaml_model, parse_yaml_model
 
@@ -120,6 +121,10 @@ class Policy(BaseModel):
     )
     late_penalty_per_day: _Cost = Field(
         default=10.0, description="Cost per day a shipment is expected to arrive after the promised date."
+    )
+    learning: LearningPolicy = Field(
+        default_factory=LearningPolicy,
+        description="Routing that learns from execution: risk from rolling measures, circuit breakers.",
     )
     preorder_release: PreorderRelease = Field(
         default=PreorderRelease.ON_RELEASE_DATE,

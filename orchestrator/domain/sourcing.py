@@ -56,6 +56,7 @@ from orchestrator.contract.network import CarrierServiceUpserted, NodeUpserted, 
 from orchestrator.contract.orders import OrderCreated
 from orchestrator.contract.pipeline import PlanDecided, PlanOutcome
 from orchestrator.domain.geo import haversine_km
+from orchestrator.domain.learning import NO_RISK, RoutingRisk
 from orchestrator.domain.network import NetworkView
 from orchestrator.domain.policy import Policy
 
@@ -75,10 +76,12 @@ SHIP_FROM_STORE_DISABLED = "ship_from_store_disabled"
 CHANNEL_RULE = "channel_rule"
 NO_CARRIER = "no_carrier"
 RECEIVING_STORE = "receiving_store"
+BREAKER_OPEN = "breaker_open"
 
 #: Reason codes in the order a verdict lists them: the node first, then its lines.
 REASON_ORDER: tuple[str, ...] = (
     NODE_CLOSED,
+    BREAKER_OPEN,
     EXCLUDED,
     NO_CAPACITY,
     RECEIVING_STORE,
@@ -446,6 +449,8 @@ class _Context:
     #: The policy's rules for this order's channel.
     excluded_kinds: tuple[NodeKind, ...]
     ship_from_store: bool
+    #: What execution taught: risk costs and subjects out of routing.
+    risk: RoutingRisk = NO_RISK
     _all_quotes: list[_Quote] | None = None
     # Nodes share time zones, cut-offs and so ship dates: each is worked out once.
     _ship_days: dict[tuple[str, time], tuple[date, datetime, date]] = field(default_factory=dict)
@@ -503,6 +508,10 @@ def _carrier_rates(
     """The services that carry from a node `distance` km away, priced and dated."""
     rates = []
     for quote, delivery, late, fixed in ctx.timed_quotes(ship_date, outages_ignored):
+        service_id = quote.service.service_id
+        if service_id in ctx.risk.closed_services:
+            continue  # out of routing: failing far above its normal
+        fixed += ctx.risk.service_cost.get(service_id, 0.0)
         surcharge = quote.zone_surcharge
         if surcharge is None:
             for max_km, band_surcharge, band_surcharge_f in quote.bands:
@@ -544,6 +553,7 @@ def _assess_node(ctx: _Context, index: int, node: NodeUpserted, in_store: bool) 
         ctx.policy.handling_cost(node.kind)
         + ctx.policy.capacity_pressure_weight * share
         - ctx.rank_bonuses.get(node.node_id, 0.0)
+        + ctx.risk.node_cost.get(node.node_id, 0.0)
     )
     cand.min_slope = min((rate.per_kg for rate in cand.rates[0]), default=0.0)
     if lasting is not None:
@@ -576,6 +586,8 @@ def _node_state(ctx: _Context, cand: _Candidate, today: date) -> tuple[int, int]
     node_id = cand.node_id
     if not cand.node.open:
         cand.reject(NODE_CLOSED, "node is closed")
+    if node_id in ctx.risk.closed_nodes:
+        cand.reject(BREAKER_OPEN, ctx.risk.closed_nodes[node_id])
     if node_id in ctx.excluded:
         cand.reject(EXCLUDED, f"excluded by re-decide attempt {ctx.attempt}")
     capacity = ctx.network.capacity_on(node_id, today)
@@ -690,6 +702,7 @@ def _candidates(ctx: _Context) -> list[_Candidate]:
 #: Reason codes in a few words, for sentences that count nodes by reason.
 _CODE_PHRASES: Mapping[str, str] = {
     NODE_CLOSED: "closed",
+    BREAKER_OPEN: "out of routing (failing)",
     EXCLUDED: "excluded by the re-decide",
     NO_CAPACITY: "at capacity",
     RECEIVING_STORE: "the receiving store",
@@ -1221,6 +1234,7 @@ def decide(
     plan_version: int = 1,
     attempt: int = 0,
     excluded_nodes: frozenset[str] = frozenset(),
+    risk: RoutingRisk = NO_RISK,
     _force_heuristic: bool = False,
 ) -> PlanDecided:
     """Decide where each line of `order` is fulfilled, by which carrier service, and why.
@@ -1257,6 +1271,7 @@ def decide(
         classes=_handling_classes(lines),
         excluded_kinds=policy.excluded_kinds(order.channel),
         ship_from_store=policy.ship_from_store.allows(order.channel),
+        risk=risk,
     )
     cands: list[_Candidate] = []
     if isinstance(dest_or_why, str):

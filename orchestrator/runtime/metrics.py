@@ -83,6 +83,13 @@ class RuntimeMetrics:
             ["stage", "kind"],
             registry=r,
         )
+        self.routing_breaker = Gauge(
+            "orchestrator_routing_breaker",
+            "1 for the state each node or carrier service's circuit breaker is in (closed, open, half_open); "
+            'alert on state="open".',
+            ["subject", "state"],
+            registry=r,
+        )
         self.stage_ready = Gauge(
             "orchestrator_stage_ready",
             "1 while the stage is consuming normally, 0 while starting, backing off or stopped.",

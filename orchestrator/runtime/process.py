@@ -67,7 +67,7 @@ async def run_stages(
         {t for s in stages for t in s.inputs}
         | {dead_letter_topic(t) for s in stages for t in s.inputs if t not in s.observes}
         | {t for s in stages for t in s.outputs}
-        | {v.topic for s in stages for v in s.views}
+        | {v.topic for s in stages for v in s.views if v.topic}
     )
     absent = await missing_topics(settings.kafka_bootstrap, needed)
     if absent:
@@ -87,6 +87,9 @@ async def run_stages(
         settings.http_port,
     )
     for view in views:
+        bind = getattr(view, "bind_metrics", None)
+        if bind is not None:
+            bind(metrics)  # a view that reports something of its own (routing breakers)
         await view.start(settings, stop)
     # What exists now lives as long as the process: keep the collector from walking it again and again
     # (full collections over it pause a decision for 50-300 ms).

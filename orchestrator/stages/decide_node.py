@@ -15,6 +15,7 @@ atomic check and a lost race comes back here as a re-decide.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from orchestrator.contract.common import OrderState, Reason
 from orchestrator.contract.envelope import Envelope
@@ -29,6 +30,7 @@ from orchestrator.contract.pipeline import (
     RepairOutcome,
 )
 from orchestrator.domain.additions import customer_order, place_additions
+from orchestrator.domain.learning import RoutingRisk, learning_sentences
 from orchestrator.domain.network import NetworkView
 from orchestrator.domain.repair import excluded_for, limits_broken, repair_order
 from orchestrator.domain.sourcing import decide
@@ -50,6 +52,7 @@ from orchestrator.stages.common import (
     OrderPathDeps,
     emit_status,
 )
+from orchestrator.stages.learning_store import RiskView
 
 #: How often reserve may send one order back before the plan stops asking for contested stock.
 MAX_REDECIDES = 5
@@ -134,6 +137,54 @@ async def record(ctx: HandlerContext, plan: PlanDecided) -> None:
 
 
 def decide_node_stage(deps: OrderPathDeps) -> Stage:
+    risk = RiskView(deps.policy.learning)
+
+    def decided(plan: PlanDecided, learned: RoutingRisk) -> PlanDecided:
+        """The plan with what learning from execution did to it, in words."""
+        said = learning_sentences(
+            [(s.node_id, s.carrier.service_id) for s in plan.shipments],
+            [c.node_id for c in plan.candidates],
+            learned,
+        )
+        return plan.model_copy(update={"explanation": (*plan.explanation, *said)}) if said else plan
+
+    async def probe_taken(ctx: HandlerContext, plan: PlanDecided, learned: RoutingRisk) -> str | None:
+        """Claim the one probe of every subject on probation the plan uses; the first subject whose
+        probe another order already has, or None when the plan may stand."""
+        for s in plan.shipments:
+            for subject in (f"node:{s.node_id}", f"service:{s.carrier.service_id}"):
+                period = learned.probation.get(subject)
+                if period is None:
+                    continue
+                await ctx.db.execute(
+                    "INSERT INTO decide_probes (subject, period, order_id) VALUES ($1, $2, $3)"
+                    " ON CONFLICT (subject, period) DO NOTHING",
+                    subject,
+                    period,
+                    plan.order_id,
+                )
+                holder = await ctx.db.fetchval(
+                    "SELECT order_id FROM decide_probes WHERE subject = $1 AND period = $2", subject, period
+                )
+                if holder != plan.order_id:
+                    return subject
+        return None
+
+    async def decide_learning(ctx: HandlerContext, order: OrderCreated, **kwargs: Any) -> PlanDecided:
+        """decide() with what execution taught; a subject on probation takes one probe, so an order
+        that would be a second is decided again without it."""
+        learned = risk.state
+        plan = decide(order, risk=learned, **kwargs)
+        for _ in range(4):
+            taken = await probe_taken(ctx, plan, learned)
+            if taken is None:
+                break
+            learned = learned.without(
+                taken, "on probation after its cool-down; another order is its one probe"
+            )
+            plan = decide(order, risk=learned, **kwargs)
+        return decided(plan, learned)
+
     async def plan_order(
         ctx: HandlerContext,
         order: OrderCreated,
@@ -168,7 +219,8 @@ def decide_node_stage(deps: OrderPathDeps) -> Stage:
             state, reasons = status_of(plan)
             emit_status(ctx, order.order_id, state, sequence, reasons=reasons, detail=plan.explanation[0])
             return
-        plan = decide(
+        plan = await decide_learning(
+            ctx,
             on_sale,
             network=deps.network.state,
             stock=await stock_view(ctx, on_sale, behind_the_queue=True),
@@ -226,7 +278,8 @@ def decide_node_stage(deps: OrderPathDeps) -> Stage:
         network = deps.network.state
         excluded = excluded_for(repair, frozenset(msg.excluded_nodes), frozenset(network.nodes))
         version = (row["latest_version"] if row else 0) + 1
-        plan = decide(
+        plan = await decide_learning(
+            ctx,
             customer_part,
             network=network,
             stock=await stock_view(ctx, customer_part),
@@ -282,6 +335,6 @@ def decide_node_stage(deps: OrderPathDeps) -> Stage:
         handler=handle,
         uses_database=True,
         accepts=frozenset({OrderValidated.event_type, RedecideRequested.event_type}),
-        views=(deps.network,),
+        views=(deps.network, risk),
         description="chooses nodes, shipments and carriers for each order, with the reasons",
     )

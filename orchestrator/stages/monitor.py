@@ -89,6 +89,7 @@ from orchestrator.domain.playbooks import load_playbooks
 from orchestrator.runtime.stage import HandlerContext, RejectEvent, RetryLater, Stage
 from orchestrator.settings import Settings
 from orchestrator.stages.common import NETWORK_UPDATES, RELEASED, STATUS, OrderPathDeps, emit_status
+from orchestrator.stages.learning_store import learn_from_carrier_event, learn_from_node_event
 
 WMS_EVENTS = "wms.events.v1"
 CARRIER_EVENTS = "carrier.events.v1"
@@ -357,7 +358,9 @@ def _find(shipments: Sequence[Shipment], work_order_id: str) -> Shipment | None:
 
 def monitor_stage(deps: OrderPathDeps, timers: MonitorTimers | None = None) -> Stage:
     """The monitor stage; `timers` default to MonitorTimers.from_env()."""
-    del deps  # monitor needs no network view: closures come to it as events of its own group
+    # monitor needs no network view (closures come to it as events of its own group); of the policy,
+    # only what learning from execution needs.
+    learning = deps.policy.learning
     cfg = timers or MonitorTimers.from_env()
     ticker = TimerTicker(cfg)
 
@@ -437,8 +440,11 @@ def monitor_stage(deps: OrderPathDeps, timers: MonitorTimers | None = None) -> S
                 "wrong_node",
             )
         s.seen(ev.occurred_at)
+        # Learning counts each step of a work order once: a repeated or overtaken event teaches nothing.
+        fresh = False
         if isinstance(ev, (WorkOrderRejected, WorkOrderCancelledByNode)):
             stop = node_stopped(s.state, ev)
+            fresh = stop is not None
             if stop is not None:
                 s.state = stop.state
                 s.dirty = True
@@ -456,6 +462,7 @@ def monitor_stage(deps: OrderPathDeps, timers: MonitorTimers | None = None) -> S
             target = milestone_of(ev)
             assert target is not None
             moved = s.move(target)
+            fresh = moved
             if isinstance(ev, WorkOrderShortPicked) and counts_for_order(s.state):
                 _raise(
                     ctx,
@@ -470,6 +477,18 @@ def monitor_stage(deps: OrderPathDeps, timers: MonitorTimers | None = None) -> S
                     s.dirty = True
                 if moved and s.state is ShipmentState.SHIPPED:
                     s.expect_scan(ctx.now + cfg.carrier_scan_within)
+        if fresh:
+            await learn_from_node_event(
+                ctx.db,
+                ctx.log,
+                ev,
+                node_id=s.node_id,
+                work_order_id=s.work_order_id,
+                ship_due_at=s.ship_due_at,
+                promised=s.promised_delivery_date,
+                now=ctx.now,
+                policy=learning,
+            )
         _report_order(ctx, ev.order_id, shipments)
         await _save(ctx.db, shipments)
 
@@ -528,9 +547,10 @@ def monitor_stage(deps: OrderPathDeps, timers: MonitorTimers | None = None) -> S
                 suffix=f"{ev.code}:{compact_time(ev.occurred_at)}",
             )
         elif isinstance(ev, ShipmentDelivered):
-            s.move(ShipmentState.DELIVERED)
+            fresh = s.move(ShipmentState.DELIVERED)
         else:
-            if s.move(ShipmentState.LOST):
+            fresh = s.move(ShipmentState.LOST)
+            if fresh:
                 _raise(
                     ctx,
                     s,
@@ -538,6 +558,10 @@ def monitor_stage(deps: OrderPathDeps, timers: MonitorTimers | None = None) -> S
                     f"{carrier} declared {ev.tracking_number} (shipment {s.shipment_id}) lost",
                     unfilled=s.lines,
                 )
+        if isinstance(ev, (ShipmentDelivered, ShipmentLost)) and fresh:
+            await learn_from_carrier_event(
+                ctx.db, ctx.log, ev, work_order_id=s.work_order_id, now=ctx.now, policy=learning
+            )
         _report_order(ctx, ev.order_id, shipments)
         await _save(ctx.db, shipments)
 
