@@ -38,6 +38,14 @@ class View(Protocol):
     def ready(self) -> bool: ...
 
 
+async def cancel_task(task: asyncio.Task[None] | None) -> None:
+    """Stop a view's background task and wait until it has (its errors are its own business)."""
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+
+
 class TopicView(Generic[S]):
     """A state folded from every event of one topic: `state = fold(state, payload)`."""
 

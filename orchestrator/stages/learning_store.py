@@ -35,6 +35,7 @@ from orchestrator.domain.learning import (
     service_subject,
 )
 from orchestrator.runtime.metrics import RuntimeMetrics
+from orchestrator.runtime.views import cancel_task
 from orchestrator.settings import Settings
 
 _SUMS = ", ".join(f"COALESCE(sum({c}), 0)::int AS {c}" for c in COUNTERS)
@@ -267,11 +268,8 @@ class RiskView:
             self._task = asyncio.create_task(self._run(settings, stop), name="decide:routing-risk")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
+        await cancel_task(self._task)
+        self._task = None
 
     async def refresh(self, conn: asyncpg.Connection, now: datetime | None = None) -> RoutingRisk:
         now = now or datetime.now(UTC)

@@ -47,6 +47,7 @@ from orchestrator.domain.supply import (
     waiting_lines,
 )
 from orchestrator.runtime.stage import HandlerContext
+from orchestrator.runtime.views import cancel_task
 from orchestrator.settings import Settings
 from orchestrator.stages.common import REROUTES, SUPPLY, emit_status
 
@@ -305,11 +306,8 @@ class SupplyTicker:
             self._ready = True
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
+        await cancel_task(self._task)
+        self._task = None
 
     async def _run(self, settings: Settings, stop: asyncio.Event) -> None:
         while not stop.is_set():
