@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,14 +19,9 @@ import pytest
 
 from orchestrator.db.migrate import migrate
 from orchestrator.infra import Endpoints, LocalKafka, LocalPostgres, testcontainers_endpoints
+from tests.support import free_port
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _fresh_state_dir() -> Path:
@@ -74,8 +68,8 @@ def servers() -> Iterator[Servers]:
         yield Servers(from_containers)
         return
     state = _fresh_state_dir()
-    kafka = LocalKafka(state / "kafka", port=_free_port(), controller_port=_free_port())
-    postgres = LocalPostgres(state / "postgres", port=_free_port())
+    kafka = LocalKafka(state / "kafka", port=free_port(), controller_port=free_port())
+    postgres = LocalPostgres(state / "postgres", port=free_port())
     kafka.start()
     postgres.start()
     try:

@@ -11,7 +11,6 @@ import asyncio
 import os
 import re
 import signal
-import socket
 import sys
 import uuid
 from collections.abc import AsyncIterator, Mapping
@@ -30,6 +29,7 @@ from orchestrator.api.queries import order_explanation, order_state, order_timel
 from orchestrator.contract.common import OrderState
 from orchestrator.contract.examples import example
 from orchestrator.contract.pipeline import PlanDecided, StageStatus
+from tests.support import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -314,12 +314,6 @@ async def test_serve_api_binds_localhost_by_default_and_stops_when_cancelled(dat
 
 
 # --------------------------------------------------------------------------------------------- command line
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def cli_env(database_url: str, tmp_path: Path) -> dict[str, str]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import sys
 from collections import Counter
 from typing import Any
@@ -15,16 +14,10 @@ import orjson
 import pytest
 
 from orchestrator.sim.live.tally import RESTING_STATES
-from tests.support import REPO, headers_of, read_all
+from tests.support import REPO, free_port, headers_of, read_all
 
 ORDERS = 240
 pytestmark = [pytest.mark.timeout(420), pytest.mark.alters_shared_network]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def _records(bootstrap: str, topic: str, prefix: str) -> list[tuple[str, dict[str, Any]]]:
@@ -61,7 +54,7 @@ async def live_run(
         "start",
         "--orders", str(ORDERS),
         "--rate", "30",
-        "--http-port", str(_free_port()),
+        "--http-port", str(free_port()),
         # Failures often enough that every kind of playbook runs in a short run.
         "--short-pick-rate", "0.08",
         "--node-cancel-rate", "0.03",

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -27,15 +26,18 @@ from orchestrator.runtime.stage import HandlerContext, RejectEvent, Stage
 from orchestrator.settings import Settings
 from orchestrator.stages.relay import relay_stage
 from tests.conftest import Servers
-from tests.support import StageProcess, create_topics, headers_of, publish, publish_events, read_all, unique
+from tests.support import (
+    StageProcess,
+    create_topics,
+    free_port,
+    headers_of,
+    publish,
+    publish_events,
+    read_all,
+    unique,
+)
 
 pytestmark = pytest.mark.integration
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _settings(bootstrap: str, database_url: str = "postgresql://unused") -> Settings:
@@ -43,7 +45,7 @@ def _settings(bootstrap: str, database_url: str = "postgresql://unused") -> Sett
         kafka_bootstrap=bootstrap,
         database_url=database_url,
         instance_id=f"test-{uuid.uuid4().hex[:6]}",
-        http_port=_free_port(),
+        http_port=free_port(),
         backoff_initial_s=0.1,
         backoff_max_s=1.0,
     )
@@ -121,7 +123,7 @@ async def test_exactly_once_through_sigkills(bootstrap: str, tmp_path: Path) -> 
     events = orders(10_000)
     await publish_events(bootstrap, source, events)
     stage = StageProcess(
-        ["relay", "--input", source, "--output", target, "--http-port", str(_free_port())],
+        ["relay", "--input", source, "--output", target, "--http-port", str(free_port())],
         {
             "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
             "ORCHESTRATOR_INSTANCE_ID": "sigkill-test",
@@ -328,7 +330,7 @@ async def test_sigterm_finishes_and_leaves_cleanly(bootstrap: str, tmp_path: Pat
     await create_topics(bootstrap, [source, target])
     await publish_events(bootstrap, source, orders(200))
     stage = StageProcess(
-        ["relay", "--input", source, "--output", target, "--http-port", str(_free_port())],
+        ["relay", "--input", source, "--output", target, "--http-port", str(free_port())],
         {"KAFKA_BOOTSTRAP_SERVERS": bootstrap},
         tmp_path / "stage.log",
     )

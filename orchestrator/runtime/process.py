@@ -8,7 +8,6 @@ stage gracefully: each finishes and commits its batch, then leaves its group.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import signal
 from collections.abc import Sequence
@@ -19,6 +18,7 @@ import structlog
 from orchestrator.runtime.dead_letter import dead_letter_topic
 from orchestrator.runtime.http import start_http
 from orchestrator.runtime.metrics import RuntimeMetrics
+from orchestrator.runtime.pause import sleep_unless
 from orchestrator.runtime.stage import Stage
 from orchestrator.runtime.topics_check import missing_topics
 from orchestrator.runtime.worker import StageWorker
@@ -40,8 +40,7 @@ async def _connect_pool(settings: Settings, stop: asyncio.Event) -> asyncpg.Pool
             return pool
         except (OSError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError) as exc:
             log.warning("database not reachable yet; retrying", error=repr(exc), retry_in_s=delay)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=delay)
+            await sleep_unless(stop, delay)
             delay = min(delay * 2, settings.backoff_max_s)
     return None
 

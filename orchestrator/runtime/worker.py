@@ -40,6 +40,7 @@ from orchestrator.contract.envelope import DecodeError, Envelope, decode, encode
 from orchestrator.runtime.dead_letter import ConsumedRecord, OutgoingRecord, dead_letter
 from orchestrator.runtime.idempotency import ProcessedEvent, fetch_processed, record_processed
 from orchestrator.runtime.metrics import RuntimeMetrics
+from orchestrator.runtime.pause import sleep_unless
 from orchestrator.runtime.stage import HandlerContext, RejectEvent, RetryLater, Stage, TransientError
 from orchestrator.settings import Settings
 
@@ -173,7 +174,7 @@ class StageWorker:
                 return
             except TRANSIENT_ERRORS as exc:
                 self.log.warning(f"{what} cannot start yet; retrying", error=repr(exc), retry_in_s=delay)
-                await _sleep_unless(stop, delay)
+                await sleep_unless(stop, delay)
                 delay = min(delay * 2, self.settings.backoff_max_s)
 
     # ------------------------------------------------------------ partitions
@@ -274,7 +275,7 @@ class StageWorker:
                             failed.category,
                             f"{failed.reason} (waited {failed.wait_up_to_s:.0f} s)",
                         )
-                    elif await _sleep_unless(stop, min(0.05 * 2 ** min(attempts, 5), 1.0)):
+                    elif await sleep_unless(stop, min(0.05 * 2 ** min(attempts, 5), 1.0)):
                         return
                     continue
                 if failed.permanent or attempts >= self.settings.max_handler_attempts:
@@ -304,7 +305,7 @@ class StageWorker:
                     retry_in_s=delay,
                 )
                 await self._release([tp])
-                if await _sleep_unless(stop, delay):
+                if await sleep_unless(stop, delay):
                     return  # shutting down: nothing committed, the next owner redoes the batch
                 delay = min(delay * 2, self.settings.backoff_max_s)
                 continue
@@ -510,12 +511,3 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         await self._worker.on_assigned(set(assigned))
-
-
-async def _sleep_unless(stop: asyncio.Event, seconds: float) -> bool:
-    """Sleep, waking early when `stop` is set; True when stopping."""
-    try:
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
-    except TimeoutError:
-        return False
-    return True

@@ -6,7 +6,6 @@ decide-node reads them through `RiskView`, operators read and override them
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Mapping
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -35,6 +34,7 @@ from orchestrator.domain.learning import (
     service_subject,
 )
 from orchestrator.runtime.metrics import RuntimeMetrics
+from orchestrator.runtime.pause import sleep_unless
 from orchestrator.runtime.views import cancel_task
 from orchestrator.settings import Settings
 
@@ -294,8 +294,7 @@ class RiskView:
             except Exception as exc:  # the database away is no reason to stop: decisions use the last read
                 self.log.warning("routing risk refresh failed; retrying", error=repr(exc))
                 conn = None
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self.policy.refresh_seconds)
+            await sleep_unless(stop, self.policy.refresh_seconds)
         if conn is not None:
             await conn.close()
 

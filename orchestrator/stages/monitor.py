@@ -86,6 +86,7 @@ from orchestrator.domain.monitoring import (
     timer_event_id,
 )
 from orchestrator.domain.playbooks import load_playbooks
+from orchestrator.runtime.pause import sleep_unless
 from orchestrator.runtime.stage import HandlerContext, RejectEvent, RetryLater, Stage
 from orchestrator.settings import Settings
 from orchestrator.stages.common import NETWORK_UPDATES, RELEASED, STATUS, OrderPathDeps, emit_status
@@ -732,8 +733,7 @@ class TimerTicker:
             except Exception as exc:  # a database or broker away is no reason to stop ticking
                 self.log.warning("timer scan failed; retrying", error=repr(exc))
                 await self._disconnect()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self.timers.tick_s)
+            await sleep_unless(stop, self.timers.tick_s)
 
     async def tick(self, settings: Settings, now: datetime | None = None) -> int:
         """One scan: publish what fell due and was not sent lately; returns how many were sent."""

@@ -20,7 +20,6 @@ queue rule of `orchestrator.domain.supply`:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from collections import defaultdict
 from dataclasses import replace
@@ -46,6 +45,7 @@ from orchestrator.domain.supply import (
     releasable,
     waiting_lines,
 )
+from orchestrator.runtime.pause import sleep_unless
 from orchestrator.runtime.stage import HandlerContext
 from orchestrator.runtime.views import cancel_task
 from orchestrator.settings import Settings
@@ -148,6 +148,9 @@ async def _queue(conn: asyncpg.Connection, sku: str, now: datetime) -> tuple[lis
         sku,
         now - REQUEST_EXPIRES,
     )
+    if not rows:
+        # The common case on every count and receipt: nothing waits, so the stock need not be summed.
+        return [], 0
     return list(rows), await _available(conn, sku)
 
 
@@ -174,6 +177,8 @@ async def refresh_dates(ctx: HandlerContext, skus: set[str]) -> None:
     moved: dict[str, list[tuple[asyncpg.Record, date]]] = defaultdict(list)
     for sku in sorted(skus):
         rows, available = await _queue(conn, sku, ctx.now)
+        if not rows:
+            continue
         inbound = [
             Inbound(r["node_id"], r["sku"], r["reference"], r["quantity"], r["expected_date"])
             for r in await conn.fetch(
@@ -317,8 +322,7 @@ class SupplyTicker:
                     self.log.info("pre-orders due", skus=sent)
             except Exception as exc:  # a database or broker away is no reason to stop ticking
                 self.log.warning("supply scan failed; retrying", error=repr(exc))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self.tick_s)
+            await sleep_unless(stop, self.tick_s)
 
     async def tick(self, settings: Settings, today: date | None = None) -> int:
         day = today or datetime.now().astimezone().date()

@@ -33,6 +33,7 @@ from rich.console import Console
 from rich.live import Live
 
 from orchestrator.contract.common import NodeKind
+from orchestrator.runtime.pause import sleep_unless
 from orchestrator.settings import Settings
 from orchestrator.sim.geography import SimNetwork, build_network
 from orchestrator.sim.live.behaviour import CarrierRates, NodeRates
@@ -372,8 +373,7 @@ async def _watch(
         with frame or contextlib.nullcontext():
             tick = 0
             while not stop.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=1.0)
+                await sleep_unless(stop, 1.0)
                 tick += 1
                 for name, child in children.items():
                     if child.process.returncode not in (None, 0) or (

@@ -18,7 +18,6 @@ scheduled but not yet sent is gone if it is killed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import time
 from collections import Counter
@@ -44,6 +43,7 @@ from orchestrator.contract.execution import (
 from orchestrator.contract.inventory import DeltaReason, InventoryDelta
 from orchestrator.contract.network import NodeStatusChanged
 from orchestrator.contract.work import WorkOrderCancelRequested, WorkOrderReleased
+from orchestrator.runtime.pause import sleep_unless
 from orchestrator.sim.geography import SimNetwork
 from orchestrator.sim.live.behaviour import CarrierRates, NodeRates, shipment_steps, work_order_steps
 from orchestrator.sim.live.oms import OmsTraffic
@@ -133,8 +133,7 @@ async def run_oms(
             next_at += traffic.gap_s(elapsed)
             delay = next_at - time.monotonic()
             if delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=delay)
+                await sleep_unless(stop, delay)
         # Amendments, cancellations and hold releases of orders already placed still go out.
         await asyncio.gather(*pending)
         return n
@@ -287,20 +286,14 @@ class NodeFleet:
         if not stores or self.closures.per_minute <= 0:
             return
         while not stop.is_set():
-            try:
-                await asyncio.wait_for(
-                    stop.wait(), timeout=self.rng.expovariate(self.closures.per_minute / 60)
-                )
+            if await sleep_unless(stop, self.rng.expovariate(self.closures.per_minute / 60)):
                 return
-            except TimeoutError:
-                pass
             store = self.rng.choice(stores)
             if not self.open[store].is_set():
                 continue
             self.open[store].clear()
             await self._status(store, open_=False, reason="simulated: power cut")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self.closures.seconds)
+            await sleep_unless(stop, self.closures.seconds)
             await self._status(store, open_=True, reason="simulated: power back")
             self.open[store].set()
 
@@ -311,8 +304,7 @@ class NodeFleet:
     async def restock(self, stop: asyncio.Event, every_s: float = 10.0) -> None:
         """Warehouses receive what they shipped (stores are restocked by them, not simulated)."""
         while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=every_s)
+            await sleep_unless(stop, every_s)
             receipts, self.shipped_units = self.shipped_units, Counter()
             for (node_id, sku), units in sorted(receipts.items()):
                 if self.kinds.get(node_id) in (NodeKind.DC, NodeKind.THIRD_PARTY_LOGISTICS):
