@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup run test lint format bench infra-up infra-down infra-status schemas clean
+.PHONY: setup run test faults lint format bench infra-up infra-down infra-status schemas clean
 
 $(STAMP): pyproject.toml
 	@echo ">> creating $(VENV) and installing the orchestrator with its test tools"
@@ -22,6 +22,11 @@ run: setup
 ## test: the whole suite against the real Kafka and PostgreSQL (started locally unless given)
 test: setup
 	$(BIN)/pytest -q
+
+## faults: 20,000 orders through every stage (two processes each) while 30 are SIGKILLed, the broker restarts
+## twice and PostgreSQL once, a DC closes; then the audit of the guarantees. ARGS="--orders 2000" passes flags
+faults: setup
+	$(BIN)/orchestrator faults $(ARGS)
 
 lint: setup
 	$(BIN)/ruff check orchestrator tests bench

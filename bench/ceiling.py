@@ -59,6 +59,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from orchestrator.contract.envelope import Envelope, Headers, encode
 from orchestrator.contract.examples import example
 from orchestrator.runtime.dead_letter import dead_letter_topic
+from orchestrator.runtime.kafka_client import client_kwargs
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "bench-results" / "ceiling.json"
@@ -300,7 +301,7 @@ async def create_topics(bootstrap: str, topics: Sequence[str], partitions: int) 
     """The chain's topics plus the dead-letter topics of those a relay reads (a stage refuses to start
     without them), then wait until every partition has a leader."""
     names = [*topics, *(dead_letter_topic(t) for t in topics[:-1])]
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30_000)
+    admin = AIOKafkaAdminClient(**client_kwargs(bootstrap), request_timeout_ms=30_000)
     await admin.start()
     try:
         await admin.create_topics([NewTopic(n, partitions, 1) for n in names])
@@ -321,7 +322,7 @@ async def create_topics(bootstrap: str, topics: Sequence[str], partitions: int) 
 
 async def delete_topics(bootstrap: str, topics: Sequence[str]) -> None:
     names = [*topics, *(dead_letter_topic(t) for t in topics[:-1])]
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30_000)
+    admin = AIOKafkaAdminClient(**client_kwargs(bootstrap), request_timeout_ms=30_000)
     await admin.start()
     try:
         await admin.delete_topics(names)
@@ -331,7 +332,7 @@ async def delete_topics(bootstrap: str, topics: Sequence[str]) -> None:
 
 def new_producer(bootstrap: str, linger_ms: int) -> AIOKafkaProducer:
     return AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
+        **client_kwargs(bootstrap),
         acks="all",
         enable_idempotence=True,
         linger_ms=linger_ms,
@@ -363,7 +364,7 @@ class Reader:
 
     async def _read(self, stop: asyncio.Event) -> None:
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap,
+            **client_kwargs(self.bootstrap),
             enable_auto_commit=False,
             isolation_level="read_committed",
             auto_offset_reset="earliest",

@@ -12,12 +12,14 @@ import asyncio
 import dataclasses
 import json
 import os
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from orchestrator.runtime.logging import redact_text
 from orchestrator.settings import Settings
 
 
@@ -28,12 +30,17 @@ def resolve_settings(state_dir: Path | None = None) -> Settings:
     endpoints_file = state / "endpoints.json"
     if endpoints_file.exists():
         recorded = json.loads(endpoints_file.read_text())
-        changes: dict[str, str] = {}
+        changes: dict[str, Any] = {}
         if not os.environ.get("KAFKA_BOOTSTRAP_SERVERS") and recorded.get("kafka_bootstrap"):
             changes["kafka_bootstrap"] = recorded["kafka_bootstrap"]
+            if not os.environ.get("KAFKA_SECURITY_PROTOCOL"):
+                from orchestrator.infra.manager import recorded_kafka_security
+
+                # The local broker of `infra up --secure` takes the credentials it was recorded with.
+                changes["kafka_security"] = recorded_kafka_security(state) or settings.kafka_security
         if not os.environ.get("DATABASE_URL") and recorded.get("database_url"):
             changes["database_url"] = recorded["database_url"]
-        settings = dataclasses.replace(settings, **changes)  # type: ignore[arg-type]
+        settings = dataclasses.replace(settings, **changes)
     return dataclasses.replace(settings, state_dir=state)
 
 
@@ -46,9 +53,20 @@ def cmd_infra(args: argparse.Namespace) -> int:
     state = Path(args.state_dir) if args.state_dir else Settings.from_env().state_dir
     try:
         if args.action == "up":
-            endpoints = infra_up(state, kafka_port=args.kafka_port, postgres_port=args.postgres_port)
-            print(f"KAFKA_BOOTSTRAP_SERVERS={endpoints.kafka_bootstrap}")
-            print(f"DATABASE_URL={endpoints.database_url}")
+            endpoints = infra_up(
+                state,
+                kafka_port=args.kafka_port,
+                postgres_port=args.postgres_port,
+                secure=True if args.secure else None,
+            )
+            # Quoted for the shell (a secure DSN has `&`); secure mode names the CA and the password
+            # files, so nothing printed here is a secret.
+            lines = {"KAFKA_BOOTSTRAP_SERVERS": endpoints.kafka_bootstrap}
+            if endpoints.kafka_security.protocol != "PLAINTEXT":
+                lines.update(endpoints.kafka_security.env())
+            lines["DATABASE_URL"] = endpoints.database_url
+            for name, value in lines.items():
+                print(f"{name}={shlex.quote(redact_text(value))}")
         elif args.action == "down":
             infra_down(state)
             print("local Kafka and PostgreSQL stopped")
@@ -64,6 +82,7 @@ def cmd_infra(args: argparse.Namespace) -> int:
 
 
 def cmd_topics(args: argparse.Namespace) -> int:
+    from orchestrator.kafka_acls import AclApplyError
     from orchestrator.topics import CatalogError, TopicApplyError, apply_topics, format_catalog, load_catalog
 
     try:
@@ -71,15 +90,34 @@ def cmd_topics(args: argparse.Namespace) -> int:
         if args.action == "list":
             print(format_catalog(catalog))
             return 0
+        if args.action == "acls":
+            return _topics_acls(args, catalog)
         settings = resolve_settings()
-        report = asyncio.run(
-            apply_topics(settings.kafka_bootstrap, catalog, grow_partitions=args.grow_partitions)
-        )
-    except (CatalogError, TopicApplyError) as exc:
+        report = asyncio.run(apply_topics(settings.kafka, catalog, grow_partitions=args.grow_partitions))
+    except (CatalogError, TopicApplyError, AclApplyError) as exc:
         # Both messages already name the file or topic and what is wrong: a traceback would bury them.
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(report.render())
+    return 0
+
+
+def _topics_acls(args: argparse.Namespace, catalog: Any) -> int:
+    """`topics acls`: the kafka-acls.sh script of every stage's principal (and the outside systems')."""
+    from orchestrator.kafka_acls import acl_script, acl_table, apply_acls, catalog_acls
+
+    acls = catalog_acls(catalog)
+    if args.apply:
+        settings = resolve_settings()
+        applied = asyncio.run(apply_acls(settings.kafka, acls))
+        print(f"{applied} ACLs applied on {settings.kafka_bootstrap}")
+        return 0
+    text = acl_table(acls) if args.table else acl_script(acls)
+    if args.out:
+        Path(args.out).write_text(text)
+        print(f"wrote {len(acls)} ACLs to {args.out}")
+    else:
+        print(text, end="")
     return 0
 
 
@@ -171,28 +209,34 @@ def _database_address(database_url: str) -> str:
 def cmd_timeline(args: argparse.Namespace) -> int:
     import asyncpg
 
-    from orchestrator.api.queries import order_state, order_timeline, timeline_text
+    from orchestrator.api.queries import order_state, order_timeline, parked_events, timeline_text
 
-    async def load(database_url: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    async def load(
+        database_url: str,
+    ) -> tuple[dict[str, Any] | None, list[dict[str, Any]], list[dict[str, Any]]]:
         conn = await asyncpg.connect(database_url)
         try:
-            return await order_state(conn, args.order_id), await order_timeline(conn, args.order_id)
+            return (
+                await order_state(conn, args.order_id),
+                await order_timeline(conn, args.order_id),
+                await parked_events(conn, args.order_id),
+            )
         finally:
             await conn.close()
 
     settings = resolve_settings()
     try:
-        state, events = asyncio.run(load(settings.database_url))
+        state, events, parked = asyncio.run(load(settings.database_url))
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         print(
             f"error: cannot read the database at {_database_address(settings.database_url)}: {exc}",
             file=sys.stderr,
         )
         return 2
-    if state is None and not events:
+    if state is None and not events and not parked:
         print(f"unknown order {args.order_id}: status-sync has recorded nothing about it", file=sys.stderr)
         return 1
-    print(timeline_text(args.order_id, state, events))
+    print(timeline_text(args.order_id, state, events, parked))
     return 0
 
 
@@ -317,18 +361,21 @@ def cmd_start(args: argparse.Namespace) -> int:
     if args.http_port is not None:
         settings = dataclasses.replace(settings, http_port=args.http_port)
     try:
-        endpoints = infra_up(settings.state_dir)
+        endpoints = infra_up(settings.state_dir, secure=True if args.secure else None)
     except InfraError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     settings = dataclasses.replace(
-        settings, kafka_bootstrap=endpoints.kafka_bootstrap, database_url=endpoints.database_url
+        settings,
+        kafka_bootstrap=endpoints.kafka_bootstrap,
+        kafka_security=endpoints.kafka_security,
+        database_url=endpoints.database_url,
     )
-    print(f"Kafka      {settings.kafka_bootstrap}")
-    print(f"PostgreSQL {settings.database_url}")
+    print(f"Kafka      {settings.kafka_bootstrap} ({settings.kafka_security.protocol})")
+    print(f"PostgreSQL {redact_text(settings.database_url)}")
     metrics = f"http://{settings.http_host}:{settings.http_port}/metrics"
     try:
-        print(asyncio.run(apply_topics(settings.kafka_bootstrap, load_catalog())).render())
+        print(asyncio.run(apply_topics(settings.kafka, load_catalog())).render())
         applied = asyncio.run(migrate(settings.database_url))
         print("migrations: " + (", ".join(applied) if applied else "up to date"))
         if args.no_traffic:
@@ -430,13 +477,24 @@ def build_parser() -> argparse.ArgumentParser:
     infra.add_argument("--state-dir", help="where the servers keep their data (default: ./.state)")
     infra.add_argument("--kafka-port", type=int, default=9092)
     infra.add_argument("--postgres-port", type=int, default=5432)
+    infra.add_argument(
+        "--secure",
+        action="store_true",
+        help="up: Kafka over SASL_SSL (SCRAM-SHA-512) with per-stage principals and ACLs, PostgreSQL "
+        "over TLS with a password (also ORCHESTRATOR_LOCAL_SECURE=1)",
+    )
     infra.set_defaults(func=cmd_infra)
 
     topics = sub.add_parser("topics", help="the topic catalog (topics.yaml)")
-    topics.add_argument("action", choices=["apply", "list"])
+    topics.add_argument("action", choices=["apply", "list", "acls"])
     topics.add_argument("--file", help="catalog file (default: topics.yaml)")
     topics.add_argument(
         "--grow-partitions", action="store_true", help="add partitions where the catalog asks for more"
+    )
+    topics.add_argument("--out", help="acls: write the kafka-acls.sh script (or --table) to this file")
+    topics.add_argument("--table", action="store_true", help="acls: one line per rule instead of a script")
+    topics.add_argument(
+        "--apply", action="store_true", help="acls: create them on the broker (as a principal allowed to)"
     )
     topics.set_defaults(func=cmd_topics)
 
@@ -477,9 +535,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--keep-servers", action="store_true", help="leave Kafka and PostgreSQL running at exit"
     )
     start.add_argument("--http-port", type=int, help="port of the stages' /metrics, /healthz, /readyz")
+    start.add_argument(
+        "--secure", action="store_true", help="start the local servers secure (as `infra up --secure`)"
+    )
     add_live_flags(start)
     start.set_defaults(func=cmd_start)
     add_sim_parser(sub)
+
+    from orchestrator.faults.commands import add_faults_parser
+
+    add_faults_parser(sub)
 
     run = sub.add_parser("run", help="run one stage, or all of them in one process")
     run.add_argument("stage", help="a stage name, or 'all'")

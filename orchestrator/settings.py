@@ -11,6 +11,8 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from orchestrator.runtime.kafka_client import PLAINTEXT, KafkaConnection, KafkaSecurity
+
 
 def _int(env: dict[str, str], name: str, default: int) -> int:
     raw = env.get(name)
@@ -42,7 +44,10 @@ class Settings:
     """What a worker process needs to know about its surroundings."""
 
     kafka_bootstrap: str = "127.0.0.1:9092"
-    database_url: str = "postgresql://postgres@127.0.0.1:5432/orchestrator"
+    #: TLS and SASL of every Kafka client of the process (KAFKA_SECURITY_PROTOCOL, ...).
+    kafka_security: KafkaSecurity = PLAINTEXT
+    #: May carry a password (or name a passfile): kept out of the repr, which tracebacks and logs show.
+    database_url: str = field(default="postgresql://postgres@127.0.0.1:5432/orchestrator", repr=False)
     #: Identifies this process among instances of the same stage; part of the
     #: transactional ids, so it must be stable across restarts of one instance.
     instance_id: str = field(default_factory=socket.gethostname)
@@ -59,12 +64,18 @@ class Settings:
     log_level: str = "info"
     state_dir: Path = field(default_factory=default_state_dir)
 
+    @property
+    def kafka(self) -> KafkaConnection:
+        """The broker address with its security: what every Kafka client of the process is built from."""
+        return KafkaConnection(self.kafka_bootstrap, self.kafka_security)
+
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
         e = dict(os.environ if env is None else env)
         base = cls()
         return cls(
             kafka_bootstrap=e.get("KAFKA_BOOTSTRAP_SERVERS") or base.kafka_bootstrap,
+            kafka_security=KafkaSecurity.from_env(e),
             database_url=e.get("DATABASE_URL") or base.database_url,
             instance_id=e.get("ORCHESTRATOR_INSTANCE_ID") or base.instance_id,
             http_host=e.get("ORCHESTRATOR_HTTP_HOST") or base.http_host,

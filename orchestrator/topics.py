@@ -40,6 +40,7 @@ from pydantic import (
 )
 
 from orchestrator.contract.registry import EVENT_TYPES
+from orchestrator.runtime.kafka_client import Bootstrap, client_kwargs
 
 #: Environment variable naming the catalog file, overriding the default.
 TOPICS_FILE_ENV = "ORCHESTRATOR_TOPICS_FILE"
@@ -536,7 +537,7 @@ class ApplyReport:
 
 
 async def apply_topics(
-    bootstrap: str,
+    bootstrap: Bootstrap,
     catalog: TopicCatalog,
     *,
     replication_factor: int = 1,
@@ -552,7 +553,7 @@ async def apply_topics(
     if replication_factor < 1:
         raise ValueError("replication_factor must be at least 1")
     admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap,
+        **client_kwargs(bootstrap),
         client_id="orchestrator-topics",
         request_timeout_ms=int(timeout_s * 1000),
     )

@@ -105,9 +105,18 @@ async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests marked `alters_shared_network` run after all others.
+    """Tests that leave something on the shared topics other tests read run after all others.
 
-    The live run publishes a whole simulated network (nodes, carrier services) to the one
-    `network.updates.v1` every test shares; a test after it would plan over those nodes too.
+    `alters_shared_network`: the live run publishes a whole simulated network (nodes, carrier
+    services) to the one `network.updates.v1` every test shares; a test after it would plan over
+    those nodes too. `pollutes_dead_letters`: hostile input leaves records on the shared dead-letter
+    topics that are not JSON, have no key or are not UTF-8, which tests reading those topics would
+    have to step over; it runs last of all.
     """
-    items.sort(key=lambda item: item.get_closest_marker("alters_shared_network") is not None)
+
+    def rank(item: pytest.Item) -> int:
+        if item.get_closest_marker("pollutes_dead_letters") is not None:
+            return 2
+        return 1 if item.get_closest_marker("alters_shared_network") is not None else 0
+
+    items.sort(key=rank)

@@ -41,6 +41,7 @@ from orchestrator.contract.network import (
     NodeUpserted,
 )
 from orchestrator.contract.orders import OrderCreated
+from orchestrator.runtime.kafka_client import Bootstrap
 from orchestrator.runtime.process import run_stages
 from orchestrator.settings import Settings
 from orchestrator.stages import ORDER_STAGES, order_path_deps
@@ -107,7 +108,7 @@ class Outputs:
         return self.statuses[order_id][-1]
 
 
-async def _collect(bootstrap: str, outputs: Outputs, stop: asyncio.Event) -> None:
+async def _collect(bootstrap: Bootstrap, outputs: Outputs, stop: asyncio.Event) -> None:
     def record(rec: Any) -> None:
         headers = {k: v.decode() for k, v in rec.headers}
         value = orjson.loads(rec.value)
@@ -133,7 +134,7 @@ async def _collect(bootstrap: str, outputs: Outputs, stop: asyncio.Event) -> Non
 
 @dataclass
 class Pipeline:
-    bootstrap: str
+    bootstrap: Bootstrap
     db: asyncpg.Pool
     deps: OrderPathDeps
     out: Outputs

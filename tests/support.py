@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,16 +19,11 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import ConsumerRecord
 
 from orchestrator.contract.envelope import Envelope, encode
+from orchestrator.infra.ports import free_port as free_port  # re-exported for the tests
 from orchestrator.runtime.dead_letter import dead_letter_topic
+from orchestrator.runtime.kafka_client import Bootstrap, client_kwargs
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on now (for a server or a stage's /metrics)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def unique(prefix: str) -> str:
@@ -37,14 +31,14 @@ def unique(prefix: str) -> str:
 
 
 async def create_topics(
-    bootstrap: str, names: Iterable[str], partitions: int = 3, *, with_dlq: bool = True
+    bootstrap: Bootstrap, names: Iterable[str], partitions: int = 3, *, with_dlq: bool = True
 ) -> None:
     wanted: list[str] = []
     for name in names:
         wanted.append(name)
         if with_dlq:
             wanted.append(dead_letter_topic(name))
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**client_kwargs(bootstrap))
     await admin.start()
     try:
         await admin.create_topics([NewTopic(n, partitions, 1) for n in wanted])
@@ -53,10 +47,12 @@ async def create_topics(
 
 
 async def publish(
-    bootstrap: str, topic: str, records: Sequence[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]]
+    bootstrap: Bootstrap,
+    topic: str,
+    records: Sequence[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]],
 ) -> None:
     """Publish raw (key, value, headers) records, in order, pipelined."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, enable_idempotence=True)
+    producer = AIOKafkaProducer(**client_kwargs(bootstrap), acks="all", linger_ms=5, enable_idempotence=True)
     await producer.start()
     try:
         futures = [await producer.send(topic, key=k, value=v, headers=h) for k, v, h in records]
@@ -65,18 +61,18 @@ async def publish(
         await producer.stop()
 
 
-async def publish_events(bootstrap: str, topic: str, envelopes: Sequence[Envelope]) -> None:
+async def publish_events(bootstrap: Bootstrap, topic: str, envelopes: Sequence[Envelope]) -> None:
     await publish(bootstrap, topic, [encode(e) for e in envelopes])
 
 
 async def read_all(
-    bootstrap: str, topic: str, *, expect: int, timeout: float = 60.0, settle: float = 1.0
+    bootstrap: Bootstrap, topic: str, *, expect: int, timeout: float = 60.0, settle: float = 1.0
 ) -> list[ConsumerRecord[bytes, bytes]]:
     """Read `topic` from the beginning with read_committed until `expect` records came
     and nothing more arrived for `settle` seconds (so extra duplicates are seen), or `timeout`."""
     consumer = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=bootstrap,
+        **client_kwargs(bootstrap),
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         isolation_level="read_committed",
@@ -137,7 +133,7 @@ class StageProcess:
 
 
 async def follow(
-    bootstrap: str,
+    bootstrap: Bootstrap,
     topics: Sequence[str],
     on_record: Callable[[ConsumerRecord[bytes, bytes]], None],
     stop: asyncio.Event,
@@ -147,7 +143,7 @@ async def follow(
     """Read `topics` from the beginning (read_committed) and hand every record to `on_record`, until `stop`."""
     consumer = AIOKafkaConsumer(
         *topics,
-        bootstrap_servers=bootstrap,
+        **client_kwargs(bootstrap),
         auto_offset_reset="earliest",
         isolation_level="read_committed",
         enable_auto_commit=False,

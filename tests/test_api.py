@@ -8,6 +8,7 @@ other's data, and asserts on what the API and the command line say about it.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import re
 import signal
@@ -24,11 +25,14 @@ import asyncpg
 import orjson
 import pytest
 
-from orchestrator.api.app import build_app, serve_api, start_api
+from orchestrator.api.app import DEFAULT_HOST, build_app, serve_api, start_api
 from orchestrator.api.queries import order_explanation, order_state, order_timeline, timeline_text
 from orchestrator.contract.common import OrderState
 from orchestrator.contract.examples import example
 from orchestrator.contract.pipeline import PlanDecided, StageStatus
+from orchestrator.runtime import http as worker_http
+from orchestrator.runtime.metrics import RuntimeMetrics
+from orchestrator.settings import Settings
 from tests.support import free_port
 
 pytestmark = pytest.mark.integration
@@ -279,6 +283,41 @@ async def test_only_get_is_allowed(api: str, order_id: str) -> None:
             assert "GET" in headers["Allow"]
     status, body, _ = await get(f"{api}/healthz")
     assert (status, body) == (200, {"status": "ok"})
+
+
+async def test_the_workers_http_server_is_read_only_too() -> None:
+    """/metrics, /healthz and /readyz of every worker: GET and HEAD answer, anything else is 405."""
+    from aiohttp import web
+
+    runner = web.AppRunner(worker_http.build_app(RuntimeMetrics(), lambda: {"reserve": True}))
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        host, port = runner.addresses[0][:2]
+        async with aiohttp.ClientSession() as http:
+            for path in ("/metrics", "/healthz", "/readyz"):
+                for method in ("POST", "PUT", "PATCH", "DELETE", "OPTIONS"):
+                    async with http.request(method, f"http://{host}:{port}{path}") as response:
+                        assert response.status == 405, (method, path)
+                        assert "GET" in response.headers["Allow"]
+                for method in ("GET", "HEAD"):
+                    async with http.request(method, f"http://{host}:{port}{path}") as response:
+                        assert response.status == 200, (method, path)
+    finally:
+        await runner.cleanup()
+
+
+def test_every_http_server_binds_localhost_by_default() -> None:
+    """Unauthenticated servers: local only unless an operator asks for more."""
+    from orchestrator.cli import build_parser
+
+    assert DEFAULT_HOST == "127.0.0.1"
+    for serve in (start_api, serve_api):
+        assert inspect.signature(serve).parameters["host"].default == "127.0.0.1", serve
+    assert build_parser().parse_args(["api"]).host == "127.0.0.1"
+    assert Settings().http_host == "127.0.0.1"
+    assert Settings.from_env({}).http_host == "127.0.0.1"
+    assert Settings.from_env({"ORCHESTRATOR_HTTP_HOST": "0.0.0.0"}).http_host == "0.0.0.0"
 
 
 async def test_healthz_is_503_when_the_database_is_gone(database_url: str) -> None:

@@ -4,7 +4,9 @@ Only the monitor runs. The tests publish work orders on `orchestrator.released.v
 as release would, then node, carrier and network events on the public topics as
 a WMS, a carrier and a network admin would, and read what comes out on the
 exceptions and status topics (read_committed). Timers are 2 s so deadlines pass
-within a test. Every test uses its own order, work order and node ids.
+within a test, and so is the park limit of events about work never released.
+Every test uses its own order, work order and node ids. Parking and replaying
+events that come before their release: test_monitor_parking.py.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -52,7 +55,7 @@ TIMERS = MonitorTimers(
     acknowledge_within=timedelta(seconds=2),
     carrier_scan_within=timedelta(seconds=2),
     tick_s=0.2,
-    early_event_wait_s=2.0,
+    park_limit=timedelta(seconds=2),
 )
 EXCEPTIONS = "orchestrator.exceptions.v1"
 STATUS = "orchestrator.status.v1"
@@ -114,12 +117,13 @@ class Monitor:
     settings: Settings
     db: asyncpg.Pool
     seen: Seen
+    timers: MonitorTimers = TIMERS
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._stop = asyncio.Event()
-        stage = monitor_stage(order_path_deps(), TIMERS)
+        stage = monitor_stage(order_path_deps(), self.timers)
         self._task = asyncio.create_task(run_stages([stage], self.settings, self._stop, handle_signals=False))
 
     async def stop(self) -> None:
@@ -198,8 +202,9 @@ def _topic(env: Envelope) -> str:
     return next(topic for prefix, topic in TOPIC_OF.items() if env.type.startswith(prefix))
 
 
-@pytest.fixture(scope="module")
-async def monitor(bootstrap: str, database_url: str) -> AsyncIterator[Monitor]:
+@asynccontextmanager
+async def running_monitor(bootstrap: str, database_url: str, timers: MonitorTimers) -> AsyncIterator[Monitor]:
+    """The monitor stage started with `timers` and warmed up, with a collector of what it publishes."""
     await apply_topics(bootstrap, load_catalog())
     settings = Settings(
         kafka_bootstrap=bootstrap,
@@ -213,16 +218,22 @@ async def monitor(bootstrap: str, database_url: str) -> AsyncIterator[Monitor]:
     stop_collector = asyncio.Event()
     collector = asyncio.create_task(_collect(bootstrap, seen, stop_collector))
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
-    m = Monitor(bootstrap, settings, pool, seen)
+    m = Monitor(bootstrap, settings, pool, seen, timers)
     m.start()
-    await m.warm_up()
     try:
+        await m.warm_up()
         yield m
     finally:
         stop_collector.set()
         await m.stop()
         await asyncio.wait_for(collector, timeout=30)
         await pool.close()
+
+
+@pytest.fixture(scope="module")
+async def monitor(bootstrap: str, database_url: str) -> AsyncIterator[Monitor]:
+    async with running_monitor(bootstrap, database_url, TIMERS) as m:
+        yield m
 
 
 # ---------------------------------------------------------------- events
@@ -467,18 +478,30 @@ async def test_repeated_and_late_events_change_nothing_twice(monitor: Monitor) -
     assert await monitor.state_of(wo.work_order_id) == "delivered"
 
 
-async def test_events_for_unknown_work_are_dead_lettered_with_the_reason(monitor: Monitor) -> None:
+async def test_events_for_work_never_released_are_dead_lettered_after_the_park_limit(
+    monitor: Monitor,
+) -> None:
     order_id = uid("O-unknown")
     stray = work_order(order_id, uid("N"), [("SKU-A", 1)])  # never released
-    await monitor.publish(acked(stray), ShipmentDelivered(**_carrier(stray)))
+    started = time.monotonic()
+    sent = await monitor.publish(acked(stray), ShipmentDelivered(**_carrier(stray)))
     await monitor.wait(lambda: len(monitor.seen.dead[order_id]) == 2, "two dead letters")
+    assert time.monotonic() - started >= TIMERS.park_limit.total_seconds(), "parked until the limit"
     by_topic = {h["dlq_source_topic"]: (v, h) for v, h in monitor.seen.dead[order_id]}
-    _, wms = by_topic["wms.events.v1"]
-    assert wms["dlq_category"] == "unknown_work_order"
+    # The records as they arrived, and why.
+    assert {h["ce_id"] for _, h in by_topic.values()} == {e.id for e in sent}
+    wms_value, wms = by_topic["wms.events.v1"]
+    assert wms_value["work_order_id"] == stray.work_order_id
+    assert (wms["dlq_category"], wms["dlq_stage"]) == ("never_released", "monitor")
     assert wms["dlq_reason"].startswith(
-        f"unknown work order {stray.work_order_id} of order {order_id}: monitor never saw it released"
-    ), "after waiting a little for a release that may have been on its way"
+        f"work order {stray.work_order_id} of order {order_id} was never released: "
+        "the wms.acknowledged.v1 event waited"
+    )
     _, carrier = by_topic["carrier.events.v1"]
-    assert carrier["dlq_category"] == "unknown_shipment"
-    assert tracking(stray) in carrier["dlq_reason"]
+    assert carrier["dlq_category"] == "never_released"
+    assert tracking(stray) in carrier["dlq_reason"] and "was never released" in carrier["dlq_reason"]
     assert monitor.seen.kinds(order_id) == [] and monitor.seen.states(order_id) == []
+    parked = await monitor.db.fetchval(
+        "SELECT count(*) FROM monitor_parked_events WHERE order_id = $1", order_id
+    )
+    assert parked == 0

@@ -140,6 +140,16 @@ def test_a_node_confirming_our_cancel_request_is_no_exception() -> None:
         assert stop is not None and (stop.state, stop.kind) == (S.CANCELLED, None)
 
 
+def test_a_cancel_as_requested_read_before_our_request_is_still_no_exception() -> None:
+    """The request (wms.work-orders.v1) and the answer (wms.events.v1) are on different topics; after a
+    restart with a backlog monitor can read the answer first. Repairing it would ship the order twice."""
+    answer = _node_cancelled().model_copy(update={"reason": NodeCancelReason.REQUESTED})
+    for state in (S.RELEASED, S.ACKNOWLEDGED, S.PICKED, S.PACKED):
+        stop = node_stopped(state, answer)
+        assert stop is not None and (stop.state, stop.kind) == (S.CANCELLED, None)
+    assert node_stopped(S.SHIPPED, answer) is None
+
+
 def test_a_refusal_after_shipping_or_a_repeated_refusal_changes_nothing() -> None:
     for state in (S.SHIPPED, S.IN_TRANSIT, S.DELIVERED, S.REJECTED, S.NODE_CANCELLED, S.CANCELLED, S.LOST):
         assert node_stopped(state, _rejected()) is None

@@ -2,7 +2,8 @@
 
 Reads status-sync's `status_orders` (the current state) and `status_events`
 (the whole story, in the order it was recorded), and decide-node's
-`decide_plans` (why it ships from where it does). Every function takes an
+`decide_plans` (why it ships from where it does), and monitor's
+`monitor_parked_events` (what waits for a release). Every function takes an
 asyncpg connection or pool and returns plain data (datetimes stay datetimes,
 JSON columns are decoded), so the HTTP API and the command line share them.
 """
@@ -81,12 +82,38 @@ async def order_explanation(conn: Queryable, order_id: str) -> dict[str, Any] | 
     }
 
 
+async def parked_events(conn: Queryable, order_id: str) -> list[dict[str, Any]]:
+    """Node and carrier events of the order that monitor keeps until the work they are about is
+    released, in the order they arrived (empty when none waits)."""
+    rows = await conn.fetch(
+        "SELECT parked_at, event_type, event_id, awaited, source_topic FROM monitor_parked_events"
+        " WHERE order_id = $1 ORDER BY arrival",
+        order_id,
+    )
+    return [dict(r) for r in rows]
+
+
 def _utc_ms(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def timeline_text(order_id: str, state: dict[str, Any] | None, events: list[dict[str, Any]]) -> str:
-    """The story for a terminal: a line per event (UTC time, source, type, summary), then the state."""
+def timeline_text(
+    order_id: str,
+    state: dict[str, Any] | None,
+    events: list[dict[str, Any]],
+    parked: list[dict[str, Any]] | None = None,
+) -> str:
+    """The story for a terminal: a line per event (UTC time, source, type, summary), then the state,
+    then the events waiting in monitor for their work's release (`parked_events`), if any."""
+    waiting = [
+        f"  {_utc_ms(e['parked_at'])}  {e['event_type']}  waits for {e['awaited']}" for e in parked or ()
+    ]
+    if waiting:
+        waiting.insert(0, f"Parked in monitor until released: {len(waiting)} event(s)")
+    return "\n".join([_story_text(order_id, state, events), *waiting])
+
+
+def _story_text(order_id: str, state: dict[str, Any] | None, events: list[dict[str, Any]]) -> str:
     out = [f"Order {order_id}: {len(events)} event(s)"]
     rows = [(_utc_ms(e["occurred_at"]), e["source"], e["event_type"], e["summary"]) for e in events]
     source_width = max((len(r[1]) for r in rows), default=0)
@@ -107,4 +134,11 @@ def timeline_text(order_id: str, state: dict[str, Any] | None, events: list[dict
     return "\n".join(out)
 
 
-__all__ = ["Queryable", "order_explanation", "order_state", "order_timeline", "timeline_text"]
+__all__ = [
+    "Queryable",
+    "order_explanation",
+    "order_state",
+    "order_timeline",
+    "parked_events",
+    "timeline_text",
+]

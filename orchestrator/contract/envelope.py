@@ -20,7 +20,7 @@ import orjson
 from pydantic import ValidationError
 
 from orchestrator.contract.base import EventPayload, UnknownEventType
-from orchestrator.contract.registry import model_for
+from orchestrator.contract.registry import EVENT_TYPES, model_for
 
 SPEC_VERSION = "1.0"
 CONTENT_TYPE = "application/json"
@@ -149,6 +149,19 @@ def header_map(headers: Sequence[tuple[str, bytes]] | None) -> dict[str, str]:
     return out
 
 
+def _unknown_type(event_type: str) -> DecodeError:
+    """Why `event_type` cannot be read: a version of a type we know (an upstream upgraded before us,
+    which its owner must hear apart from plain garbage), or a type we have never heard of."""
+    family, _, version = event_type.rpartition(".")
+    known = sorted(t for t in EVENT_TYPES if t.rpartition(".")[0] == family)
+    if known and version[:1] == "v" and version[1:].isdigit():
+        return DecodeError(
+            "unsupported_version",
+            f"event type {event_type!r} is not supported: this orchestrator reads {', '.join(known)}",
+        )
+    return DecodeError("unknown_type", f"unknown event type {event_type!r}")
+
+
 def decode(
     key: bytes | None,
     value: bytes | None,
@@ -169,7 +182,7 @@ def decode(
     try:
         model = resolve(h["ce_type"])
     except UnknownEventType:
-        raise DecodeError("unknown_type", f"unknown event type {h['ce_type']!r}") from None
+        raise _unknown_type(h["ce_type"]) from None
     if value is None:
         raise DecodeError("malformed", "record has no value (tombstone) where an event was expected")
     try:

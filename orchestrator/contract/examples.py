@@ -9,7 +9,7 @@ rendered from them) identical from run to run.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from types import MappingProxyType
 
@@ -78,6 +78,7 @@ from orchestrator.contract.pipeline import (
     OrderChange,
     OrderIngested,
     OrderValidated,
+    ParkedEventExpired,
     PlanCancelled,
     PlanDecided,
     PlannedShipment,
@@ -552,6 +553,12 @@ _PIPELINE_BUILDERS: Mapping[str, Callable[[], EventPayload]] = MappingProxyType(
             work_order_id="WO-ORD-100234-p1-s1-DC-MANCHESTER-01",
             timer="acknowledge",
             due_at=_T0,
+        ),
+        "monitor.parked_expired.v1": lambda: ParkedEventExpired(
+            order_id=ORDER_ID,
+            parked_event_id="7d0c5a52-6f0e-4a43-9d8e-0b7f4f7c2e11",
+            parked_at=_T0,
+            due_at=_T0 + timedelta(hours=1),
         ),
         "supply.release_due.v1": lambda: SupplyReleaseDue(sku="SKU-MUG-01", day=date(2025, 3, 14)),
         "order.stage_status.v1": lambda: StageStatus(

@@ -225,6 +225,18 @@ class TimerDue(EventPayload):
     due_at: AwareDatetime = Field(description="When it fell due.")
 
 
+class ParkedEventExpired(EventPayload):
+    """monitor's timer → monitor: an event parked until its work order's release has waited past the
+    park limit; dead-letter it unless the release came meanwhile."""
+
+    event_type: ClassVar[str] = "monitor.parked_expired.v1"
+
+    order_id: Identifier = Field(description="The order the parked event is about.")
+    parked_event_id: str = Field(min_length=1, description="The parked event's id (`ce_id`).")
+    parked_at: AwareDatetime = Field(description="When monitor parked it.")
+    due_at: AwareDatetime = Field(description="When its wait ran out (parked_at + the park limit).")
+
+
 class SupplyReleaseDue(EventPayload):
     """reserve's ticker → reserve: pre-order lines of a SKU reached their release date; plan what
     the stock allows."""

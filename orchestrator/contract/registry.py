@@ -39,6 +39,7 @@ from orchestrator.contract.orders import OrderAmended, OrderCancelled, OrderCrea
 from orchestrator.contract.pipeline import (
     OrderIngested,
     OrderValidated,
+    ParkedEventExpired,
     PlanCancelled,
     PlanDecided,
     RedecideRequested,
@@ -115,6 +116,7 @@ ALL_EVENT_TYPES: tuple[type[EventPayload], ...] = (
     # internal: execution (orchestrator.exceptions.v1, orchestrator.timers.v1)
     RepairOutcome,
     TimerDue,
+    ParkedEventExpired,
     # internal: supply (orchestrator.supply.v1)
     SupplyReleaseDue,
     # oms.returns.v1, wms.work-orders.v1, wms.return-events.v1, oms.status.v1: returns and exchanges

@@ -25,6 +25,7 @@ from typing import Literal
 from orchestrator.contract.base import EventPayload
 from orchestrator.contract.common import OrderState, SkuLine
 from orchestrator.contract.execution import (
+    NodeCancelReason,
     ShipmentDelivered,
     ShipmentInTransit,
     ShipmentLost,
@@ -159,6 +160,11 @@ def node_stopped(
         return NodeStop(ShipmentState.CANCELLED, None)
     if current not in OPEN_STATES:
         return None
+    if isinstance(event, WorkOrderCancelledByNode) and event.reason is NodeCancelReason.REQUESTED:
+        # Our request and the node's answer travel on different topics: after a restart with a backlog
+        # the answer can be read first. A node cancels "as requested" only when asked, so it is still
+        # the confirmation, not work we lost (repairing it would ship the order twice).
+        return NodeStop(ShipmentState.CANCELLED, None)
     if isinstance(event, WorkOrderRejected):
         return NodeStop(ShipmentState.REJECTED, ExceptionKind.NODE_REJECTED)
     return NodeStop(ShipmentState.NODE_CANCELLED, ExceptionKind.NODE_CANCELLED)

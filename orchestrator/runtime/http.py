@@ -4,6 +4,11 @@
 /readyz answers 200 only while every stage in the process is consuming
 normally and 503 while one is starting, backing off after a fault, or
 stopped (readiness: do not count me as capacity).
+
+Read-only: only GET (and the HEAD aiohttp adds to it) is routed, so any other
+method gets 405. It listens on `Settings.http_host`, 127.0.0.1 unless
+ORCHESTRATOR_HTTP_HOST says otherwise (e.g. 0.0.0.0 where Prometheus scrapes
+from another host).
 """
 
 from __future__ import annotations

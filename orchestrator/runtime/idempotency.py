@@ -12,6 +12,7 @@ and the records it produced. On a redelivery:
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -29,14 +30,31 @@ class ProcessedEvent:
     outputs: list[OutgoingRecord]
 
 
+def _text(raw: bytes | None) -> str | dict[str, str] | None:
+    # Our own events are UTF-8; a record a handler dead-letters is an upstream's, and may not be (or
+    # may be cut mid-character by the dead letter's size limit): those bytes are kept in base64.
+    if raw is None:
+        return None
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        return {"base64": base64.b64encode(raw).decode()}
+
+
+def _bytes(text: str | dict[str, str] | None) -> bytes | None:
+    if text is None:
+        return None
+    return base64.b64decode(text["base64"]) if isinstance(text, dict) else text.encode()
+
+
 def _encode_outputs(outputs: Sequence[OutgoingRecord]) -> bytes:
     return orjson.dumps(
         [
             {
                 "topic": o.topic,
-                "key": o.key.decode() if o.key is not None else None,
-                "value": o.value.decode() if o.value is not None else None,
-                "headers": [[k, v.decode()] for k, v in o.headers],
+                "key": _text(o.key),
+                "value": _text(o.value),
+                "headers": [[k, _text(v)] for k, v in o.headers],
                 "event_type": o.event_type,
             }
             for o in outputs
@@ -48,9 +66,9 @@ def _decode_outputs(raw: bytes) -> list[OutgoingRecord]:
     return [
         OutgoingRecord(
             topic=o["topic"],
-            key=o["key"].encode() if o["key"] is not None else None,
-            value=o["value"].encode() if o["value"] is not None else None,
-            headers=[(k, v.encode()) for k, v in o["headers"]],
+            key=_bytes(o["key"]),
+            value=_bytes(o["value"]),
+            headers=[(k, _bytes(v) or b"") for k, v in o["headers"]],
             event_type=o["event_type"],
         )
         for o in orjson.loads(raw)

@@ -90,6 +90,25 @@ class RuntimeMetrics:
             ["subject", "state"],
             registry=r,
         )
+        self.partitions_assigned = Gauge(
+            "orchestrator_partitions_assigned",
+            "Input partitions this instance of the stage is assigned now; over all instances of a stage it"
+            " adds up to the partitions of its inputs once a rebalance settles.",
+            ["stage"],
+            registry=r,
+        )
+        self.monitor_parked_events = Gauge(
+            "orchestrator_monitor_parked_events",
+            "Node and carrier events monitor keeps until the release of the work they are about arrives"
+            " (read from the database: every monitor instance reports the same number).",
+            registry=r,
+        )
+        self.monitor_parked_oldest_seconds = Gauge(
+            "orchestrator_monitor_parked_oldest_seconds",
+            "How long the oldest parked event has waited (0 when none); past the park limit it is"
+            " dead-lettered.",
+            registry=r,
+        )
         self.stage_ready = Gauge(
             "orchestrator_stage_ready",
             "1 while the stage is consuming normally, 0 while starting, backing off or stopped.",

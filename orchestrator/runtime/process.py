@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import asyncpg
 import structlog
+from aiokafka.errors import KafkaError
 
 from orchestrator.runtime.dead_letter import dead_letter_topic
 from orchestrator.runtime.http import start_http
@@ -45,6 +46,25 @@ async def _connect_pool(settings: Settings, stop: asyncio.Event) -> asyncpg.Pool
     return None
 
 
+async def _missing_topics_when_reachable(
+    settings: Settings, needed: list[str], stop: asyncio.Event
+) -> list[str] | None:
+    """The topics missing from the broker, once it answers; None if stopped first.
+
+    A stage (re)started while the broker restarts waits for it, as it would mid-run, instead of exiting.
+    """
+    log = structlog.get_logger("orchestrator.process")
+    delay = settings.backoff_initial_s
+    while not stop.is_set():
+        try:
+            return await missing_topics(settings.kafka, needed)
+        except (KafkaError, OSError) as exc:
+            log.warning("Kafka not reachable yet; retrying", error=repr(exc), retry_in_s=delay)
+            await sleep_unless(stop, delay)
+            delay = min(delay * 2, settings.backoff_max_s)
+    return None
+
+
 async def run_stages(
     stages: Sequence[Stage],
     settings: Settings,
@@ -68,7 +88,9 @@ async def run_stages(
         | {t for s in stages for t in s.outputs}
         | {v.topic for s in stages for v in s.views if v.topic}
     )
-    absent = await missing_topics(settings.kafka_bootstrap, needed)
+    absent = await _missing_topics_when_reachable(settings, needed, stop)
+    if absent is None:
+        return  # stopped while the broker was still out of reach
     if absent:
         raise StartupError(
             f"topics missing on {settings.kafka_bootstrap}: {', '.join(absent)}; "

@@ -17,6 +17,7 @@ import structlog
 
 from orchestrator.contract.base import EventPayload
 from orchestrator.contract.envelope import Envelope
+from orchestrator.runtime.dead_letter import ConsumedRecord, OutgoingRecord, dead_letter
 from orchestrator.runtime.views import View
 
 if TYPE_CHECKING:
@@ -75,6 +76,7 @@ class HandlerContext:
         db: asyncpg.Connection | None,
         now: datetime,
         log: structlog.typing.FilteringBoundLogger,
+        record: ConsumedRecord | None = None,
     ) -> None:
         self.stage = stage
         #: The topic the event was read from.
@@ -83,7 +85,11 @@ class HandlerContext:
         self._db = db
         self.now = now
         self.log = log
+        #: The Kafka record the event came in, as it arrived: for a stage that keeps it to handle later.
+        self.record = record
         self.emitted: list[Emitted] = []
+        #: Records the handler sends to their dead-letter topic, in the batch's transaction.
+        self.dead_letters: list[OutgoingRecord] = []
 
     @property
     def db(self) -> asyncpg.Connection:
@@ -103,6 +109,24 @@ class HandlerContext:
         )
         self.emitted.append(Emitted(topic, env))
         return env
+
+    def dead_letter(self, record: ConsumedRecord, category: str, reason: str) -> None:
+        """Send `record` (one the stage kept from an earlier batch) to its topic's dead-letter topic.
+
+        For an event the stage accepted and kept, then found it can never handle: it leaves in the
+        same transaction as the state change that gives it up, so it is neither lost nor sent twice.
+        """
+        self.log.warning(
+            "dead-lettered",
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            category=category,
+            reason=reason,
+        )
+        self.dead_letters.append(
+            dead_letter(record, stage=self.stage, category=category, reason=reason, now=self.now)
+        )
 
 
 Handler = Callable[[Envelope, HandlerContext], Awaitable[None]]

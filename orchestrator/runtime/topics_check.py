@@ -6,9 +6,11 @@ from collections.abc import Sequence
 
 from aiokafka.admin import AIOKafkaAdminClient
 
+from orchestrator.runtime.kafka_client import Bootstrap, client_kwargs
 
-async def missing_topics(bootstrap: str, topics: Sequence[str]) -> list[str]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30000)
+
+async def missing_topics(bootstrap: Bootstrap, topics: Sequence[str]) -> list[str]:
+    admin = AIOKafkaAdminClient(**client_kwargs(bootstrap), request_timeout_ms=30000)
     await admin.start()
     try:
         existing = set(await admin.list_topics())

@@ -21,6 +21,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from orchestrator.contract.base import EventPayload
 from orchestrator.contract.envelope import DecodeError, decode
+from orchestrator.runtime.kafka_client import Bootstrap, client_kwargs
 from orchestrator.settings import Settings
 
 S = TypeVar("S")
@@ -72,14 +73,14 @@ class TopicView(Generic[S]):
         if self._consumer is not None:
             return  # shared by several stages of one process: started once
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap,
+            **client_kwargs(settings.kafka),
             enable_auto_commit=False,
             isolation_level="read_committed",
             client_id=f"orchestrator.view.{self.name}.{settings.instance_id}",
         )
         self._consumer = consumer
         await consumer.start()
-        partitions = await _partitions_of(settings.kafka_bootstrap, self.topic)
+        partitions = await _partitions_of(settings.kafka, self.topic)
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         ends = await consumer.end_offsets(partitions)
@@ -126,8 +127,8 @@ class TopicView(Generic[S]):
                 await self._consumer.stop()
 
 
-async def _partitions_of(bootstrap: str, topic: str) -> list[TopicPartition]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+async def _partitions_of(bootstrap: Bootstrap, topic: str) -> list[TopicPartition]:
+    admin = AIOKafkaAdminClient(**client_kwargs(bootstrap))
     await admin.start()
     try:
         described = await admin.describe_topics([topic])

@@ -37,8 +37,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import KafkaError, ProducerFenced
 
 from orchestrator.contract.envelope import DecodeError, Envelope, decode, encode
-from orchestrator.runtime.dead_letter import ConsumedRecord, OutgoingRecord, dead_letter
+from orchestrator.runtime.dead_letter import ConsumedRecord, OutgoingRecord, dead_letter, dead_letter_origin
 from orchestrator.runtime.idempotency import ProcessedEvent, fetch_processed, record_processed
+from orchestrator.runtime.kafka_client import client_kwargs
 from orchestrator.runtime.metrics import RuntimeMetrics
 from orchestrator.runtime.pause import sleep_unless
 from orchestrator.runtime.stage import HandlerContext, RejectEvent, RetryLater, Stage, TransientError
@@ -129,7 +130,7 @@ class StageWorker:
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until `stop` is set, then finish the batch in hand, commit and leave the group."""
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap,
+            **client_kwargs(self.settings.kafka),
             group_id=self.stage.group_id,
             client_id=f"{self.stage.group_id}.{self.settings.instance_id}",
             enable_auto_commit=False,
@@ -192,7 +193,7 @@ class StageWorker:
         consumer = self._consumer
         assert consumer is not None
         producer = AIOKafkaProducer(
-            bootstrap_servers=self.settings.kafka_bootstrap,
+            **client_kwargs(self.settings.kafka),
             client_id=f"{self.stage.group_id}.{self.settings.instance_id}.{tp.topic}.{tp.partition}",
             transactional_id=transactional_id(self.stage.name, tp),
             enable_idempotence=True,
@@ -223,6 +224,8 @@ class StageWorker:
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
         # Partitions are claimed lazily by their first batch: claiming here would race the fetcher.
         self.log.info("partitions assigned", partitions=sorted(f"{t.topic}:{t.partition}" for t in assigned))
+        # aiokafka rebalances eagerly: `assigned` is the whole new assignment.
+        self.metrics.partitions_assigned.labels(self.stage.name).set(len(assigned))
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         async with self._batch_lock:
@@ -234,6 +237,7 @@ class StageWorker:
                 del self._doomed[key]
             for tp in revoked:
                 self.metrics.consumer_lag.labels(self.stage.name, tp.topic, str(tp.partition)).set(0)
+            self.metrics.partitions_assigned.labels(self.stage.name).set(0)
         if revoked:
             self.log.info(
                 "partitions revoked", partitions=sorted(f"{t.topic}:{t.partition}" for t in revoked)
@@ -429,6 +433,7 @@ class StageWorker:
             seen.add(env.id)
             outputs = await self._handle_one(rec, env, conn, now)
             result.outgoing.extend(outputs)
+            result.dead_letters.extend(d for d in map(dead_letter_origin, outputs) if d is not None)
             result.consumed.append((rec.topic, env.type))
             if conn is not None:
                 to_record.append((env.id, rec.topic, rec.partition, rec.offset, outputs))
@@ -440,7 +445,9 @@ class StageWorker:
         self, rec: Record, env: Envelope, conn: asyncpg.Connection | None, now: datetime
     ) -> list[OutgoingRecord]:
         log = self.log.bind(order_id=env.subject, event_id=env.id, event_type=env.type, trace_id=env.trace_id)
-        ctx = HandlerContext(stage=self.stage.name, topic=rec.topic, event=env, db=conn, now=now, log=log)
+        ctx = HandlerContext(
+            stage=self.stage.name, topic=rec.topic, event=env, db=conn, now=now, log=log, record=rec
+        )
         started = time.perf_counter()
         try:
             with structlog.contextvars.bound_contextvars(
@@ -473,6 +480,7 @@ class StageWorker:
         for emitted in ctx.emitted:
             key, value, headers = encode(emitted.envelope)
             out.append(OutgoingRecord(emitted.topic, key, value, headers, emitted.envelope.type))
+        out.extend(ctx.dead_letters)  # records the handler kept earlier and now gives up
         return out
 
     def _dead_letter(self, rec: Record, category: str, reason: str) -> OutgoingRecord:

@@ -3,8 +3,10 @@
 Decides: whether an OMS event is new (a redelivery with the same `ce_id` has
 one effect: the runtime's idempotency record), whether it fits the order's
 story (an amendment for an unknown or cancelled order is dead-lettered with
-the reason), and the order's sequence. Normalises every change into the whole
-current order, so later stages never merge partial updates.
+the reason), whether it is small enough to travel (an order of more than
+`MAX_ORDER_LINES` lines is rejected), and the order's sequence. Normalises
+every change into the whole current order, so later stages never merge
+partial updates.
 
 Owns `ingest_orders`: each order's current shape and sequence.
 """
@@ -13,13 +15,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from orchestrator.contract.common import OrderState
+from orchestrator.contract.common import OrderState, Reason
 from orchestrator.contract.envelope import Envelope
 from orchestrator.contract.orders import OrderAmended, OrderCancelled, OrderCreated, OrderHoldReleased
 from orchestrator.contract.pipeline import OrderChange, OrderIngested
 from orchestrator.domain.validation import normalise_postal_code
 from orchestrator.runtime.stage import HandlerContext, RejectEvent, Stage
 from orchestrator.stages.common import INGESTED, OMS_ORDERS, STATUS, emit_status, order_from_json, order_json
+
+#: The most lines an order may have. Every event downstream (the ingested order, the plan with its
+#: candidates and explanation, the work orders) carries all of its lines, and each must fit in one
+#: Kafka record (~1 MiB by default): a larger order cannot travel, so it is rejected at the door.
+MAX_ORDER_LINES = 1000
 
 
 def normalise(order: OrderCreated) -> OrderCreated:
@@ -47,12 +54,15 @@ def apply_amendment(order: OrderCreated, amendment: OrderAmended) -> tuple[Order
         for change in amendment.line_quantities:
             if change.line_id not in lines:
                 raise RejectEvent(
-                    f"amendment names line {change.line_id}, which order {order.order_id} lacks"
+                    f"amendment names line {change.line_id}, which order {order.order_id} lacks",
+                    "bad_amendment",
                 )
             lines[change.line_id]["quantity"] = change.quantity
         data["lines"] = [line for line in data["lines"] if line["quantity"] != 0]
         if not data["lines"]:
-            raise RejectEvent(f"amendment removes every line of order {order.order_id}; cancel it instead")
+            raise RejectEvent(
+                f"amendment removes every line of order {order.order_id}; cancel it instead", "bad_amendment"
+            )
         changed.append("line_quantities")
     if amendment.order_total is not None:
         data["order_total"] = str(amendment.order_total)
@@ -69,7 +79,19 @@ def ingest_stage() -> Stage:
         )
         if isinstance(data, OrderCreated):
             if row is not None:
-                raise RejectEvent(f"order {data.order_id} already exists (created by an earlier event)")
+                raise RejectEvent(
+                    f"order {data.order_id} already exists (created by an earlier event)", "duplicate_order"
+                )
+            if len(data.lines) > MAX_ORDER_LINES:
+                # Not stored: the OMS hears why, and the order goes no further.
+                reason = Reason(
+                    code="too_many_lines",
+                    message=f"the order has {len(data.lines)} lines; at most {MAX_ORDER_LINES} are accepted",
+                )
+                emit_status(
+                    ctx, data.order_id, OrderState.REJECTED, 1, reasons=(reason,), detail=reason.message
+                )
+                return
             order = normalise(data)
             await ctx.db.execute(
                 "INSERT INTO ingest_orders (order_id, sequence, order_json) VALUES ($1, 1, $2)",
@@ -83,9 +105,11 @@ def ingest_stage() -> Stage:
             emit_status(ctx, order.order_id, OrderState.RECEIVED, 1)
             return
         if row is None:
-            raise RejectEvent(f"{event.type} for unknown order {event.subject}")
+            raise RejectEvent(f"{event.type} for unknown order {event.subject}", "unknown_order")
         if row["cancelled"]:
-            raise RejectEvent(f"{event.type} for order {event.subject}, which is cancelled")
+            raise RejectEvent(
+                f"{event.type} for order {event.subject}, which is cancelled", "order_cancelled"
+            )
         order = order_from_json(row["order_json"])
         sequence = row["sequence"] + 1
         ingested: OrderIngested

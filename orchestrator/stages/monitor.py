@@ -18,7 +18,14 @@ process scans for those that fell due and publishes `monitor.timer_due`
 events, and the handler checks them again inside its transaction (the node
 may have acknowledged in between) before raising anything.
 
-Owns `monitor_shipments`.
+An event about work monitor has not seen released yet (the release comes on
+another topic, and after a burst or a restart may come later) is parked: kept
+as it arrived, with its offset committed, so the partition goes on. The
+release's handler replays the order's parked events, in arrival order, in its
+own transaction; the ticker asks for those still waiting after the park limit
+to be dead-lettered.
+
+Owns `monitor_shipments` and `monitor_parked_events`.
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ import structlog
 from aiokafka import AIOKafkaProducer
 
 from orchestrator.contract.common import OrderState, SkuLine
-from orchestrator.contract.envelope import Envelope, encode
+from orchestrator.contract.envelope import DecodeError, Envelope, decode, encode
 from orchestrator.contract.execution import (
     ShipmentDelayed,
     ShipmentDelivered,
@@ -61,7 +68,7 @@ from orchestrator.contract.network import (
     NodeStatusChanged,
     NodeUpserted,
 )
-from orchestrator.contract.pipeline import TimerDue
+from orchestrator.contract.pipeline import ParkedEventExpired, TimerDue
 from orchestrator.contract.status import ExceptionKind, ExceptionRaised
 from orchestrator.contract.work import WorkOrderCancelRequested, WorkOrderReleased
 from orchestrator.domain.monitoring import (
@@ -86,8 +93,11 @@ from orchestrator.domain.monitoring import (
     timer_event_id,
 )
 from orchestrator.domain.playbooks import load_playbooks
+from orchestrator.runtime.kafka_client import client_kwargs
+from orchestrator.runtime.metrics import RuntimeMetrics
 from orchestrator.runtime.pause import sleep_unless
-from orchestrator.runtime.stage import HandlerContext, RejectEvent, RetryLater, Stage
+from orchestrator.runtime.stage import HandlerContext, RejectEvent, Stage
+from orchestrator.runtime.worker import TRANSIENT_ERRORS
 from orchestrator.settings import Settings
 from orchestrator.stages.common import NETWORK_UPDATES, RELEASED, STATUS, OrderPathDeps, emit_status
 from orchestrator.stages.learning_store import learn_from_carrier_event, learn_from_node_event
@@ -98,8 +108,11 @@ EXCEPTIONS = "orchestrator.exceptions.v1"
 TIMERS = "orchestrator.timers.v1"
 
 ACK_TIMEOUT_ENV = "ORCHESTRATOR_ACK_TIMEOUT_S"
-EARLY_EVENT_WAIT_ENV = "ORCHESTRATOR_EARLY_EVENT_WAIT_S"
 SCAN_TIMEOUT_ENV = "ORCHESTRATOR_SCAN_TIMEOUT_S"
+PARK_LIMIT_ENV = "ORCHESTRATOR_MONITOR_PARK_LIMIT_S"
+#: monitor's setting before it parked events; returns still reads it. Not taken as the park limit: it
+#: was sized to hold a partition for seconds, and a park limit that short drops events a restart delays.
+EARLY_EVENT_WAIT_ENV = "ORCHESTRATOR_EARLY_EVENT_WAIT_S"
 
 #: Status reports name the ingest sequence they belong to, which monitor never sees; status-sync orders
 #: monitor's reports by arrival, so any positive number does.
@@ -151,19 +164,25 @@ class MonitorTimers:
     acknowledge_within: timedelta = timedelta(minutes=30)
     carrier_scan_within: timedelta = timedelta(hours=24)
     tick_s: float = 1.0
-    #: How long an event about work monitor has not seen released yet may wait for the release.
-    early_event_wait_s: float = 10.0
+    #: How long an event about work monitor has not seen released yet stays parked waiting for the
+    #: release before it is dead-lettered. Long: a parked event holds nothing up.
+    park_limit: timedelta = timedelta(hours=1)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> MonitorTimers:
-        """The playbook timers; the ORCHESTRATOR_{ACK,SCAN}_TIMEOUT_S and _EARLY_EVENT_WAIT_S env override."""
+        """The playbook timers; ORCHESTRATOR_{ACK,SCAN}_TIMEOUT_S and ORCHESTRATOR_MONITOR_PARK_LIMIT_S
+        override."""
         e = os.environ if env is None else env
         playbooks = load_playbooks()
-        wait = _seconds(e, EARLY_EVENT_WAIT_ENV)
+        if e.get(EARLY_EVENT_WAIT_ENV) and not e.get(PARK_LIMIT_ENV):
+            structlog.get_logger("orchestrator.monitor").warning(
+                f"{EARLY_EVENT_WAIT_ENV} no longer applies to monitor, which parks early events instead of"
+                f" waiting; its park limit is {PARK_LIMIT_ENV} (default 1 h). returns still reads it."
+            )
         return cls(
             acknowledge_within=_seconds(e, ACK_TIMEOUT_ENV) or playbooks.timers.acknowledge_within,
             carrier_scan_within=_seconds(e, SCAN_TIMEOUT_ENV) or playbooks.timers.carrier_scan_within,
-            early_event_wait_s=wait.total_seconds() if wait else cls.early_event_wait_s,
+            park_limit=_seconds(e, PARK_LIMIT_ENV) or cls.park_limit,
         )
 
 
@@ -341,13 +360,118 @@ def _report_order(
         s.loaded_state = s.state  # reported: a second report in the same handler starts from here
 
 
-def _unknown_work_order(work_order_id: str, order_id: str, wait_s: float) -> RetryLater:
-    # The release travels on another topic and may simply not have been handled yet: wait a little.
-    return RetryLater(
-        f"unknown work order {work_order_id} of order {order_id}: monitor never saw it released",
-        "unknown_work_order",
-        give_up_after_s=wait_s,
+# -------------------------------------------------------------------- parking
+
+
+class _NotReleasedYet(Exception):
+    """The event is about work monitor has not seen released: it is parked, not handled (yet).
+
+    Raised before the handler changes anything, so a handler can be tried again once it is known.
+    """
+
+    def __init__(self, order_id: str, awaited: str, *, work_order_id: str | None, shipment_id: str | None):
+        super().__init__(f"{awaited} is not released yet")
+        self.order_id = order_id
+        #: What the event waits for, in words: "work order WO-1 of order O-1".
+        self.awaited = awaited
+        self.work_order_id = work_order_id
+        self.shipment_id = shipment_id
+
+
+def _unknown_work_order(work_order_id: str, order_id: str) -> _NotReleasedYet:
+    return _NotReleasedYet(
+        order_id,
+        f"work order {work_order_id} of order {order_id}",
+        work_order_id=work_order_id,
+        shipment_id=None,
     )
+
+
+#: Monitor's own space of two-key advisory locks (the one-key space, which reserve uses, is separate).
+_PARKING_LOCK_SPACE = 0x4D4F4E  # "MON"
+
+
+async def _lock_parking(conn: asyncpg.Connection, order_id: str) -> None:
+    """Serialise parking an order's events with the releases that replay them, until commit.
+
+    A row lock cannot do it: before the first release of an order there is no row to lock. Where a
+    handler takes both, it takes the order's rows first, so two handlers never wait on each other in
+    a cycle over one order; a collision of two orders' hashes only serialises them.
+    """
+    await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _PARKING_LOCK_SPACE, order_id)
+
+
+_PARKED_COLUMNS = (
+    "event_id, order_id, work_order_id, shipment_id, event_type, awaited, source_topic, source_partition,"
+    " source_offset, source_timestamp, record_key, record_value, header_names, header_values, parked_at"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ParkedRecord:
+    """A parked event's Kafka record as it arrived (a ConsumedRecord: a dead letter sends it unchanged)."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+
+    @classmethod
+    def from_row(cls, r: asyncpg.Record) -> ParkedRecord:
+        return cls(
+            topic=r["source_topic"],
+            partition=r["source_partition"],
+            offset=r["source_offset"],
+            timestamp=r["source_timestamp"],
+            key=r["record_key"],
+            value=r["record_value"],
+            headers=list(zip(r["header_names"], r["header_values"], strict=True)),
+        )
+
+
+async def _park(ctx: HandlerContext, early: _NotReleasedYet) -> None:
+    record = ctx.record
+    if record is None:
+        raise RuntimeError("monitor parks only events the runtime delivered with their record")
+    headers = list(record.headers or ())
+    # The event id is the key: an event delivered again (a resend, a replayed batch) is parked once.
+    await ctx.db.execute(
+        f"INSERT INTO monitor_parked_events ({_PARKED_COLUMNS})"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+        " ON CONFLICT (event_id) DO NOTHING",
+        ctx.event.id,
+        early.order_id,
+        early.work_order_id,
+        early.shipment_id,
+        ctx.event.type,
+        early.awaited,
+        record.topic,
+        record.partition,
+        record.offset,
+        record.timestamp,
+        record.key,
+        record.value,
+        [k for k, _ in headers],
+        [v for _, v in headers],
+        ctx.now,
+    )
+    ctx.log.info("parked until its work is released", awaited=early.awaited)
+
+
+async def _unpark(conn: asyncpg.Connection, event_id: str) -> None:
+    await conn.execute("DELETE FROM monitor_parked_events WHERE event_id = $1", event_id)
+
+
+def _waited(since: datetime, now: datetime) -> str:
+    seconds = max(0, round((now - since).total_seconds()))
+    return str(timedelta(seconds=seconds))
+
+
+class _Replay(HandlerContext):
+    """The context of a parked event being replayed (inside the handler of what made it known)."""
 
 
 def _find(shipments: Sequence[Shipment], work_order_id: str) -> Shipment | None:
@@ -370,6 +494,9 @@ def monitor_stage(deps: OrderPathDeps, timers: MonitorTimers | None = None) -> S
         if _find(shipments, wo.work_order_id) is not None:
             ctx.log.info("work order already known; nothing changes", work_order_id=wo.work_order_id)
             return
+        # Held to commit: an event of this order parked concurrently on another partition is either
+        # committed before this looks for parked events, or finds this work order when it looks again.
+        await _lock_parking(ctx.db, wo.order_id)
         # Counted from when monitor learns of the work, not from the release's own time: after a backlog,
         # the node's answer may still be queued on another topic, and a false alarm starts a repair.
         released_at = ctx.now
@@ -411,12 +538,13 @@ def monitor_stage(deps: OrderPathDeps, timers: MonitorTimers | None = None) -> S
         # A new work order of an order that had shipped (a repair of a short pick) makes it partial again;
         # the row did not exist before, so it does not count in the "before" state.
         _report_order(ctx, wo.order_id, [*shipments, new], before=[s.state for s in shipments])
+        await replay_parked(ctx, wo.order_id)
 
     async def on_cancel_requested(ctx: HandlerContext, msg: WorkOrderCancelRequested) -> None:
         shipments = await _lock_order(ctx.db, msg.order_id)
         s = _find(shipments, msg.work_order_id)
         if s is None:
-            raise _unknown_work_order(msg.work_order_id, msg.order_id, cfg.early_event_wait_s)
+            raise _unknown_work_order(msg.work_order_id, msg.order_id)
         if s.move(ShipmentState.CANCEL_REQUESTED):
             _report_order(ctx, msg.order_id, shipments)
         await _save(ctx.db, shipments)
@@ -434,7 +562,7 @@ def monitor_stage(deps: OrderPathDeps, timers: MonitorTimers | None = None) -> S
         shipments = await _lock_order(ctx.db, ev.order_id)
         s = _find(shipments, ev.work_order_id)
         if s is None:
-            raise _unknown_work_order(ev.work_order_id, ev.order_id, cfg.early_event_wait_s)
+            raise _unknown_work_order(ev.work_order_id, ev.order_id)
         if ev.node_id != s.node_id:
             raise RejectEvent(
                 f"work order {ev.work_order_id} was released to node {s.node_id}, not {ev.node_id}",
@@ -443,6 +571,7 @@ def monitor_stage(deps: OrderPathDeps, timers: MonitorTimers | None = None) -> S
         s.seen(ev.occurred_at)
         # Learning counts each step of a work order once: a repeated or overtaken event teaches nothing.
         fresh = False
+        learned_tracking = False
         if isinstance(ev, (WorkOrderRejected, WorkOrderCancelledByNode)):
             stop = node_stopped(s.state, ev)
             fresh = stop is not None
@@ -476,6 +605,7 @@ def monitor_stage(deps: OrderPathDeps, timers: MonitorTimers | None = None) -> S
                 if s.tracking_number is None:
                     s.tracking_number = ev.tracking_number
                     s.dirty = True
+                    learned_tracking = True
                 if moved and s.state is ShipmentState.SHIPPED:
                     s.expect_scan(ctx.now + cfg.carrier_scan_within)
         if fresh:
@@ -492,6 +622,11 @@ def monitor_stage(deps: OrderPathDeps, timers: MonitorTimers | None = None) -> S
             )
         _report_order(ctx, ev.order_id, shipments)
         await _save(ctx.db, shipments)
+        # A carrier scan that named only this tracking number may be parked. No parking lock needed:
+        # the order has rows, and a carrier event locks them before it looks, so the two serialise.
+        # A replayed event leaves this to the replay's next pass.
+        if learned_tracking and not isinstance(ctx, _Replay):
+            await replay_parked(ctx, ev.order_id)
 
     async def on_carrier_event(
         ctx: HandlerContext,
@@ -509,11 +644,12 @@ def monitor_stage(deps: OrderPathDeps, timers: MonitorTimers | None = None) -> S
             (x for x in shipments if x.shipment_id == ev.shipment_id), None
         )
         if s is None:
-            raise RetryLater(
-                f"unknown shipment: order {ev.order_id} has no work order with tracking number "
-                f"{ev.tracking_number} or shipment {ev.shipment_id}",
-                "unknown_shipment",
-                give_up_after_s=cfg.early_event_wait_s,
+            raise _NotReleasedYet(
+                ev.order_id,
+                f"a work order of order {ev.order_id} with shipment {ev.shipment_id} "
+                f"(tracking number {ev.tracking_number})",
+                work_order_id=None,
+                shipment_id=ev.shipment_id,
             )
         s.seen(ev.occurred_at)
         if s.tracking_number is None:
@@ -590,7 +726,7 @@ def monitor_stage(deps: OrderPathDeps, timers: MonitorTimers | None = None) -> S
         shipments = await _lock_order(ctx.db, msg.order_id)
         s = _find(shipments, msg.work_order_id)
         if s is None:
-            raise _unknown_work_order(msg.work_order_id, msg.order_id, cfg.early_event_wait_s)
+            raise _unknown_work_order(msg.work_order_id, msg.order_id)
         timer: Timer = msg.timer
         deadlines = s.deadlines()
         # Due by this clock, or by the ticker's (it saw this very deadline pass); a deadline moved
@@ -631,7 +767,97 @@ def monitor_stage(deps: OrderPathDeps, timers: MonitorTimers | None = None) -> S
             )
         await _save(ctx.db, shipments)
 
+    async def on_parked_expired(ctx: HandlerContext, msg: ParkedEventExpired) -> None:
+        await _lock_parking(ctx.db, msg.order_id)
+        row = await ctx.db.fetchrow(
+            f"SELECT {_PARKED_COLUMNS} FROM monitor_parked_events WHERE event_id = $1", msg.parked_event_id
+        )
+        if row is None:
+            ctx.log.info("parked event no longer waiting (replayed)", parked_event_id=msg.parked_event_id)
+            return
+        # Expired by this instance's limit, or by the ticker's (it saw this very wait run out).
+        if row["parked_at"] + cfg.park_limit > max(ctx.now, msg.due_at):
+            ctx.log.info("parked event not expired yet", parked_event_id=msg.parked_event_id)
+            return
+        await _unpark(ctx.db, msg.parked_event_id)
+        ctx.dead_letter(
+            ParkedRecord.from_row(row),
+            "never_released",
+            f"{row['awaited']} was never released: the {row['event_type']} event waited "
+            f"{_waited(row['parked_at'], ctx.now)} for it (park limit {cfg.park_limit})",
+        )
+
+    async def replay_parked(ctx: HandlerContext, order_id: str) -> None:
+        """Handle the order's parked events now that more of its work is known, in arrival order.
+
+        Each is handled by the same code as when it arrived, as itself (its outputs are its own
+        children), and deleted; one still about unknown work stays parked. Another pass follows one
+        that settled something, since a replayed event can make a later-parked one match (a tracking
+        number). A replayed event that fails is dead-lettered: it must not cost the release.
+        """
+        waiting = list(
+            await ctx.db.fetch(
+                f"SELECT {_PARKED_COLUMNS} FROM monitor_parked_events WHERE order_id = $1 ORDER BY arrival",
+                order_id,
+            )
+        )
+        while waiting:
+            still = [row for row in waiting if not await replay_one(ctx, row)]
+            if len(still) == len(waiting):
+                return
+            waiting = still
+
+    async def replay_one(ctx: HandlerContext, row: asyncpg.Record) -> bool:
+        """Replay one parked event; False when it is still about work not released."""
+        record = ParkedRecord.from_row(row)
+        log = ctx.log.bind(replayed_event_id=row["event_id"], replayed_event_type=row["event_type"])
+        try:
+            event = decode(record.key, record.value, record.headers, timestamp_ms=record.timestamp)
+        except DecodeError as exc:  # it decoded when parked: only a contract change since can do this
+            await _unpark(ctx.db, row["event_id"])
+            ctx.dead_letter(record, exc.category, exc.reason)
+            return True
+        replay = _Replay(
+            stage=ctx.stage, topic=record.topic, event=event, db=ctx.db, now=ctx.now, log=log, record=record
+        )
+        try:
+            # A savepoint: a replayed event that fails takes back its own changes, not the release's.
+            async with ctx.db.transaction():
+                await dispatch(event, replay)
+        except _NotReleasedYet:
+            return False
+        except RejectEvent as exc:
+            category, reason = exc.category, exc.reason
+        except TRANSIENT_ERRORS:
+            raise
+        except Exception as exc:
+            log.exception("replayed event raised")
+            category, reason = "handler_error", f"{type(exc).__name__}: {exc}"
+        else:
+            await _unpark(ctx.db, event.id)
+            ctx.emitted.extend(replay.emitted)
+            ctx.dead_letters.extend(replay.dead_letters)
+            log.info("parked event replayed", waited=_waited(row["parked_at"], ctx.now))
+            return True
+        await _unpark(ctx.db, event.id)
+        ctx.dead_letter(record, category, reason)
+        return True
+
     async def handle(event: Envelope, ctx: HandlerContext) -> None:
+        try:
+            await dispatch(event, ctx)
+            return
+        except _NotReleasedYet as early:
+            order_id = early.order_id
+        # The release may be committing on another partition right now: look again under the order's
+        # parking lock. Either its work order is there now, or its handler will find this event parked.
+        await _lock_parking(ctx.db, order_id)
+        try:
+            await dispatch(event, ctx)
+        except _NotReleasedYet as early:
+            await _park(ctx, early)
+
+    async def dispatch(event: Envelope, ctx: HandlerContext) -> None:
         data = event.data
         if isinstance(data, WorkOrderReleased):
             await on_released(ctx, data)
@@ -646,6 +872,8 @@ def monitor_stage(deps: OrderPathDeps, timers: MonitorTimers | None = None) -> S
                 await on_node_closed(ctx, data)
         elif isinstance(data, TimerDue):
             await on_timer(ctx, data)
+        elif isinstance(data, ParkedEventExpired):
+            await on_parked_expired(ctx, data)
         elif isinstance(data, _NETWORK_EVENTS):
             pass  # capacity, master data and carrier outages change no released work
         else:  # pragma: no cover - `accepts` lets nothing else through
@@ -663,6 +891,7 @@ def monitor_stage(deps: OrderPathDeps, timers: MonitorTimers | None = None) -> S
                 WorkOrderReleased,
                 WorkOrderCancelRequested,
                 TimerDue,
+                ParkedEventExpired,
                 *_NODE_EVENTS,
                 *_CARRIER_EVENTS,
                 *_NETWORK_EVENTS,
@@ -689,8 +918,15 @@ LIMIT $2
 """
 
 
+_EXPIRED_PARKED_SQL = """
+SELECT event_id, order_id, parked_at FROM monitor_parked_events
+ WHERE parked_at <= $1 ORDER BY parked_at LIMIT $2
+"""
+
+
 class TimerTicker:
-    """Publishes a `monitor.timer_due` event for every deadline that fell due (a View, for its life cycle).
+    """Publishes a `monitor.timer_due` event for every deadline that fell due, and a
+    `monitor.parked_expired` one for every parked event past the park limit (a View, for its life cycle).
 
     It only asks; the stage's handler decides, in its transaction. Every
     instance runs one, and every tick and instance sends the same event id
@@ -713,10 +949,15 @@ class TimerTicker:
         self._producer: AIOKafkaProducer | None = None
         self._sent: dict[str, float] = {}
         self._ready = False
+        self._metrics: RuntimeMetrics | None = None
 
     @property
     def ready(self) -> bool:
         return self._ready
+
+    def bind_metrics(self, metrics: RuntimeMetrics) -> None:
+        """Report the parked events on `metrics` at every tick."""
+        self._metrics = metrics
 
     async def start(self, settings: Settings, stop: asyncio.Event) -> None:
         if self._task is not None:
@@ -741,7 +982,7 @@ class TimerTicker:
             self._conn = await asyncpg.connect(settings.database_url, command_timeout=30)
         if self._producer is None:
             producer = AIOKafkaProducer(
-                bootstrap_servers=settings.kafka_bootstrap,
+                **client_kwargs(settings.kafka),
                 client_id=f"orchestrator.monitor.ticker.{settings.instance_id}",
                 enable_idempotence=True,
                 acks="all",
@@ -769,6 +1010,7 @@ class TimerTicker:
                 )
                 # The timer's exception belongs to the order's story like every other event of it.
                 envelopes.append(dataclasses.replace(env, correlation_id=s.correlation_id))
+        envelopes += await self._expired_parkings(self._conn, now)
         if not envelopes:
             return 0
         futures = []
@@ -779,6 +1021,34 @@ class TimerTicker:
         for env in envelopes:
             self._sent[env.id] = clock
         return len(envelopes)
+
+    async def _expired_parkings(self, conn: asyncpg.Connection, now: datetime) -> list[Envelope]:
+        """Requests to dead-letter the parked events that waited past the limit; updates the gauges."""
+        if self._metrics is not None:
+            row = await conn.fetchrow(
+                "SELECT count(*) AS parked, min(parked_at) AS oldest FROM monitor_parked_events"
+            )
+            assert row is not None
+            self._metrics.monitor_parked_events.set(row["parked"])
+            oldest = row["oldest"]
+            self._metrics.monitor_parked_oldest_seconds.set(
+                max(0.0, (now - oldest).total_seconds()) if oldest is not None else 0.0
+            )
+        limit = self.timers.park_limit
+        envelopes: list[Envelope] = []
+        for r in await conn.fetch(_EXPIRED_PARKED_SQL, now - limit, self.batch):
+            # One id per parked event: repeats from every tick and instance are one request.
+            eid = f"parked-expired:{r['event_id']}"
+            if eid in self._sent:
+                continue
+            expired = ParkedEventExpired(
+                order_id=r["order_id"],
+                parked_event_id=r["event_id"],
+                parked_at=r["parked_at"],
+                due_at=r["parked_at"] + limit,
+            )
+            envelopes.append(Envelope.new(expired, source=_SOURCE, event_id=eid, time=now))
+        return envelopes
 
     async def _disconnect(self) -> None:
         conn, producer = self._conn, self._producer

@@ -24,14 +24,16 @@ from orchestrator.contract.pipeline import (
     PlanDecided,
     RedecideRequested,
     Repair,
+    RepairOutcome,
     ReservationConfirmed,
     ReservationsReleased,
     ReservedShipment,
     SupplyReleaseDue,
 )
-from orchestrator.domain.supply import PreorderRelease
+from orchestrator.domain.supply import RELEASE_WAITING, PreorderRelease
 from orchestrator.runtime.stage import HandlerContext, RejectEvent, Stage
 from orchestrator.stages.common import (
+    EXCEPTIONS,
     INVENTORY_UPDATES,
     PLANS,
     REROUTES,
@@ -156,6 +158,61 @@ async def release_replaced(conn: asyncpg.Connection, repair: Repair) -> None:
         )
 
 
+async def apply_snapshot(conn: asyncpg.Connection, count: InventorySnapshot) -> None:
+    """A count replaces on-hand and safety stock; what is reserved stays reserved.
+
+    A count below what is reserved is a shortage for the exceptions stage to find, not something to
+    hide by releasing reservations here. A count older (by `as_of`) than the one the row holds changes
+    nothing: a late or resent snapshot would put back stock that has since moved.
+    """
+    await conn.execute(
+        "INSERT INTO reserve_ledger (node_id, sku, on_hand, safety_stock, counted_at)"
+        " VALUES ($1, $2, $3, $4, $5)"
+        " ON CONFLICT (node_id, sku) DO UPDATE"
+        " SET on_hand = $3, safety_stock = $4, counted_at = $5, updated_at = now()"
+        " WHERE reserve_ledger.counted_at IS NULL OR reserve_ledger.counted_at <= $5",
+        count.node_id,
+        count.sku,
+        count.on_hand,
+        count.safety_stock,
+        count.as_of,
+    )
+
+
+async def apply_delta(conn: asyncpg.Connection, delta: InventoryDelta) -> None:
+    """Move on-hand by the delta, never below zero (a removal the ledger never saw stock for)."""
+    await conn.execute(
+        "INSERT INTO reserve_ledger (node_id, sku, on_hand) VALUES ($1, $2, GREATEST($3, 0))"
+        " ON CONFLICT (node_id, sku) DO UPDATE"
+        " SET on_hand = GREATEST(reserve_ledger.on_hand + $3, 0), updated_at = now()",
+        delta.node_id,
+        delta.sku,
+        delta.change,
+    )
+
+
+async def superseded(conn: asyncpg.Connection, plan: PlanDecided, repair: Repair) -> str | None:
+    """Why a repair plan must not be reserved any more, or None when it still applies.
+
+    A repair is decided on the order as it was. When a whole plan made since (an amendment, a
+    re-decide) or a cancellation has already given back what the repair replaces, reserving it would
+    hold the same lines twice and release a second work order for them.
+    """
+    row = await conn.fetchrow(
+        "SELECT sequence, cancelled FROM reserve_orders WHERE order_id = $1 FOR UPDATE", plan.order_id
+    )
+    if row is not None and row["cancelled"]:
+        return "the order is cancelled"
+    if row is not None and plan.sequence < row["sequence"]:
+        return f"decided for order sequence {plan.sequence}, reserve has planned {row['sequence']} since"
+    if repair.replaces_shipment_id is not None and not await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM reserve_reservations WHERE shipment_id = $1 AND status = 'active')",
+        repair.replaces_shipment_id,
+    ):
+        return f"shipment {repair.replaces_shipment_id} holds nothing any more: a newer plan replaced it"
+    return None
+
+
 def redecide(plan: PlanDecided, lost: _LostRace) -> RedecideRequested:
     """Send a plan that lost a race back to decide-node, which plans again on fresh stock.
 
@@ -195,6 +252,22 @@ def reserve_stage(
     async def on_repair(ctx: HandlerContext, plan: PlanDecided, repair: Repair) -> None:
         """A partial plan: reserve the new allocations, then free the failing shipment's, all or nothing."""
         conn = ctx.db
+        why = await superseded(conn, plan, repair)
+        if why is not None:
+            ctx.log.info("repair ignored", order_id=plan.order_id, plan_id=plan.plan_id, reason=why)
+            if repair.action != RELEASE_WAITING:
+                # The exception waits for an answer: what it asked for was done another way already.
+                ctx.emit(
+                    EXCEPTIONS,
+                    RepairOutcome(
+                        order_id=plan.order_id,
+                        exception_id=repair.exception_id,
+                        action=repair.action,
+                        succeeded=True,
+                        detail=f"not needed any more: {why}",
+                    ),
+                )
+            return
         try:
             async with conn.transaction():
                 shipments = await reserve_plan(conn, plan)
@@ -304,25 +377,9 @@ def reserve_stage(
 
     async def on_inventory(ctx: HandlerContext, data: InventorySnapshot | InventoryDelta) -> None:
         if isinstance(data, InventorySnapshot):
-            # A count replaces on-hand; what is reserved stays reserved.
-            await ctx.db.execute(
-                "INSERT INTO reserve_ledger (node_id, sku, on_hand, safety_stock) VALUES ($1, $2, $3, $4)"
-                " ON CONFLICT (node_id, sku) DO UPDATE"
-                " SET on_hand = $3, safety_stock = $4, updated_at = now()",
-                data.node_id,
-                data.sku,
-                data.on_hand,
-                data.safety_stock,
-            )
+            await apply_snapshot(ctx.db, data)
         else:
-            await ctx.db.execute(
-                "INSERT INTO reserve_ledger (node_id, sku, on_hand) VALUES ($1, $2, GREATEST($3, 0))"
-                " ON CONFLICT (node_id, sku) DO UPDATE"
-                " SET on_hand = GREATEST(reserve_ledger.on_hand + $3, 0), updated_at = now()",
-                data.node_id,
-                data.sku,
-                data.change,
-            )
+            await apply_delta(ctx.db, data)
         if isinstance(data, InventorySnapshot) or data.change > 0:
             # Stock came in: plan the waiting lines it covers, then re-date the rest of the queue.
             await release_ready(ctx, data.sku, preorder_release)
@@ -355,7 +412,7 @@ def reserve_stage(
     return Stage(
         name="reserve",
         inputs=(PLANS, INVENTORY_UPDATES, SUPPLY),
-        outputs=(RESERVATIONS, REROUTES, STATUS, CUSTOMER_NOTIFICATIONS),
+        outputs=(RESERVATIONS, REROUTES, STATUS, CUSTOMER_NOTIFICATIONS, EXCEPTIONS),
         handler=handle,
         uses_database=True,
         accepts=frozenset(

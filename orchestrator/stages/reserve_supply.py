@@ -45,6 +45,7 @@ from orchestrator.domain.supply import (
     releasable,
     waiting_lines,
 )
+from orchestrator.runtime.kafka_client import client_kwargs
 from orchestrator.runtime.pause import sleep_unless
 from orchestrator.runtime.stage import HandlerContext
 from orchestrator.runtime.views import cancel_task
@@ -340,7 +341,7 @@ class SupplyTicker:
         if not skus:
             return 0
         producer = AIOKafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap, enable_idempotence=True, acks="all", linger_ms=5
+            **client_kwargs(settings.kafka), enable_idempotence=True, acks="all", linger_ms=5
         )
         await producer.start()
         try:

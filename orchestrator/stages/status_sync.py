@@ -4,9 +4,10 @@ Reads every stage's status reports and observes the order-keyed topics
 (OMS orders and returns, plans, reservations, re-decides, exceptions, work
 orders, node, return and carrier events). Publishes the returns stage's
 return statuses on `oms.status.v1` as they come (that stage numbers them). Decides:
-- which status reports are transitions (a state the order is not already in,
-  and not after it ended), numbered 1, 2, 3... per order and published once, in
-  order, on `oms.status.v1`;
+- which status reports are transitions (legal by the table in
+  `orchestrator.domain.order_states`: a state the order is not already in,
+  not after it ended, never back to received), numbered 1, 2, 3... per order
+  and published once, in order, on `oms.status.v1`;
 - which transitions the customer hears about, on `customer.notifications.v1`.
 
 Owns `status_events`, the append-only event store of every event of every
@@ -20,11 +21,12 @@ from __future__ import annotations
 import asyncpg
 import orjson
 
-from orchestrator.contract.common import TERMINAL_STATES, OrderState
+from orchestrator.contract.common import OrderState
 from orchestrator.contract.envelope import Envelope
 from orchestrator.contract.pipeline import StageStatus
 from orchestrator.contract.returns import ReturnStatusChanged
 from orchestrator.contract.status import CustomerNotification, NotificationKind, OrderStatusChanged
+from orchestrator.domain.order_states import is_legal
 from orchestrator.domain.timeline import describe
 from orchestrator.runtime.stage import HandlerContext, Stage
 from orchestrator.stages.common import (
@@ -64,10 +66,9 @@ _NOTIFY: dict[OrderState, tuple[NotificationKind, str]] = {
 
 
 def is_transition(current: OrderState | None, new: OrderState) -> bool:
-    """A report is a transition unless the order is there already or has ended."""
-    if current is None:
-        return True
-    return current is not new and current not in TERMINAL_STATES
+    """A report is a transition when `orchestrator.domain.order_states` allows it: not a repeat, not
+    after the order ended, never back to `received`."""
+    return is_legal(current, new)
 
 
 async def append_event(conn: asyncpg.Connection, event: Envelope, topic: str) -> None:

@@ -13,12 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import ctypes.util
 import os
 import signal
-import socket
-import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -37,6 +33,7 @@ from orchestrator.runtime.pause import sleep_unless
 from orchestrator.settings import Settings
 from orchestrator.sim.geography import SimNetwork, build_network
 from orchestrator.sim.live.behaviour import CarrierRates, NodeRates
+from orchestrator.sim.live.children import Child, ChildFailed, check_port_free, spawn, wait_file, wait_ready
 from orchestrator.sim.live.observer import (
     TopicObserver,
     end_offsets,
@@ -93,103 +90,7 @@ class LiveOptions:
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
 
 
-class ChildFailed(RuntimeError):
-    pass
-
-
-@dataclass
-class Child:
-    name: str
-    process: asyncio.subprocess.Process
-    log_path: Path
-
-    def tail(self, lines: int = 15) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    async def stop(self, timeout: float = 30.0) -> int:
-        if self.process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self.process.wait(), timeout)
-            except TimeoutError:
-                self.process.kill()
-                await self.process.wait()
-        return self.process.returncode or 0
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: on Linux, get SIGTERM when the driver dies, however it dies
-    (a closed terminal, SIGKILL), so no stage or simulator is left running on its own."""
-    if sys.platform == "linux":
-        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _log_file(log_dir: Path, name: str) -> Path:
-    log_dir.mkdir(parents=True, exist_ok=True)
-    return log_dir / f"{name}.log"
-
-
-async def _spawn(name: str, args: list[str], env: dict[str, str], log_dir: Path) -> Child:
-    log_path = _log_file(log_dir, name)
-    with open(log_path, "wb") as log:  # noqa: ASYNC230 - opening a local log file does not block
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "orchestrator.cli",
-            *args,
-            env=env,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-            # Its own session: Ctrl-C reaches the driver only, which stops the children in order.
-            start_new_session=True,
-            preexec_fn=_die_with_parent,
-        )
-    return Child(name, process, log_path)
-
-
-async def _wait_file(child: Child, path: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(path):  # noqa: ASYNC240 - a stat of a local file
-        if child.process.returncode is not None:
-            raise ChildFailed(f"{child.name} exited with {child.process.returncode}:\n{child.tail()}")
-        if time.monotonic() > deadline:
-            raise ChildFailed(f"{child.name} not listening after {timeout:.0f}s:\n{child.tail()}")
-        await asyncio.sleep(0.2)
-
-
-def _check_port_free(host: str, port: int) -> None:
-    with socket.socket() as probe:
-        if probe.connect_ex((host, port)) == 0:
-            raise ChildFailed(
-                f"something already listens on {host}:{port} (another `make run`?); "
-                "stop it or pass --http-port"
-            )
-
-
-async def _wait_ready(child: Child, url: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as session:
-        while time.monotonic() < deadline:
-            if child.process.returncode is not None:
-                raise ChildFailed(f"{child.name} exited with {child.process.returncode}:\n{child.tail()}")
-            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                async with session.get(url, timeout=aiohttp.ClientTimeout(total=2)) as response:
-                    if response.status == 200:
-                        return
-            await asyncio.sleep(0.3)
-    raise ChildFailed(f"{child.name} not ready after {timeout:.0f}s (see {child.log_path}):\n{child.tail()}")
-
-
-def _sim_flags(options: LiveOptions) -> dict[str, list[str]]:
+def sim_flags(options: LiveOptions) -> dict[str, list[str]]:
     t, n, c, z = options.traffic, options.nodes, options.carriers, options.closures
     net = options.network.args()
     orders = ["--orders", str(options.orders)] if options.orders is not None else []
@@ -246,6 +147,34 @@ def _sim_flags(options: LiveOptions) -> dict[str, list[str]]:
     }
 
 
+async def start_outside_world(
+    database_url: str,
+    network: SimNetwork,
+    counted_since: datetime,
+    flags: dict[str, list[str]],
+    env: dict[str, str],
+    log_dir: Path,
+    children: dict[str, Child],
+    say: Callable[[str], None],
+    timeout_s: float = 180,
+) -> None:
+    """Once reserve has applied every stock count: the simulated nodes and carriers (each listening),
+    then the OMS, as children of the run."""
+    pairs = [(s.node_id, s.sku) for s in network.inventory]
+    deadline = time.monotonic() + timeout_s
+    while await stock_loaded(database_url, pairs, counted_since) < len(pairs):
+        if time.monotonic() > deadline:
+            raise ChildFailed(f"reserve did not apply the stock counts within {timeout_s:.0f} s")
+        await asyncio.sleep(0.3)
+    say("stages ready, stock counted; starting the simulated nodes, carriers and OMS")
+    for name in ("sim-nodes", "sim-carriers"):
+        ready = log_dir / f"{name}.ready"
+        ready.unlink(missing_ok=True)
+        children[name] = await spawn(name, [*flags[name], "--ready-file", str(ready)], env, log_dir)
+        await wait_file(children[name], ready, timeout_s)
+    children["sim-oms"] = await spawn("sim-oms", flags["sim-oms"], env, log_dir)
+
+
 async def run_live(
     settings: Settings,
     options: LiveOptions,
@@ -262,15 +191,17 @@ async def run_live(
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    _check_port_free(settings.http_host, settings.http_port)
+    check_port_free(settings.http_host, settings.http_port)
     network = options.network.build()
     stores = frozenset(n.node_id for n in network.nodes if n.kind is NodeKind.STORE)
     tally = LiveTally(order_prefix=f"LIVE-{options.run_id}-", stores=stores)
-    bootstrap = settings.kafka_bootstrap
+    bootstrap = settings.kafka
     log_dir = settings.state_dir / "logs" / f"run-{options.run_id}"
     env = {
         **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        # The children reach the same broker the same way (a password file's path, not the password).
+        **settings.kafka_security.env(),
+        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap,
         "DATABASE_URL": settings.database_url,
         "ORCHESTRATOR_HTTP_PORT": str(settings.http_port),
         "ORCHESTRATOR_STATE_DIR": str(settings.state_dir),
@@ -290,22 +221,11 @@ async def run_live(
     observing: asyncio.Task[None] | None = None
     began = time.monotonic()
     try:
-        children["stages"] = await _spawn("stages", ["run", "all"], env, log_dir)
-        await _wait_ready(children["stages"], f"http://{settings.http_host}:{settings.http_port}/readyz", 120)
-        pairs = [(s.node_id, s.sku) for s in network.inventory]
-        deadline = time.monotonic() + 120
-        while await stock_loaded(settings.database_url, pairs, started_at) < len(pairs):
-            if time.monotonic() > deadline:
-                raise ChildFailed("reserve did not apply the stock counts within 120 s")
-            await asyncio.sleep(0.3)
-        say("stages ready, stock counted; starting the simulated nodes, carriers and OMS")
-        flags = _sim_flags(options)
-        for name in ("sim-nodes", "sim-carriers"):
-            ready = log_dir / f"{name}.ready"
-            ready.unlink(missing_ok=True)
-            children[name] = await _spawn(name, [*flags[name], "--ready-file", str(ready)], env, log_dir)
-            await _wait_file(children[name], ready, 60)
-        children["sim-oms"] = await _spawn("sim-oms", flags["sim-oms"], env, log_dir)
+        children["stages"] = await spawn("stages", ["run", "all"], env, log_dir)
+        await wait_ready(children["stages"], f"http://{settings.http_host}:{settings.http_port}/readyz", 120)
+        await start_outside_world(
+            settings.database_url, network, started_at, sim_flags(options), env, log_dir, children, say
+        )
         observing = asyncio.create_task(observer.run(observer_stop))
         began = time.monotonic()
         await _watch(options, children, tally, observer, stop, console, metrics_url, settings, began)
@@ -414,4 +334,12 @@ async def _watch(
                     return
 
 
-__all__ = ["ChildFailed", "LiveOptions", "NetworkSize", "run_live", "summary_text"]
+__all__ = [
+    "ChildFailed",
+    "LiveOptions",
+    "NetworkSize",
+    "run_live",
+    "sim_flags",
+    "start_outside_world",
+    "summary_text",
+]

@@ -17,6 +17,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from orchestrator.contract.envelope import header_map
+from orchestrator.runtime.kafka_client import Bootstrap, client_kwargs
 from orchestrator.sim.live.tally import LiveTally
 from orchestrator.topics import TopicCatalog
 
@@ -36,9 +37,9 @@ def watched_topics(catalog: TopicCatalog) -> list[str]:
     return [*WATCHED, *(t.name for t in catalog.all_topics() if t.is_dead_letter)]
 
 
-async def end_offsets(bootstrap: str, topics: list[str]) -> dict[TopicPartition, int]:
+async def end_offsets(bootstrap: Bootstrap, topics: list[str]) -> dict[TopicPartition, int]:
     """Where each partition of `topics` ends now: a run counts only what comes after."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed")
+    consumer = AIOKafkaConsumer(**client_kwargs(bootstrap), isolation_level="read_committed")
     await consumer.start()
     try:
         partitions = [
@@ -61,12 +62,12 @@ async def end_offsets(bootstrap: str, topics: list[str]) -> dict[TopicPartition,
 class TopicObserver:
     """Follows the watched topics from the run's start offsets into a tally."""
 
-    def __init__(self, bootstrap: str, start: dict[TopicPartition, int], tally: LiveTally) -> None:
+    def __init__(self, bootstrap: Bootstrap, start: dict[TopicPartition, int], tally: LiveTally) -> None:
         self.tally = tally
         self.start = start
         self.records = 0
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap,
+            **client_kwargs(bootstrap),
             enable_auto_commit=False,
             isolation_level="read_committed",
             max_poll_records=2000,

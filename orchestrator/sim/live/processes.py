@@ -43,6 +43,7 @@ from orchestrator.contract.execution import (
 from orchestrator.contract.inventory import DeltaReason, InventoryDelta
 from orchestrator.contract.network import NodeStatusChanged
 from orchestrator.contract.work import WorkOrderCancelRequested, WorkOrderReleased
+from orchestrator.runtime.kafka_client import Bootstrap, client_kwargs
 from orchestrator.runtime.pause import sleep_unless
 from orchestrator.sim.geography import SimNetwork
 from orchestrator.sim.live.behaviour import CarrierRates, NodeRates, shipment_steps, work_order_steps
@@ -59,15 +60,19 @@ CARRIER_EVENTS = "carrier.events.v1"
 class Publisher:
     """An outside system's producer: idempotent, acks=all, one CloudEvent per record."""
 
-    def __init__(self, bootstrap: str, source: str) -> None:
+    def __init__(self, bootstrap: Bootstrap, source: str) -> None:
         self.source = source
         self.sent: Counter[str] = Counter()
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5
+            **client_kwargs(bootstrap), acks="all", enable_idempotence=True, linger_ms=5
         )
 
     async def __aenter__(self) -> Publisher:
-        await self._producer.start()
+        try:
+            await self._producer.start()
+        except BaseException:
+            await self._producer.stop()  # a failed start leaves connections behind otherwise
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -91,7 +96,7 @@ def _stamped(event: EventPayload, field: str = "occurred_at") -> EventPayload:
     return event.model_copy(update={field: _now()})
 
 
-async def publish_network(bootstrap: str, network: SimNetwork) -> int:
+async def publish_network(bootstrap: Bootstrap, network: SimNetwork) -> int:
     """Nodes, carrier services and a stock count as of now; returns how many events were sent."""
     now = _now()
     async with Publisher(bootstrap, "sim/network-admin") as out:
@@ -105,7 +110,7 @@ async def publish_network(bootstrap: str, network: SimNetwork) -> int:
 
 
 async def run_oms(
-    bootstrap: str,
+    bootstrap: Bootstrap,
     traffic: OmsTraffic,
     *,
     orders: int | None,
@@ -140,7 +145,7 @@ async def run_oms(
 
 
 async def _consume(
-    bootstrap: str,
+    bootstrap: Bootstrap,
     topic: str,
     group: str,
     stop: asyncio.Event,
@@ -154,7 +159,7 @@ async def _consume(
     """
     consumer = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=bootstrap,
+        **client_kwargs(bootstrap),
         group_id=group,
         auto_offset_reset="latest",
         enable_auto_commit=True,
@@ -315,7 +320,7 @@ class NodeFleet:
 
 
 async def run_nodes(
-    bootstrap: str,
+    bootstrap: Bootstrap,
     network: SimNetwork,
     *,
     seed: int,
@@ -340,7 +345,7 @@ async def run_nodes(
 
 
 async def run_carriers(
-    bootstrap: str,
+    bootstrap: Bootstrap,
     *,
     seed: int,
     rates: CarrierRates,

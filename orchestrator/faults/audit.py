@@ -1,0 +1,314 @@
+"""The guarantees of DESIGN.md, checked after a fault-injection run from what the
+topics hold and what the database holds, never from the stages' own word.
+
+`audit` is pure: it takes the facts (`RunFacts`) and returns the counts and the
+problems. `collect_facts` gathers them from Kafka (read-committed, as a
+downstream system reads) and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from orchestrator.contract.common import OrderState
+from orchestrator.contract.envelope import header_map
+from orchestrator.runtime.kafka_client import client_kwargs
+from orchestrator.sim.live.tally import RESTING_STATES
+
+ORDERS = "oms.orders.v1"
+WORK_ORDERS = "wms.work-orders.v1"
+STATUS = "oms.status.v1"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkOrderSeen:
+    work_order_id: str
+    order_id: str
+    shipment_id: str
+    node_id: str
+    #: (line id, sku, quantity) of every line.
+    lines: tuple[tuple[str, str, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StatusSeen:
+    order_id: str
+    sequence: int
+    state: str
+    previous_state: str | None
+
+
+@dataclass
+class RunFacts:
+    """Everything the audit looks at; the run's orders are those whose id starts with `order_prefix`."""
+
+    order_prefix: str
+    created: list[str] = field(default_factory=list)
+    work_orders: list[WorkOrderSeen] = field(default_factory=list)
+    statuses: list[StatusSeen] = field(default_factory=list)
+    #: (topic, reason) of every dead-letter record written during the run.
+    dead_letters: list[tuple[str, str]] = field(default_factory=list)
+    #: (node, sku, on_hand, safety_stock, reserved, sum of active reservations) per ledger row.
+    ledger: list[tuple[str, str, int, int, int, int]] = field(default_factory=list)
+    #: Reservation ids that exist (any status): a work-order line without one was never reserved.
+    reservation_ids: frozenset[str] = frozenset()
+    #: Exception cases of the run's orders: (exception id, state).
+    exception_cases: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class Audit:
+    orders: int
+    final_states: dict[str, int]
+    lost_orders: list[str]
+    unsettled_orders: list[str]
+    work_orders: int
+    duplicate_work_orders: list[str]
+    status_transitions: int
+    duplicate_transitions: list[str]
+    ledger_rows: int
+    ledger_mismatches: list[str]
+    oversold_units: int
+    oversold_rows: list[str]
+    unreserved_work_order_lines: list[str]
+    exceptions: dict[str, int]
+    open_exceptions: list[str]
+    dead_letters: dict[str, int]
+    dead_letter_reasons: list[str]
+
+    @property
+    def problems(self) -> list[str]:
+        """What broke a guarantee, in words; empty when the run kept every one."""
+        found: list[str] = []
+        checks = (
+            (self.lost_orders, "order(s) lost (no status ever reached the OMS)"),
+            (self.unsettled_orders, "order(s) neither finished nor visibly waiting"),
+            (self.duplicate_work_orders, "duplicate work order(s)"),
+            (self.duplicate_transitions, "duplicate status transition(s)"),
+            (self.ledger_mismatches, "ledger row(s) whose reserved units differ from their reservations"),
+            (self.oversold_rows, "node/SKU row(s) with more reserved than on hand"),
+            (self.unreserved_work_order_lines, "work-order line(s) released without a reservation"),
+            (self.open_exceptions, "exception(s) neither resolved nor in manual review"),
+        )
+        for items, words in checks:
+            if items:
+                found.append(
+                    f"{len(items)} {words}: {', '.join(items[:5])}{' ...' if len(items) > 5 else ''}"
+                )
+        return found
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "orders": self.orders,
+            "final_states": self.final_states,
+            "lost_orders": len(self.lost_orders),
+            "unsettled_orders": len(self.unsettled_orders),
+            "work_orders": self.work_orders,
+            "duplicate_work_orders": len(self.duplicate_work_orders),
+            "status_transitions": self.status_transitions,
+            "duplicate_transitions": len(self.duplicate_transitions),
+            "ledger_rows": self.ledger_rows,
+            "ledger_mismatches": len(self.ledger_mismatches),
+            "oversold_units": self.oversold_units,
+            "unreserved_work_order_lines": len(self.unreserved_work_order_lines),
+            "exceptions": self.exceptions,
+            "open_exceptions": len(self.open_exceptions),
+            "dead_letters": self.dead_letters,
+            "dead_letter_reasons": self.dead_letter_reasons[:20],
+            "problems": self.problems,
+        }
+
+
+def audit(facts: RunFacts) -> Audit:
+    latest: dict[str, StatusSeen] = {}
+    per_key: Counter[tuple[str, int]] = Counter()
+    repeated_state: list[str] = []
+    for s in facts.statuses:
+        per_key[(s.order_id, s.sequence)] += 1
+        if s.previous_state == s.state:
+            repeated_state.append(f"{s.order_id}#{s.sequence} {s.state}->{s.state}")
+        if s.order_id not in latest or s.sequence > latest[s.order_id].sequence:
+            latest[s.order_id] = s
+    duplicate_transitions = [f"{o}#{n}" for (o, n), c in sorted(per_key.items()) if c > 1] + repeated_state
+
+    created = list(dict.fromkeys(facts.created))
+    lost = [o for o in created if o not in latest]
+    resting = {s.value for s in RESTING_STATES}
+    unsettled = [o for o in created if o in latest and latest[o].state not in resting]
+
+    by_id: Counter[str] = Counter(w.work_order_id for w in facts.work_orders)
+    ids_per_shipment: dict[str, set[str]] = defaultdict(set)
+    for w in facts.work_orders:
+        ids_per_shipment[w.shipment_id].add(w.work_order_id)
+    duplicate_work_orders = [f"{wo} x{c}" for wo, c in sorted(by_id.items()) if c > 1] + [
+        f"shipment {s}: {', '.join(sorted(ids))}"
+        for s, ids in sorted(ids_per_shipment.items())
+        if len(ids) > 1
+    ]
+
+    unreserved = sorted(
+        {
+            f"{w.work_order_id}/{line_id}"
+            for w in facts.work_orders
+            for line_id, _, _ in w.lines
+            if f"{w.shipment_id}-{line_id}" not in facts.reservation_ids
+        }
+    )
+
+    mismatches: list[str] = []
+    oversold_rows: list[str] = []
+    oversold_units = 0
+    for node, sku, on_hand, _safety, reserved, active in facts.ledger:
+        if reserved != active:
+            mismatches.append(f"{node}/{sku} reserved {reserved} vs reservations {active}")
+        if reserved > on_hand:
+            oversold_units += reserved - on_hand
+            oversold_rows.append(f"{node}/{sku} reserved {reserved} > on hand {on_hand}")
+
+    exceptions = Counter(state for _, state in facts.exception_cases)
+    open_exceptions = [eid for eid, state in facts.exception_cases if state not in ("resolved", "in_review")]
+    dead = Counter(topic for topic, _ in facts.dead_letters)
+    return Audit(
+        orders=len(created),
+        final_states=dict(Counter(latest[o].state for o in created if o in latest)),
+        lost_orders=lost,
+        unsettled_orders=unsettled,
+        work_orders=len(by_id),
+        duplicate_work_orders=duplicate_work_orders,
+        status_transitions=len(facts.statuses),
+        duplicate_transitions=duplicate_transitions,
+        ledger_rows=len(facts.ledger),
+        ledger_mismatches=mismatches,
+        oversold_units=oversold_units,
+        oversold_rows=oversold_rows,
+        unreserved_work_order_lines=unreserved,
+        exceptions=dict(exceptions),
+        open_exceptions=open_exceptions,
+        dead_letters=dict(dead),
+        dead_letter_reasons=[f"{t}: {r}" for t, r in facts.dead_letters],
+    )
+
+
+# --------------------------------------------------------------------------- collecting
+
+
+async def _read_topics(
+    bootstrap: str, start: dict[TopicPartition, int], timeout_s: float = 120.0
+) -> list[tuple[str, str, dict[str, Any], str]]:
+    """(topic, event type, payload, dead-letter reason) of every committed record after `start`."""
+    consumer = AIOKafkaConsumer(
+        **client_kwargs(bootstrap),
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        max_poll_records=5000,
+    )
+    await consumer.start()
+    out: list[tuple[str, str, dict[str, Any], str]] = []
+    try:
+        partitions = list(start)
+        consumer.assign(partitions)
+        for tp, offset in start.items():
+            consumer.seek(tp, offset)
+        ends = await consumer.end_offsets(partitions)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            positions = {tp: await consumer.position(tp) for tp in ends}
+            if all(positions[tp] >= end for tp, end in ends.items()):
+                break
+            if loop.time() > deadline:
+                raise TimeoutError("reading the run's topics for the audit took too long")
+            batches = await consumer.getmany(timeout_ms=500)
+            for tp, records in batches.items():
+                for record in records:
+                    headers = header_map(record.headers)
+                    try:
+                        data = orjson.loads(record.value) if record.value is not None else {}
+                    except orjson.JSONDecodeError:
+                        data = {}
+                    out.append(
+                        (
+                            tp.topic,
+                            headers.get("ce_type", ""),
+                            data if isinstance(data, dict) else {},
+                            headers.get("dlq_reason", ""),
+                        )
+                    )
+    finally:
+        await consumer.stop()
+    return out
+
+
+async def collect_facts(
+    bootstrap: str, database_url: str, start: dict[TopicPartition, int], order_prefix: str
+) -> RunFacts:
+    """The run's facts: its records since `start` on the watched topics, and the database now."""
+    facts = RunFacts(order_prefix=order_prefix)
+
+    def ours(order_id: object) -> bool:
+        return isinstance(order_id, str) and order_id.startswith(order_prefix)
+
+    for topic, event_type, data, reason in await _read_topics(bootstrap, start):
+        if topic.endswith(".dlq"):
+            facts.dead_letters.append((topic, f"{event_type} {reason}".strip()))
+        elif not ours(data.get("order_id")):
+            continue
+        elif topic == ORDERS and event_type.startswith("order.created."):
+            facts.created.append(data["order_id"])
+        elif topic == WORK_ORDERS and event_type.startswith("workorder.released."):
+            facts.work_orders.append(
+                WorkOrderSeen(
+                    work_order_id=data["work_order_id"],
+                    order_id=data["order_id"],
+                    shipment_id=data["shipment_id"],
+                    node_id=data["node_id"],
+                    lines=tuple((ln["line_id"], ln["sku"], int(ln["quantity"])) for ln in data["lines"]),
+                )
+            )
+        elif topic == STATUS and event_type.startswith("order.status_changed."):
+            facts.statuses.append(
+                StatusSeen(
+                    order_id=data["order_id"],
+                    sequence=int(data["sequence"]),
+                    state=OrderState(data["state"]).value,
+                    previous_state=data.get("previous_state"),
+                )
+            )
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT l.node_id, l.sku, l.on_hand, l.safety_stock, l.reserved,"
+            " COALESCE(r.active, 0) AS active FROM reserve_ledger l"
+            " LEFT JOIN (SELECT node_id, sku, sum(quantity) AS active FROM reserve_reservations"
+            "  WHERE status = 'active' GROUP BY node_id, sku) r ON r.node_id = l.node_id AND r.sku = l.sku"
+        )
+        facts.ledger = [
+            (r["node_id"], r["sku"], r["on_hand"], r["safety_stock"], r["reserved"], int(r["active"]))
+            for r in rows
+        ]
+        like = order_prefix.replace("%", r"\%").replace("_", r"\_") + "%"
+        facts.reservation_ids = frozenset(
+            r["reservation_id"]
+            for r in await conn.fetch(
+                "SELECT reservation_id FROM reserve_reservations WHERE order_id LIKE $1", like
+            )
+        )
+        facts.exception_cases = [
+            (r["exception_id"], r["state"])
+            for r in await conn.fetch(
+                "SELECT exception_id, state FROM exceptions_cases WHERE order_id LIKE $1", like
+            )
+        ]
+    finally:
+        await conn.close()
+    return facts
+
+
+__all__ = ["Audit", "RunFacts", "StatusSeen", "WorkOrderSeen", "audit", "collect_facts"]
