@@ -137,6 +137,11 @@ def test_the_audit_finds_each_broken_guarantee() -> None:
     facts.work_orders.append(WorkOrderSeen("WO-7", "LIVE-x-2", "S-7", "DC-1", (("L1", "SKU-1", 1),)))
     facts.statuses.append(StatusSeen("LIVE-x-1", 2, "delivered", "released"))  # the same transition twice
     facts.ledger.append(("DC-2", "SKU-1", 1, 0, 3, 2))  # reserved 3 but reservations say 2; 2 oversold
+    # DC-1 counted 3 units fewer after WO-2 came up short by 3; its reservation still holds them:
+    # reserved 3 > on hand 2, but by units that are missing, not promised twice.
+    facts.ledger[0] = ("DC-1", "SKU-1", 2, 0, 3, 3)
+    facts.short_picks.append(("WO-2", "L1", "SKU-1", 3))
+    facts.active_reservation_ids = frozenset({"S-2-L1"})
     facts.exception_cases.append(("E-3", "open"))
     result = audit(facts)
     assert result.lost_orders == ["LIVE-x-3"]
@@ -145,6 +150,7 @@ def test_the_audit_finds_each_broken_guarantee() -> None:
     assert result.duplicate_transitions == ["LIVE-x-1#2"]
     assert result.ledger_mismatches == ["DC-2/SKU-1 reserved 3 vs reservations 2"]
     assert result.oversold_units == 2
+    assert result.missing_units_still_reserved == 3
     assert result.unreserved_work_order_lines == ["WO-7/L1"]
     assert result.open_exceptions == ["E-3"]
     assert len(result.problems) == 8

@@ -122,6 +122,8 @@ def report_text(report: dict[str, Any]) -> str:
         f"| ledger rows | {a['ledger_rows']} |",
         f"| ledger rows disagreeing with their reservations | {a['ledger_mismatches']} |",
         f"| oversold units | {a['oversold_units']} |",
+        f"| units a node found missing, still reserved to the short-picked order | "
+        f"{a['missing_units_still_reserved']} |",
         f"| work-order lines without a reservation | {a['unreserved_work_order_lines']} |",
         f"| exceptions (resolved / in review / open) | {_exceptions(a['exceptions'])} |",
         f"| dead letters | {sum(a['dead_letters'].values())} |",

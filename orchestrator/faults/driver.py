@@ -385,6 +385,8 @@ async def _run(
         async with aiohttp.ClientSession() as session:
             pending = list(records)
             last_line, oms_done_at, last_records, last_change = 0.0, None, 0, time.monotonic()
+            at_rest_since: float | None = None
+            wound_down = False
             while True:
                 await asyncio.sleep(0.5)
                 elapsed = time.monotonic() - began
@@ -411,7 +413,23 @@ async def _run(
                     oms_done_at = time.monotonic()
                 if oms_done_at is None or pending or not all(t.done() for t in injections):
                     continue
-                if not tally.unsettled() and time.monotonic() - last_change >= 3:
+                if not wound_down:
+                    # No more restocks or store power cuts: what is in flight finishes, then all rests.
+                    with contextlib.suppress(ProcessLookupError):
+                        sims["sim-nodes"].process.send_signal(signal.SIGUSR1)
+                    wound_down = True
+                    say(
+                        f"[{elapsed:6.1f}s] all orders placed and faults done; the simulated world winds down"
+                    )
+                if tally.unsettled():
+                    at_rest_since = None
+                elif at_rest_since is None:
+                    at_rest_since = time.monotonic()
+                # The outside world never falls silent (restocks release back-orders, stores close):
+                # every order at rest for a few seconds is the end, without waiting for quiet topics.
+                if at_rest_since is not None and (
+                    time.monotonic() - at_rest_since >= 2 or time.monotonic() - last_change >= 3
+                ):
                     break
                 if time.monotonic() - oms_done_at > options.drain_timeout_s:
                     say("drain timeout: auditing with orders still moving")

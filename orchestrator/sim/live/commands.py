@@ -186,6 +186,11 @@ async def _until_signalled(role: str, args: argparse.Namespace, bootstrap: str) 
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
+    # SIGUSR1 (nodes): stop the world's own news (restocks, store power cuts) but finish the work in
+    # hand, so a run that ends can wait for every order to come to rest.
+    wind_down = asyncio.Event()
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGUSR1, wind_down.set)
     if role == "network":
         published = await publish_network(bootstrap, _network(args).build())
         return f"published {published} network and stock events"
@@ -209,6 +214,7 @@ async def _until_signalled(role: str, args: argparse.Namespace, bootstrap: str) 
             rates=rates,
             closures=closures,
             stop=stop,
+            wind_down=wind_down,
             ready=_ready(args),
         )
         return f"nodes sent {dict(sent)}"

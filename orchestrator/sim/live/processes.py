@@ -327,13 +327,28 @@ async def run_nodes(
     rates: NodeRates,
     closures: Closures,
     stop: asyncio.Event,
+    wind_down: asyncio.Event | None = None,
     ready: Callable[[], None] = lambda: None,
 ) -> Counter[str]:
+    """Work released work orders until `stop`; restocks and store closures end at `wind_down` too."""
+    quiet = wind_down or asyncio.Event()
+    news_stop = asyncio.Event()
+
+    async def stop_news() -> None:
+        waits = [asyncio.create_task(stop.wait()), asyncio.create_task(quiet.wait())]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+        news_stop.set()
+
     async with Publisher(bootstrap, "sim/wms") as out:
         fleet = NodeFleet(out, network, random.Random(seed), rates, closures)
         background = [
-            asyncio.create_task(fleet.close_stores(stop)),
-            asyncio.create_task(fleet.restock(stop)),
+            asyncio.create_task(stop_news()),
+            asyncio.create_task(fleet.close_stores(news_stop)),
+            asyncio.create_task(fleet.restock(news_stop)),
         ]
         try:
             await _consume(bootstrap, WORK_ORDERS, "sim.nodes", stop, fleet.handle, ready)
