@@ -224,11 +224,13 @@ def _tell(ctx: HandlerContext, order_id: str, changes: list[tuple[asyncpg.Record
             new_promised_date=latest,
         ),
     )
-    # The same words in the order's story (status-sync keeps it; the state itself does not change).
+    # The same words in the order's story, in the state the order waits in: a ship-complete order
+    # waiting for all its stock is on hold (decide-node said so), not back-ordered, and must stay so.
+    held = preorder_only or any(row["whole_order"] for row, _ in changes)
     emit_status(
         ctx,
         order_id,
-        OrderState.ON_HOLD if preorder_only else OrderState.BACK_ORDERED,
+        OrderState.ON_HOLD if held else OrderState.BACK_ORDERED,
         changes[0][0]["sequence"],
         reasons=(Reason(code="expected_availability", message=message),),
         detail=message,
