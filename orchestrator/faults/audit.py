@@ -14,12 +14,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
-import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from orchestrator.contract.common import OrderState
-from orchestrator.contract.envelope import header_map
 from orchestrator.runtime.kafka_client import client_kwargs
+from orchestrator.sim.live.observer import decode_record
 from orchestrator.sim.live.tally import RESTING_STATES
 
 ORDERS = "oms.orders.v1"
@@ -246,20 +245,7 @@ async def _read_topics(
                 raise TimeoutError("reading the run's topics for the audit took too long")
             batches = await consumer.getmany(timeout_ms=500)
             for tp, records in batches.items():
-                for record in records:
-                    headers = header_map(record.headers)
-                    try:
-                        data = orjson.loads(record.value) if record.value is not None else {}
-                    except orjson.JSONDecodeError:
-                        data = {}
-                    out.append(
-                        (
-                            tp.topic,
-                            headers.get("ce_type", ""),
-                            data if isinstance(data, dict) else {},
-                            headers.get("dlq_reason", ""),
-                        )
-                    )
+                out.extend((tp.topic, *decode_record(record)) for record in records)
     finally:
         await consumer.stop()
     return out

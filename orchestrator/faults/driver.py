@@ -28,7 +28,6 @@ from typing import Any
 import aiohttp
 import orjson
 from aiokafka.errors import KafkaError
-from prometheus_client.parser import text_string_to_metric_families
 
 from orchestrator.contract.common import NodeKind
 from orchestrator.contract.network import NodeStatusChanged
@@ -40,7 +39,7 @@ from orchestrator.infra.ports import free_port
 from orchestrator.sim.live.behaviour import CarrierRates, NodeRates
 from orchestrator.sim.live.children import Child, ChildFailed, spawn, wait_ready
 from orchestrator.sim.live.driver import LiveOptions, NetworkSize, sim_flags, start_outside_world
-from orchestrator.sim.live.observer import TopicObserver, end_offsets, watched_topics
+from orchestrator.sim.live.observer import TopicObserver, end_offsets, stage_gauge, watched_topics
 from orchestrator.sim.live.oms import TrafficShape
 from orchestrator.sim.live.processes import NETWORK, Closures, Publisher, publish_network
 from orchestrator.sim.live.tally import LiveTally
@@ -193,18 +192,10 @@ class StageFleet:
         """A gauge summed per stage over the live instances that answer."""
         out: dict[str, float] = {}
         for name in self.alive():
-            try:
-                async with session.get(
-                    self.url(name, "/metrics"), timeout=aiohttp.ClientTimeout(total=2)
-                ) as response:
-                    text = await response.text()
-            except (aiohttp.ClientError, TimeoutError):
-                continue
-            for family in text_string_to_metric_families(text):
-                if family.name == family_name:
-                    for sample in family.samples:
-                        stage = sample.labels.get("stage", "")
-                        out[stage] = out.get(stage, 0.0) + sample.value
+            for stage, value in (
+                await stage_gauge(session, self.url(name, "/metrics"), family_name) or {}
+            ).items():
+                out[stage] = out.get(stage, 0.0) + value
         return out
 
     async def settled(self, session: aiohttp.ClientSession, stage: str) -> bool:

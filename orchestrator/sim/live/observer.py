@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from orchestrator.contract.envelope import header_map
@@ -90,18 +90,8 @@ class TopicObserver:
         for tp, records in batches.items():
             for record in records:
                 n += 1
-                headers = header_map(record.headers)
-                try:
-                    data = orjson.loads(record.value) if record.value is not None else {}
-                except orjson.JSONDecodeError:
-                    data = {}
-                self.tally.add(
-                    tp.topic,
-                    headers.get("ce_type", ""),
-                    record.timestamp,
-                    data if isinstance(data, dict) else {},
-                    dlq_reason=headers.get("dlq_reason", ""),
-                )
+                event_type, data, dlq_reason = decode_record(record)
+                self.tally.add(tp.topic, event_type, record.timestamp, data, dlq_reason=dlq_reason)
         self.records += n
         return n
 
@@ -114,19 +104,36 @@ class TopicObserver:
         return True
 
 
-async def stage_lag(session: aiohttp.ClientSession, metrics_url: str) -> dict[str, int] | None:
-    """Messages waiting per stage, from the stages' own lag gauge; None if they do not answer."""
+def decode_record(record: ConsumerRecord[bytes, bytes]) -> tuple[str, dict[str, Any], str]:
+    """(event type, payload, dead-letter reason) of a record as a reader downstream sees it; a value
+    that is not a JSON object (a dead letter of garbage) reads as an empty payload."""
+    headers = header_map(record.headers)
+    try:
+        data = orjson.loads(record.value) if record.value is not None else {}
+    except orjson.JSONDecodeError:
+        data = {}
+    return headers.get("ce_type", ""), data if isinstance(data, dict) else {}, headers.get("dlq_reason", "")
+
+
+async def stage_gauge(session: aiohttp.ClientSession, metrics_url: str, name: str) -> dict[str, float] | None:
+    """A metric of a stage process summed per `stage` label; None if the process does not answer."""
     try:
         async with session.get(metrics_url, timeout=aiohttp.ClientTimeout(total=2)) as response:
             text = await response.text()
     except (aiohttp.ClientError, TimeoutError):
         return None
-    lag: dict[str, int] = defaultdict(int)
+    out: dict[str, float] = defaultdict(float)
     for family in text_string_to_metric_families(text):
-        if family.name == "orchestrator_consumer_lag_messages":
+        if family.name == name:
             for sample in family.samples:
-                lag[sample.labels["stage"]] += int(sample.value)
-    return dict(lag)
+                out[sample.labels.get("stage", "")] += sample.value
+    return dict(out)
+
+
+async def stage_lag(session: aiohttp.ClientSession, metrics_url: str) -> dict[str, int] | None:
+    """Messages waiting per stage, from the stages' own lag gauge; None if they do not answer."""
+    lag = await stage_gauge(session, metrics_url, "orchestrator_consumer_lag_messages")
+    return None if lag is None else {stage: int(v) for stage, v in lag.items()}
 
 
 def case_ending(state: str, actions_tried: list[dict[str, Any]], current_action: str | None) -> str:
@@ -179,8 +186,10 @@ async def stock_loaded(database_url: str, pairs: list[tuple[str, str]], since: d
 __all__ = [
     "TopicObserver",
     "case_ending",
+    "decode_record",
     "end_offsets",
     "exception_resolutions",
+    "stage_gauge",
     "stage_lag",
     "stock_loaded",
     "watched_topics",
