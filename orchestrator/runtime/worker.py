@@ -410,6 +410,7 @@ class StageWorker:
             processed = await fetch_processed(conn, stage.name, [e.id for _, e in decoded if e is not None])
         seen: set[str] = set()
         to_record: list[tuple[str, str, int, int, Sequence[OutgoingRecord]]] = []
+        deferred: dict[str, list[tuple[object, ...]]] = {}
         now = datetime.now(UTC)
         for rec, maybe_env in decoded:
             if maybe_env is None:
@@ -431,18 +432,26 @@ class StageWorker:
                 result.duplicates += 1
                 continue
             seen.add(env.id)
-            outputs = await self._handle_one(rec, env, conn, now)
+            outputs = await self._handle_one(rec, env, conn, now, deferred)
             result.outgoing.extend(outputs)
             result.dead_letters.extend(d for d in map(dead_letter_origin, outputs) if d is not None)
             result.consumed.append((rec.topic, env.type))
             if conn is not None:
                 to_record.append((env.id, rec.topic, rec.partition, rec.offset, outputs))
         if conn is not None:
+            # In the order each statement was first deferred: rows of one statement keep theirs.
+            for statement, rows in deferred.items():
+                await conn.executemany(statement, rows)
             await record_processed(conn, stage.name, to_record)
         return result
 
     async def _handle_one(
-        self, rec: Record, env: Envelope, conn: asyncpg.Connection | None, now: datetime
+        self,
+        rec: Record,
+        env: Envelope,
+        conn: asyncpg.Connection | None,
+        now: datetime,
+        deferred: dict[str, list[tuple[object, ...]]],
     ) -> list[OutgoingRecord]:
         log = self.log.bind(order_id=env.subject, event_id=env.id, event_type=env.type, trace_id=env.trace_id)
         ctx = HandlerContext(
@@ -476,6 +485,8 @@ class StageWorker:
             self.metrics.handling_seconds.labels(self.stage.name, env.type).observe(
                 time.perf_counter() - started
             )
+        for statement, args in ctx.deferred:
+            deferred.setdefault(statement, []).append(args)
         out: list[OutgoingRecord] = []
         for emitted in ctx.emitted:
             key, value, headers = encode(emitted.envelope)

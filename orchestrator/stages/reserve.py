@@ -82,26 +82,40 @@ async def release_active(conn: asyncpg.Connection, order_id: str) -> int:
 
 
 async def reserve_plan(conn: asyncpg.Connection, plan: PlanDecided) -> list[ReservedShipment]:
-    """Reserve every allocation of the plan, or raise _LostRace (the caller's savepoint undoes the rest)."""
-    reserved: list[ReservedShipment] = []
+    """Reserve every allocation of the plan, or raise _LostRace (the caller's savepoint undoes the rest).
+
+    Three round trips whatever the plan's size: one conditional update of every (node, SKU) the
+    plan draws on (lines of one SKU at one node are summed, so they are checked together, as one
+    after the other would be), then the reservations and the nodes' shipment counts.
+    """
+    wanted: dict[tuple[str, str], int] = {}
     for shipment in plan.shipments:
-        ids: list[str] = []
         for line in shipment.lines:
-            ok = await conn.fetchval(
-                "UPDATE reserve_ledger SET reserved = reserved + $3, updated_at = now()"
-                " WHERE node_id = $1 AND sku = $2 AND on_hand - reserved - safety_stock >= $3 RETURNING true",
-                shipment.node_id,
-                line.sku,
-                line.quantity,
-            )
-            if not ok:
-                raise _LostRace(shipment.node_id, line.sku, line.quantity)
-            reservation_id = f"{shipment.shipment_id}-{line.line_id}"
-            await conn.execute(
-                "INSERT INTO reserve_reservations"
-                " (reservation_id, order_id, plan_id, shipment_id, line_id, node_id, sku, quantity, status)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'active')",
-                reservation_id,
+            key = (shipment.node_id, line.sku)
+            wanted[key] = wanted.get(key, 0) + line.quantity
+    if not wanted:
+        return []
+    pairs = sorted(wanted)
+    rows = await conn.fetch(
+        "UPDATE reserve_ledger AS l SET reserved = l.reserved + w.quantity, updated_at = now()"
+        " FROM unnest($1::text[], $2::text[], $3::int[]) AS w(node_id, sku, quantity)"
+        " WHERE l.node_id = w.node_id AND l.sku = w.sku"
+        " AND l.on_hand - l.reserved - l.safety_stock >= w.quantity RETURNING l.node_id, l.sku",
+        [n for n, _ in pairs],
+        [s for _, s in pairs],
+        [wanted[p] for p in pairs],
+    )
+    got = {(r["node_id"], r["sku"]) for r in rows}
+    for node_id, sku in pairs:
+        if (node_id, sku) not in got:
+            raise _LostRace(node_id, sku, wanted[(node_id, sku)])
+    reserved: list[ReservedShipment] = []
+    reservations: list[tuple[object, ...]] = []
+    for shipment in plan.shipments:
+        ids = [f"{shipment.shipment_id}-{line.line_id}" for line in shipment.lines]
+        reservations += [
+            (
+                rid,
                 plan.order_id,
                 plan.plan_id,
                 shipment.shipment_id,
@@ -110,14 +124,20 @@ async def reserve_plan(conn: asyncpg.Connection, plan: PlanDecided) -> list[Rese
                 line.sku,
                 line.quantity,
             )
-            ids.append(reservation_id)
-        await conn.execute(
-            "INSERT INTO reserve_node_load (node_id, day, shipments) VALUES ($1, $2, 1)"
-            " ON CONFLICT (node_id, day) DO UPDATE SET shipments = reserve_node_load.shipments + 1",
-            shipment.node_id,
-            plan.decided_at.date(),
-        )
+            for rid, line in zip(ids, shipment.lines, strict=True)
+        ]
         reserved.append(ReservedShipment(shipment=shipment, reservation_ids=tuple(ids)))
+    await conn.executemany(
+        "INSERT INTO reserve_reservations"
+        " (reservation_id, order_id, plan_id, shipment_id, line_id, node_id, sku, quantity, status)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'active')",
+        reservations,
+    )
+    await conn.executemany(
+        "INSERT INTO reserve_node_load (node_id, day, shipments) VALUES ($1, $2, 1)"
+        " ON CONFLICT (node_id, day) DO UPDATE SET shipments = reserve_node_load.shipments + 1",
+        [(shipment.node_id, plan.decided_at.date()) for shipment in plan.shipments],
+    )
     return reserved
 
 

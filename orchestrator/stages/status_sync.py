@@ -71,11 +71,16 @@ def is_transition(current: OrderState | None, new: OrderState) -> bool:
     return is_legal(current, new)
 
 
-async def append_event(conn: asyncpg.Connection, event: Envelope, topic: str) -> None:
-    await conn.execute(
-        "INSERT INTO status_events (event_id, order_id, event_type, source, topic, occurred_at, causation_id,"
-        " correlation_id, summary, payload) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
-        " ON CONFLICT (event_id) DO NOTHING",
+APPEND_EVENT = (
+    "INSERT INTO status_events (event_id, order_id, event_type, source, topic, occurred_at, causation_id,"
+    " correlation_id, summary, payload) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+    " ON CONFLICT (event_id) DO NOTHING"
+)
+
+
+def event_row(event: Envelope, topic: str) -> tuple[object, ...]:
+    """The event store's row for `event`: what `APPEND_EVENT` takes."""
+    return (
         event.id,
         event.subject,
         event.type,
@@ -146,7 +151,8 @@ def status_sync_stage() -> Stage:
         )
 
     async def handle(event: Envelope, ctx: HandlerContext) -> None:
-        await append_event(ctx.db, event, ctx.topic)
+        # The event store is append-only and read by the API, never by this batch: one round trip a batch.
+        ctx.defer(APPEND_EVENT, *event_row(event, ctx.topic))
         report = event.data
         if isinstance(report, ReturnStatusChanged):
             # The returns stage owns the return's states and numbers them; this stage publishes them.
