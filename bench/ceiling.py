@@ -44,7 +44,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -547,15 +547,24 @@ async def publish_paced(
     return sent
 
 
+#: Makes `n` events whose order ids start with the prefix: the ceiling relays what it is given.
+EventMaker = Callable[[int, str], list[Prepared]]
+
+
 async def run_phases(
-    opts: Options, bootstrap: str, chain: RelayChain, topics: Sequence[str]
+    opts: Options,
+    bootstrap: str,
+    chain: RelayChain,
+    topics: Sequence[str],
+    make_events: EventMaker = prepare_orders,
 ) -> dict[str, Any]:
+    prepare = make_events
     reader = Reader(bootstrap, topics[-1], opts.partitions)
     stop_reader = asyncio.Event()
     reader_task: asyncio.Task[None] | None = None
     try:
-        warmup = prepare_orders(20 * opts.partitions, f"WARM-{chain.run_id}")
-        bulk = prepare_orders(opts.events, f"BULK-{chain.run_id}")
+        warmup = prepare(20 * opts.partitions, f"WARM-{chain.run_id}")
+        bulk = prepare(opts.events, f"BULK-{chain.run_id}")
         reader.expect("warmup", warmup)
         reader.expect("throughput", bulk)
 
@@ -589,7 +598,7 @@ async def run_phases(
         say(f"  {rate:,.0f} events/s ({opts.events:,} in {seconds:.1f} s; publishing took {took:.1f} s)")
 
         paced_rate = max(1.0, rate * opts.paced_fraction)
-        paced = prepare_orders(max(1, round(paced_rate * opts.paced_seconds)), f"PACE-{chain.run_id}")
+        paced = prepare(max(1, round(paced_rate * opts.paced_seconds)), f"PACE-{chain.run_id}")
         reader.expect("paced", paced)
         say(f"latency: {paced_rate:,.0f} events/s for {opts.paced_seconds:g} s ...")
         sent = await publish_paced(bootstrap, topics[0], paced, paced_rate, reader, chain)

@@ -159,20 +159,21 @@ async def start_outside_world(
     timeout_s: float = 180,
 ) -> None:
     """Once reserve has applied every stock count: the simulated nodes and carriers (each listening),
-    then the OMS, as children of the run."""
+    then the OMS (when `flags` has one: a benchmark is its own OMS), as children of the run."""
     pairs = [(s.node_id, s.sku) for s in network.inventory]
     deadline = time.monotonic() + timeout_s
     while await stock_loaded(database_url, pairs, counted_since) < len(pairs):
         if time.monotonic() > deadline:
             raise ChildFailed(f"reserve did not apply the stock counts within {timeout_s:.0f} s")
         await asyncio.sleep(0.3)
-    say("stages ready, stock counted; starting the simulated nodes, carriers and OMS")
+    say("stages ready, stock counted; starting the simulated " + ", ".join(n[4:] for n in flags))
     for name in ("sim-nodes", "sim-carriers"):
         ready = log_dir / f"{name}.ready"
         ready.unlink(missing_ok=True)
         children[name] = await spawn(name, [*flags[name], "--ready-file", str(ready)], env, log_dir)
         await wait_file(children[name], ready, timeout_s)
-    children["sim-oms"] = await spawn("sim-oms", flags["sim-oms"], env, log_dir)
+    if "sim-oms" in flags:
+        children["sim-oms"] = await spawn("sim-oms", flags["sim-oms"], env, log_dir)
 
 
 async def run_live(

@@ -1,0 +1,86 @@
+"""Where the machine's CPU went during a phase: per group of processes (the broker, PostgreSQL,
+each stage, the simulators, the benchmark), read from /proc before and after.
+
+Linux only; elsewhere the snapshot is empty and the table says nothing was measured.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from collections.abc import Mapping
+from pathlib import Path
+
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+#: pid -> (group, CPU seconds used so far)
+Snapshot = dict[int, tuple[str, float]]
+
+
+def group_of(cmdline: list[str], own_pid: int, pid: int) -> str | None:
+    """The group a process belongs to, or None for processes that are not part of the run."""
+    if pid == own_pid:
+        return "benchmark (OMS, reader)"
+    if not cmdline:
+        return None
+    joined = " ".join(cmdline)
+    if "kafka.Kafka" in joined:
+        return "Kafka broker"
+    if Path(cmdline[0]).name.startswith("postgres") or joined.startswith("postgres:"):
+        return "PostgreSQL"
+    if "orchestrator" in joined:
+        words = [Path(w).name for w in cmdline]
+        for verb in ("run", "sim"):
+            if verb in words:
+                i = words.index(verb)
+                if i + 1 < len(words):
+                    return f"{'stage' if verb == 'run' else 'sim'} {words[i + 1]}"
+    return None
+
+
+def snapshot() -> Snapshot:
+    own = os.getpid()
+    out: Snapshot = {}
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return out
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        try:
+            cmdline = [p for p in (entry / "cmdline").read_bytes().decode(errors="replace").split("\0") if p]
+            group = group_of(cmdline, own, pid)
+            if group is None:
+                continue
+            # Fields after the command name (which may hold spaces) start after the last ')'.
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            utime, stime = int(fields[11]), int(fields[12])
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        out[pid] = (group, (utime + stime) / _TICKS)
+    return out
+
+
+def used_between(before: Snapshot, after: Snapshot) -> dict[str, float]:
+    """CPU seconds per group between two snapshots (a process born in between counts from zero)."""
+    used: dict[str, float] = defaultdict(float)
+    for pid, (group, seconds) in after.items():
+        earlier = before.get(pid)
+        used[group] += seconds - (earlier[1] if earlier is not None and earlier[0] == group else 0.0)
+    return dict(used)
+
+
+def shares(used: Mapping[str, float], seconds: float, cpus: int) -> list[dict[str, float | str]]:
+    """Rows for a table: group, CPU seconds, cores busy on average, share of the machine."""
+    rows: list[dict[str, float | str]] = []
+    for group, cpu in sorted(used.items(), key=lambda kv: -kv[1]):
+        rows.append(
+            {
+                "group": group,
+                "cpu_seconds": round(cpu, 1),
+                "cores": round(cpu / seconds, 2) if seconds > 0 else 0.0,
+                "share": round(cpu / (seconds * cpus), 3) if seconds > 0 else 0.0,
+            }
+        )
+    return rows

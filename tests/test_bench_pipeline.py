@@ -1,0 +1,45 @@
+"""`make bench`'s end-to-end run still runs and reports: every stage, the simulated nodes and carriers,
+the latency phases, the ceiling, memory and decision quality, at the smallest sizes, on a Kafka and a
+PostgreSQL of its own (or the ones KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL name).
+
+Only that it completes and that each part of the report has numbers is checked: how fast is for people
+to read in the benchmark's output, not for a test to judge on a shared machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+from bench import pipeline
+from orchestrator.stages import ORDER_STAGES
+
+
+async def test_the_end_to_end_benchmark_runs_and_reports_every_part(tmp_path: Path) -> None:
+    # Its own thread: the benchmark runs its own event loops, apart from the suite's.
+    code = await asyncio.to_thread(pipeline.main, ["--quick", "--out", str(tmp_path)])
+    assert code == 0
+    result = json.loads((tmp_path / "pipeline.json").read_text())
+    run = result["pipeline"]
+
+    assert run["maximum"]["released"] > 0 and run["maximum"]["released_per_s"] > 0
+    assert [row["fraction"] for row in run["latency"]] == list(pipeline.LOAD_FRACTIONS)
+    for row in run["latency"]:
+        assert row["released"] > 0 and row["p50_ms"] is not None and row["p99_ms"] >= row["p50_ms"], row
+    assert run["orders_delivered"] > 0, "the simulated nodes and carriers delivered nothing"
+    stages = {r["stage"] for r in run["maximum"]["stages"]}
+    assert set(ORDER_STAGES) <= stages | {"returns"}, stages
+    rss = {r["process"].rsplit("-", 1)[0]: r["peak_rss_mib"] for r in run["memory"]}
+    assert all((rss.get(stage) or 0) > 0 for stage in ORDER_STAGES), rss
+
+    ceiling = result["ceiling"]
+    assert ceiling["hops"] == pipeline.HOPS and ceiling["events_per_s"] > 0 and ceiling["duplicates"] == 0
+    assert result["ceiling_ratio"] > 0
+
+    quality = result["decision_quality"]
+    assert quality["rows"] and all(r["optimum"] is not None for r in quality["rows"])
+
+    report = (tmp_path / "pipeline.md").read_text()
+    assert "pipeline ÷ ceiling" in report and "Decision quality" in report
+    assert (tmp_path / "pipeline.png").stat().st_size > 10_000
