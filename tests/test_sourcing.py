@@ -414,6 +414,31 @@ def test_bopis_lines_in_stock_at_the_pickup_store_are_picked_up_there() -> None:
     assert any("to STORE-LEEDS-01" in s for s in plan.explanation)
 
 
+def test_ship_complete_bopis_comes_whole_from_one_node_when_the_store_has_only_part() -> None:
+    # Found by the benchmark's decision-quality run: the store's line was pinned there, which left the
+    # rest no node to come from under "one shipment", and the order was held although the DC had it all.
+    stock = {
+        ("STORE-LEEDS-01", "SKU-A"): 3,
+        ("DC-MANCHESTER", "SKU-A"): 50,
+        ("DC-MANCHESTER", "SKU-B"): 50,
+    }
+    pickup = StorePickup(kind="bopis", pickup_store_id="STORE-LEEDS-01")
+    whole = order(line("1", "SKU-A", 2), line("2", "SKU-B"), delivery=pickup, ship_complete=True)
+    plan = plan_for(whole, stock)
+    assert plan.outcome is PlanOutcome.SHIP, plan.explanation
+    assert shipped(plan) == {"DC-MANCHESTER": {"1": 2, "2": 1}}
+
+
+def test_ship_complete_bopis_is_picked_up_at_the_store_when_it_has_everything() -> None:
+    stock = {("STORE-LEEDS-01", "SKU-A"): 3, ("STORE-LEEDS-01", "SKU-B"): 1, ("DC-MANCHESTER", "SKU-A"): 50}
+    pickup = StorePickup(kind="bopis", pickup_store_id="STORE-LEEDS-01")
+    whole = order(line("1", "SKU-A", 2), line("2", "SKU-B"), delivery=pickup, ship_complete=True)
+    plan = plan_for(whole, stock)
+    assert plan.outcome is PlanOutcome.SHIP
+    assert shipped(plan) == {"STORE-LEEDS-01": {"1": 2, "2": 1}}
+    assert plan.shipments[0].carrier == IN_STORE_PICKUP
+
+
 def test_bopis_without_transfers_back_orders_what_the_store_lacks() -> None:
     stock = {("STORE-LEEDS-01", "SKU-A"): 3, ("DC-MANCHESTER", "SKU-B"): 50}
     pickup = StorePickup(kind="bopis", pickup_store_id="STORE-LEEDS-01")

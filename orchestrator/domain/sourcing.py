@@ -865,14 +865,24 @@ def _pin_pickup_lines(
     store = next((c for c in cands if c.in_store), None)
     if store is None:
         return set()
-    pinned = set()
+    there: dict[str, int] = {}
+    held = []
     for line in ctx.lines:
         key = (store.index, line.sku)
-        if store.serves.get(line.pos, 0) >= line.quantity and avail.get(key, 0) >= line.quantity:
-            loads.setdefault(store.index, _Load([], 0.0, 0)).add(line, line.quantity)
-            avail[key] -= line.quantity
-            pinned.add(line.pos)
-    return pinned
+        if store.serves.get(line.pos, 0) >= line.quantity and avail.get(key, 0) - there.get(line.sku, 0) >= (
+            line.quantity
+        ):
+            there[line.sku] = there.get(line.sku, 0) + line.quantity
+            held.append(line)
+    if ctx.order.ship_complete and len(held) < len(ctx.lines):
+        # One shipment for the whole order: pinning the lines the store has would leave the rest no
+        # node to come from (the search may use one node only), and hold an order a single other node
+        # could fill. Then nothing is pinned and the whole order comes from one node to the store.
+        return set()
+    for line in held:
+        loads.setdefault(store.index, _Load([], 0.0, 0)).add(line, line.quantity)
+        avail[(store.index, line.sku)] -= line.quantity
+    return {line.pos for line in held}
 
 
 def _split_line(
