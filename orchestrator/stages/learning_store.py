@@ -45,19 +45,25 @@ def _minute(at: datetime) -> datetime:
     return at.astimezone(UTC).replace(second=0, microsecond=0)
 
 
-async def count(conn: asyncpg.Connection, subject: str, outcome: Mapping[str, int], at: datetime) -> None:
-    """Add one event's outcome to its subject's minute (a row of its own: see the migration)."""
+async def count(
+    conn: asyncpg.Connection, subject: str, outcome: Mapping[str, int], at: datetime
+) -> asyncpg.Record | None:
+    """Add one event's outcome to its subject's minute (a row of its own: see the migration), and
+    read the subject's breaker row in the same round trip (None when it has none yet)."""
     columns = [c for c in COUNTERS if outcome.get(c)]
     if not columns:
-        return
+        return await conn.fetchrow("SELECT * FROM learning_breakers WHERE subject = $1", subject)
     names = ", ".join(columns)
     values = ", ".join(f"${i + 3}" for i in range(len(columns)))
-    await conn.execute(
-        f"INSERT INTO learning_buckets (subject, minute, {names}) VALUES ($1, $2, {values})",
+    # The breaker is read, not the buckets: the insert beside it changes nothing it returns.
+    row: asyncpg.Record | None = await conn.fetchrow(
+        f"WITH counted AS (INSERT INTO learning_buckets (subject, minute, {names}) VALUES ($1, $2, {values}))"
+        " SELECT * FROM learning_breakers WHERE subject = $1",
         subject,
         _minute(at),
         *(outcome[c] for c in columns),
     )
+    return row
 
 
 async def measures_since(
@@ -125,8 +131,7 @@ async def learn(
     """Count an outcome and move the subject's breaker; returns the breaker when it changed state."""
     if not outcome:
         return None
-    await count(conn, subject, outcome, at)
-    row = await conn.fetchrow("SELECT * FROM learning_breakers WHERE subject = $1", subject)
+    row = await count(conn, subject, outcome, at)
     current = _breaker(row) if row else Breaker(subject)
     failed = any(outcome.get(k, 0) for k in FAILURES)
     if not failed and current.automatic(now) is not BreakerState.HALF_OPEN:
