@@ -20,7 +20,7 @@ run: setup
 	$(BIN)/orchestrator start $(ARGS)
 
 ## test: the whole suite against the real Kafka and PostgreSQL (started locally unless given)
-test: setup
+test: setup $(NODE_TOOLS)
 	$(BIN)/pytest -q
 
 ## faults: 20,000 orders through every stage (two processes each) while 30 are SIGKILLed, the broker restarts
@@ -54,3 +54,12 @@ schemas: setup
 
 clean:
 	rm -rf $(VENV) .state .pytest_cache .mypy_cache .ruff_cache
+
+NODE_TOOLS := tools/asyncapi/node_modules/.installed-stamp
+$(NODE_TOOLS): tools/asyncapi/package-lock.json
+	.ci/install-node-tools
+	@touch $@
+
+.PHONY: asyncapi-tools
+## asyncapi-tools: the official AsyncAPI parser (npm) that tests/test_asyncapi.py validates asyncapi.yaml with
+asyncapi-tools: $(NODE_TOOLS)

@@ -133,6 +133,48 @@ def cmd_schemas(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- asyncapi
+
+
+def cmd_asyncapi(args: argparse.Namespace) -> int:
+    from orchestrator.asyncapi import (
+        AsyncApiError,
+        asyncapi_document,
+        default_document_path,
+        is_stale,
+        render_document,
+    )
+    from orchestrator.contract.schemas import default_schema_dir
+    from orchestrator.topics import CatalogError, load_catalog
+
+    try:
+        catalog = load_catalog(Path(args.file) if args.file else None)
+        schemas = Path(args.schemas) if args.schemas else default_schema_dir()
+        text = render_document(asyncapi_document(catalog, schemas))
+    except (CatalogError, AsyncApiError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.out == "-":
+        if args.check:
+            print("error: --check compares a file; it cannot be combined with --out -", file=sys.stderr)
+            return 2
+        sys.stdout.write(text)
+        return 0
+    out = Path(args.out) if args.out else default_document_path()
+    if args.check:
+        if is_stale(out, text):
+            print(f"{out} is out of date with topics.yaml and schemas/: run `orchestrator asyncapi`")
+            return 1
+        print(f"{out} is up to date")
+        return 0
+    if is_stale(out, text):
+        out.write_text(text, encoding="utf-8")
+        print(f"wrote {out}")
+    else:
+        print(f"{out} is already up to date")
+    return 0
+
+
 # --------------------------------------------------------------------------- db
 
 
@@ -502,6 +544,15 @@ def build_parser() -> argparse.ArgumentParser:
     schemas.add_argument("action", choices=["export"])
     schemas.add_argument("--out", default="schemas")
     schemas.set_defaults(func=cmd_schemas)
+
+    asyncapi = sub.add_parser("asyncapi", help="the AsyncAPI 3.0 document of every topic (asyncapi.yaml)")
+    asyncapi.add_argument("--out", help="file to write (default: asyncapi.yaml at the root; - for stdout)")
+    asyncapi.add_argument(
+        "--check", action="store_true", help="write nothing; exit 1 when the file differs from a fresh render"
+    )
+    asyncapi.add_argument("--file", help="catalog file (default: topics.yaml)")
+    asyncapi.add_argument("--schemas", help="folder of the event JSON Schemas (default: schemas/)")
+    asyncapi.set_defaults(func=cmd_asyncapi)
 
     db = sub.add_parser("db", help="the database")
     db.add_argument("action", choices=["migrate"])
