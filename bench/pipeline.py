@@ -675,53 +675,43 @@ def _mark(ok: bool | None) -> str:
     return "?" if ok is None else ("met" if ok else "**not met**")
 
 
-def targets(result: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
-    top = result["pipeline"]["maximum"]
+#: (target key, what it is, at least (True) or at most, how a value is shown)
+TARGET_ROWS: tuple[tuple[str, str, bool, str], ...] = (
+    ("orders_per_s", "orders/s end to end (to released)", True, "{:,.1f}"),
+    ("p99_ms_at_half", "p99 ms at 50% of the maximum", False, "{:,.1f}"),
+    ("ceiling_ratio", "share of the pass-through ceiling", True, "{:.1%}"),
+    ("gap_to_optimum", "decision cost above the offline optimum", False, "{:+.1%}"),
+    ("below_closest", "decision cost below closest-node-with-stock", True, "{:.1%}"),
+    ("peak_rss_mib", "peak RSS of a stage process, MiB", False, "{:.0f}"),
+)
+
+
+def measured_against_targets(result: dict[str, Any]) -> dict[str, float | None]:
     half = next((r for r in result["pipeline"]["latency"] if r["fraction"] == 0.5), None)
-    ratio = result.get("ceiling_ratio")
     quality = result["decision_quality"]
     rss = [r["peak_rss_mib"] for r in result["pipeline"]["memory"] if r["process"].split("-")[0] != "sim"]
-    worst_rss = max((r for r in rss if r is not None), default=None)
-    gap, below = quality.get("gap_to_optimum"), quality.get("below_closest")
-    p99 = half["p99_ms"] if half else None
-    return [
-        (
-            "orders/s end to end (to released)",
-            f"≥ {TARGETS['orders_per_s']:,.0f}",
-            f"{top['released_per_s']:,.1f}",
-            top["released_per_s"] >= TARGETS["orders_per_s"],
-        ),
-        (
-            "p99 ms at 50% of the maximum",
-            f"≤ {TARGETS['p99_ms_at_half']:.0f}",
-            f"{p99}",
-            None if p99 is None else p99 <= TARGETS["p99_ms_at_half"],
-        ),
-        (
-            "share of the pass-through ceiling",
-            f"≥ {TARGETS['ceiling_ratio']:.0%}",
-            "?" if ratio is None else f"{ratio:.1%}",
-            None if ratio is None else ratio >= TARGETS["ceiling_ratio"],
-        ),
-        (
-            "decision cost above the offline optimum",
-            f"≤ {TARGETS['gap_to_optimum']:.0%}",
-            "?" if gap is None else f"{gap:+.1%}",
-            None if gap is None else gap <= TARGETS["gap_to_optimum"],
-        ),
-        (
-            "decision cost below closest-node-with-stock",
-            f"≥ {TARGETS['below_closest']:.0%}",
-            "?" if below is None else f"{below:.1%}",
-            None if below is None else below >= TARGETS["below_closest"],
-        ),
-        (
-            "peak RSS of a stage process, MiB",
-            f"≤ {TARGETS['peak_rss_mib']:.0f}",
-            "?" if worst_rss is None else f"{worst_rss:.0f}",
-            None if worst_rss is None else worst_rss <= TARGETS["peak_rss_mib"],
-        ),
-    ]
+    return {
+        "orders_per_s": result["pipeline"]["maximum"]["released_per_s"],
+        "p99_ms_at_half": half["p99_ms"] if half else None,
+        "ceiling_ratio": result.get("ceiling_ratio"),
+        "gap_to_optimum": quality.get("gap_to_optimum"),
+        "below_closest": quality.get("below_closest"),
+        "peak_rss_mib": max((r for r in rss if r is not None), default=None),
+    }
+
+
+def targets(result: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
+    """(what, wanted, measured, met) for every target of the issue; None where nothing was measured."""
+    measured = measured_against_targets(result)
+    rows = []
+    for key, name, at_least, shown in TARGET_ROWS:
+        want, value = TARGETS[key], measured[key]
+        wanted = f"{'≥' if at_least else '≤'} {shown.format(want).lstrip('+')}"
+        if value is None:
+            rows.append((name, wanted, "?", None))
+        else:
+            rows.append((name, wanted, shown.format(value), value >= want if at_least else value <= want))
+    return rows
 
 
 def render(result: dict[str, Any]) -> str:
