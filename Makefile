@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+# Defined before the rules that name it: make expands a rule's prerequisites when it reads the rule.
+NODE_TOOLS := tools/asyncapi/node_modules/.installed-stamp
 
 .PHONY: setup run test faults lint format bench infra-up infra-down infra-status schemas clean
 
@@ -55,7 +57,6 @@ schemas: setup
 clean:
 	rm -rf $(VENV) .state .pytest_cache .mypy_cache .ruff_cache
 
-NODE_TOOLS := tools/asyncapi/node_modules/.installed-stamp
 $(NODE_TOOLS): tools/asyncapi/package-lock.json
 	.ci/install-node-tools
 	@touch $@
