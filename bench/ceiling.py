@@ -38,13 +38,12 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -56,8 +55,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.procfs import peak_rss_kib
+from orchestrator.contract.base import EventPayload
 from orchestrator.contract.envelope import Envelope, Headers, encode
 from orchestrator.contract.examples import example
+from orchestrator.infra.ports import free_port
 from orchestrator.runtime.dead_letter import dead_letter_topic
 from orchestrator.runtime.kafka_client import client_kwargs
 
@@ -130,12 +132,6 @@ def say(text: str) -> None:
     print(text, flush=True)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 # --------------------------------------------------------------------------- events
 
 
@@ -149,15 +145,20 @@ class Prepared:
     headers: Headers
 
 
-def prepare_orders(n: int, prefix: str) -> list[Prepared]:
-    """`n` realistic order.created.v1 events, one order each (so keys spread over every partition)."""
-    base = example("order.created.v1")
+def prepare(payloads: Iterable[EventPayload]) -> list[Prepared]:
+    """Each payload as the OMS would send it: a new envelope, encoded once, before anything is timed."""
     out: list[Prepared] = []
-    for i in range(n):
-        env = Envelope.new(base.model_copy(update={"order_id": f"{prefix}-{i:07d}"}), source="bench/oms")
+    for payload in payloads:
+        env = Envelope.new(payload, source="bench/oms")
         key, value, headers = encode(env)
         out.append(Prepared(env.id, key, value, headers))
     return out
+
+
+def prepare_orders(n: int, prefix: str) -> list[Prepared]:
+    """`n` realistic order.created.v1 events, one order each (so keys spread over every partition)."""
+    base = example("order.created.v1")
+    return prepare(base.model_copy(update={"order_id": f"{prefix}-{i:07d}"}) for i in range(n))
 
 
 # --------------------------------------------------------------------------- processes
@@ -224,7 +225,7 @@ class RelayChain:
         # Peak RSS is only readable while the process exists, so it is taken just before stopping.
         for relay in running:
             assert relay.proc is not None
-            relay.peak_rss_kib = _vm_hwm_kib(relay.proc.pid)
+            relay.peak_rss_kib = peak_rss_kib(relay.proc.pid)
         for relay in running:
             assert relay.proc is not None
             with contextlib.suppress(ProcessLookupError):
@@ -238,16 +239,6 @@ class RelayChain:
                 with contextlib.suppress(ProcessLookupError):
                     relay.proc.kill()
                 relay.proc.wait(10)
-
-
-def _vm_hwm_kib(pid: int) -> int | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
 
 
 def _tail(path: Path, lines: int = 30) -> str:
@@ -431,53 +422,70 @@ async def wait_delivered(
 
 @dataclass(frozen=True)
 class BatchStats:
-    """A relay's cumulative batch counters, from its /metrics."""
+    """Cumulative batch counters, from /metrics."""
 
-    batches: float
-    commit_seconds: float
-    events: float
+    batches: float = 0.0
+    commit_seconds: float = 0.0
+    events: float = 0.0
+
+    def __add__(self, other: BatchStats) -> BatchStats:
+        return BatchStats(
+            self.batches + other.batches,
+            self.commit_seconds + other.commit_seconds,
+            self.events + other.events,
+        )
+
+
+_BATCH_SAMPLES = {
+    "orchestrator_batch_commit_seconds_count": "batches",
+    "orchestrator_batch_commit_seconds_sum": "commit_seconds",
+    "orchestrator_events_consumed_total": "events",
+}
+
+
+async def batch_counters(http: aiohttp.ClientSession, metrics_url: str) -> dict[str, BatchStats] | None:
+    """One process's batch counters per `stage` label; None when it does not answer."""
+    try:
+        async with http.get(metrics_url, timeout=aiohttp.ClientTimeout(total=5)) as resp:
+            text = await resp.text()
+    except (aiohttp.ClientError, TimeoutError):
+        return None
+    values: dict[str, dict[str, float]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            field_name = _BATCH_SAMPLES.get(sample.name)
+            if field_name is not None:
+                stage = values.setdefault(sample.labels.get("stage", "?"), {})
+                stage[field_name] = stage.get(field_name, 0.0) + sample.value
+    return {stage: BatchStats(**fields) for stage, fields in values.items()}
 
 
 async def scrape(chain: RelayChain) -> list[BatchStats | None]:
     """Every relay's batch counters; differences between two scrapes describe the phase in between."""
     out: list[BatchStats | None] = []
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
+    async with aiohttp.ClientSession() as http:
         for relay in chain.relays:
-            try:
-                async with http.get(f"http://127.0.0.1:{relay.http_port}/metrics") as resp:
-                    text = await resp.text()
-            except (aiohttp.ClientError, TimeoutError):
-                out.append(None)
-                continue
-            values = {"batches": 0.0, "commit_seconds": 0.0, "events": 0.0}
-            for family in text_string_to_metric_families(text):
-                for sample in family.samples:
-                    if sample.name == "orchestrator_batch_commit_seconds_count":
-                        values["batches"] += sample.value
-                    elif sample.name == "orchestrator_batch_commit_seconds_sum":
-                        values["commit_seconds"] += sample.value
-                    elif sample.name == "orchestrator_events_consumed_total":
-                        values["events"] += sample.value
-            out.append(BatchStats(**values))
+            counters = await batch_counters(http, f"http://127.0.0.1:{relay.http_port}/metrics")
+            out.append(None if counters is None else sum(counters.values(), BatchStats()))
     return out
 
 
+def batch_difference(before: BatchStats | None, after: BatchStats | None) -> dict[str, float]:
+    """Batches, mean events per batch and mean ms to commit one between two scrapes ({} if unknown)."""
+    if after is None or before is None or after.batches <= before.batches:
+        return {}
+    n = after.batches - before.batches
+    return {
+        "batches": n,
+        "events": after.events - before.events,
+        "events_per_batch": round((after.events - before.events) / n, 1),
+        "commit_ms": round((after.commit_seconds - before.commit_seconds) / n * 1000, 1),
+    }
+
+
 def batch_summary(before: list[BatchStats | None], after: list[BatchStats | None]) -> list[dict[str, float]]:
-    """Per relay: batches, mean events per batch and mean time to commit one, between two scrapes."""
-    rows: list[dict[str, float]] = []
-    for b, a in zip(before, after, strict=True):
-        if a is None or b is None or a.batches <= b.batches:
-            rows.append({})
-            continue
-        n = a.batches - b.batches
-        rows.append(
-            {
-                "batches": n,
-                "events_per_batch": round((a.events - b.events) / n, 1),
-                "commit_ms": round((a.commit_seconds - b.commit_seconds) / n * 1000, 1),
-            }
-        )
-    return rows
+    """Per relay: `batch_difference` between two scrapes."""
+    return [batch_difference(b, a) for b, a in zip(before, after, strict=True)]
 
 
 async def wait_ready(chain: RelayChain, timeout: float = 90.0) -> None:

@@ -58,9 +58,9 @@ from typing import Any
 import aiohttp
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from prometheus_client.parser import text_string_to_metric_families
 
-from bench import ceiling, cpu
+from bench import ceiling, procfs
+from bench.procfs import peak_rss_kib
 from orchestrator.contract.envelope import Envelope, encode, header_map
 from orchestrator.db.migrate import migrate
 from orchestrator.faults.driver import RunServers, StageFleet
@@ -369,7 +369,7 @@ async def maximum(run: Run) -> dict[str, Any]:
     )
     counters_before = await stage_counters(run.fleet)
     start = time.monotonic()
-    cpu_before = cpu.snapshot()
+    cpu_before = procfs.snapshot()
 
     def report(left: float) -> None:
         elapsed = time.monotonic() - start
@@ -381,7 +381,7 @@ async def maximum(run: Run) -> dict[str, Any]:
 
     await closed_loop(run, "max", sizes.measure_s, report)
     end = time.monotonic()
-    cpu_after = cpu.snapshot()
+    cpu_after = procfs.snapshot()
     counters_after = await stage_counters(run.fleet)
     await closed_loop(run, "max", offset if not run.options.quick else 0.5, report)
     released_times = list(tracker.released.values())
@@ -389,7 +389,7 @@ async def maximum(run: Run) -> dict[str, Any]:
     released = count_between(released_times, start, end)
     delivered = count_between(delivered_times, start + offset, end + offset)
     seconds = end - start
-    cpu_seconds = cpu.used_between(cpu_before, cpu_after)
+    cpu_seconds = procfs.used_between(cpu_before, cpu_after)
     return {
         "window": sizes.window,
         "seconds": round(seconds, 1),
@@ -399,57 +399,38 @@ async def maximum(run: Run) -> dict[str, Any]:
         "delivered": delivered,
         "delivered_per_s": round(delivered / seconds, 1),
         "released_per_second": per_second(released_times, start, seconds),
-        "cpu": cpu.shares(cpu_seconds, seconds, os.cpu_count() or 1),
+        "cpu": procfs.shares(cpu_seconds, seconds, os.cpu_count() or 1),
         "stages": batch_rows(counters_before, counters_after, seconds),
     }
 
 
-async def stage_counters(fleet: StageFleet) -> dict[str, dict[str, float]]:
-    """Per stage, summed over its instances: batches committed, seconds in them, events consumed."""
-    wanted = {
-        "orchestrator_batch_commit_seconds_count": "batches",
-        "orchestrator_batch_commit_seconds_sum": "batch_seconds",
-        "orchestrator_events_consumed_total": "events",
-    }
-    out: dict[str, dict[str, float]] = {}
-    async with aiohttp.ClientSession() as session:
+async def stage_counters(fleet: StageFleet) -> dict[str, ceiling.BatchStats]:
+    """Per stage, summed over its live instances: batches committed, seconds in them, events."""
+    out: dict[str, ceiling.BatchStats] = {}
+    async with aiohttp.ClientSession() as http:
         for name in fleet.alive():
-            try:
-                async with session.get(
-                    fleet.url(name, "/metrics"), timeout=aiohttp.ClientTimeout(total=5)
-                ) as response:
-                    text = await response.text()
-            except (aiohttp.ClientError, TimeoutError):
-                continue
-            for family in text_string_to_metric_families(text):
-                for sample in family.samples:
-                    what = wanted.get(sample.name)
-                    if what is not None:
-                        stage = out.setdefault(
-                            sample.labels.get("stage", "?"), dict.fromkeys(wanted.values(), 0.0)
-                        )
-                        stage[what] += sample.value
+            for stage, stats in (
+                await ceiling.batch_counters(http, fleet.url(name, "/metrics")) or {}
+            ).items():
+                out[stage] = out.get(stage, ceiling.BatchStats()) + stats
     return out
 
 
 def batch_rows(
-    before: dict[str, dict[str, float]], after: dict[str, dict[str, float]], seconds: float
+    before: dict[str, ceiling.BatchStats], after: dict[str, ceiling.BatchStats], seconds: float
 ) -> list[dict[str, Any]]:
     """Per stage between two scrapes: events/s, batches (one Kafka transaction each)/s, events per
     batch, mean ms per batch."""
     rows = []
     for stage, a in after.items():
-        b = before.get(stage, dict.fromkeys(a, 0.0))
-        batches, events = a["batches"] - b["batches"], a["events"] - b["events"]
+        diff = ceiling.batch_difference(before.get(stage, ceiling.BatchStats()), a)
         rows.append(
             {
                 "stage": stage,
-                "events_per_s": round(events / seconds, 1),
-                "batches_per_s": round(batches / seconds, 1),
-                "events_per_batch": round(events / batches, 2) if batches else None,
-                "ms_per_batch": round((a["batch_seconds"] - b["batch_seconds"]) / batches * 1000, 1)
-                if batches
-                else None,
+                "events_per_s": round(diff.get("events", 0.0) / seconds, 1),
+                "batches_per_s": round(diff.get("batches", 0.0) / seconds, 1),
+                "events_per_batch": diff.get("events_per_batch"),
+                "commit_ms": diff.get("commit_ms"),
             }
         )
     return sorted(rows, key=lambda r: -r["events_per_s"])
@@ -492,7 +473,7 @@ def _round(value: float | None) -> float | None:
 def peak_rss(fleet: StageFleet, sims: dict[str, Child]) -> list[dict[str, Any]]:
     rows = []
     for name, child in [*fleet.children.items(), *sims.items()]:
-        kib = ceiling._vm_hwm_kib(child.process.pid)
+        kib = peak_rss_kib(child.process.pid)
         rows.append({"process": name, "peak_rss_mib": round(kib / 1024, 1) if kib is not None else None})
     return rows
 
@@ -571,13 +552,7 @@ def ceiling_on(bootstrap: str, options: Options, network_seed: int, log_dir: Pat
     maker = OrderMaker(network, random.Random(network_seed + 1))
 
     def make_events(n: int, prefix: str) -> list[ceiling.Prepared]:
-        out = []
-        for i in range(n):
-            order = maker.make(f"{prefix}-{i:07d}", datetime.now(UTC))
-            env = Envelope.new(order, source="bench/oms")
-            key, value, headers = encode(env)
-            out.append(ceiling.Prepared(env.id, key, value, headers))
-        return out
+        return ceiling.prepare(maker.make(f"{prefix}-{i:07d}", datetime.now(UTC)) for i in range(n))
 
     run_id = uuid.uuid4().hex[:8]
     topics = [f"bench.ceiling.{run_id}.hop{i}" for i in range(HOPS + 1)]
@@ -778,7 +753,7 @@ def render(result: dict[str, Any]) -> str:
         "|---|---:|---:|---:|---:|",
         *(
             f"| {r['stage']} | {r['events_per_s']:,.1f} | {r['batches_per_s']:,.1f} "
-            f"| {r['events_per_batch']} | {r['ms_per_batch']} |"
+            f"| {r['events_per_batch']} | {r['commit_ms']} |"
             for r in top["stages"]
         ),
         "",

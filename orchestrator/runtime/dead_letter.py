@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
+import structlog
+
 DLQ_SUFFIX = ".dlq"
 #: Bytes of the original value a dead letter keeps. A record the broker accepted may be just under its
 #: limit (message.max.bytes, ~1 MiB by default); its dead letter adds headers and would then be refused
@@ -92,6 +94,28 @@ def dead_letter(
         headers=headers,
         event_type="dead_letter",
     )
+
+
+def logged_dead_letter(
+    log: structlog.typing.FilteringBoundLogger,
+    record: ConsumedRecord,
+    *,
+    stage: str,
+    category: str,
+    reason: str,
+    now: datetime | None = None,
+) -> OutgoingRecord:
+    """`dead_letter`, said in the log with where the record came from: every record a stage gives up
+    leaves one warning line an operator can find it by."""
+    log.warning(
+        "dead-lettered",
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        category=category,
+        reason=reason,
+    )
+    return dead_letter(record, stage=stage, category=category, reason=reason, now=now)
 
 
 def dead_letter_origin(record: OutgoingRecord) -> tuple[str, str] | None:

@@ -17,7 +17,7 @@ import structlog
 
 from orchestrator.contract.base import EventPayload
 from orchestrator.contract.envelope import Envelope
-from orchestrator.runtime.dead_letter import ConsumedRecord, OutgoingRecord, dead_letter
+from orchestrator.runtime.dead_letter import ConsumedRecord, OutgoingRecord, logged_dead_letter
 from orchestrator.runtime.views import View
 
 if TYPE_CHECKING:
@@ -129,16 +129,10 @@ class HandlerContext:
         For an event the stage accepted and kept, then found it can never handle: it leaves in the
         same transaction as the state change that gives it up, so it is neither lost nor sent twice.
         """
-        self.log.warning(
-            "dead-lettered",
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            category=category,
-            reason=reason,
-        )
         self.dead_letters.append(
-            dead_letter(record, stage=self.stage, category=category, reason=reason, now=self.now)
+            logged_dead_letter(
+                self.log, record, stage=self.stage, category=category, reason=reason, now=self.now
+            )
         )
 
 

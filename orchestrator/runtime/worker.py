@@ -37,7 +37,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import KafkaError, ProducerFenced
 
 from orchestrator.contract.envelope import DecodeError, Envelope, decode, encode
-from orchestrator.runtime.dead_letter import ConsumedRecord, OutgoingRecord, dead_letter, dead_letter_origin
+from orchestrator.runtime.dead_letter import (
+    ConsumedRecord,
+    OutgoingRecord,
+    dead_letter_origin,
+    logged_dead_letter,
+)
 from orchestrator.runtime.idempotency import ProcessedEvent, fetch_processed, record_processed
 from orchestrator.runtime.kafka_client import client_kwargs
 from orchestrator.runtime.metrics import RuntimeMetrics
@@ -495,15 +500,7 @@ class StageWorker:
         return out
 
     def _dead_letter(self, rec: Record, category: str, reason: str) -> OutgoingRecord:
-        self.log.warning(
-            "dead-lettered",
-            topic=rec.topic,
-            partition=rec.partition,
-            offset=rec.offset,
-            category=category,
-            reason=reason,
-        )
-        return dead_letter(rec, stage=self.stage.name, category=category, reason=reason)
+        return logged_dead_letter(self.log, rec, stage=self.stage.name, category=category, reason=reason)
 
     async def _update_lag(self, consumer: AIOKafkaConsumer) -> None:
         for tp in consumer.assignment():

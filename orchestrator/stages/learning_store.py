@@ -45,7 +45,7 @@ def _minute(at: datetime) -> datetime:
     return at.astimezone(UTC).replace(second=0, microsecond=0)
 
 
-async def count(
+async def count_and_read_breaker(
     conn: asyncpg.Connection, subject: str, outcome: Mapping[str, int], at: datetime
 ) -> asyncpg.Record | None:
     """Add one event's outcome to its subject's minute (a row of its own: see the migration), and
@@ -131,7 +131,7 @@ async def learn(
     """Count an outcome and move the subject's breaker; returns the breaker when it changed state."""
     if not outcome:
         return None
-    row = await count(conn, subject, outcome, at)
+    row = await count_and_read_breaker(conn, subject, outcome, at)
     current = _breaker(row) if row else Breaker(subject)
     failed = any(outcome.get(k, 0) for k in FAILURES)
     if not failed and current.automatic(now) is not BreakerState.HALF_OPEN:
@@ -307,7 +307,7 @@ class RiskView:
 __all__ = [
     "RiskView",
     "breakers",
-    "count",
+    "count_and_read_breaker",
     "learn",
     "learn_from_carrier_event",
     "learn_from_node_event",

@@ -837,6 +837,7 @@ def monitor_stage(deps: OrderPathDeps, timers: MonitorTimers | None = None) -> S
             await _unpark(ctx.db, event.id)
             ctx.emitted.extend(replay.emitted)
             ctx.dead_letters.extend(replay.dead_letters)
+            ctx.deferred.extend(replay.deferred)
             log.info("parked event replayed", waited=_waited(row["parked_at"], ctx.now))
             return True
         await _unpark(ctx.db, event.id)

@@ -1,5 +1,6 @@
-"""Where the machine's CPU went during a phase: per group of processes (the broker, PostgreSQL,
-each stage, the simulators, the benchmark), read from /proc before and after.
+"""What /proc says about the benchmark's processes: where the machine's CPU went during a phase,
+per group of processes (the broker, PostgreSQL, each stage, the simulators, the benchmark), read
+before and after; and a process's peak RSS.
 
 Linux only; elsewhere the snapshot is empty and the table says nothing was measured.
 """
@@ -84,3 +85,14 @@ def shares(used: Mapping[str, float], seconds: float, cpus: int) -> list[dict[st
             }
         )
     return rows
+
+
+def peak_rss_kib(pid: int) -> int | None:
+    """The process's peak resident set (VmHWM), readable only while it runs."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
