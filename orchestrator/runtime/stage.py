@@ -8,10 +8,10 @@ batching, transactions, idempotency, dead letters, retries, metrics.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -77,6 +77,7 @@ class HandlerContext:
         now: datetime,
         log: structlog.typing.FilteringBoundLogger,
         record: ConsumedRecord | None = None,
+        batch: Any = None,
     ) -> None:
         self.stage = stage
         #: The topic the event was read from.
@@ -92,6 +93,9 @@ class HandlerContext:
         self.dead_letters: list[OutgoingRecord] = []
         #: Writes left for the end of the batch (see `defer`): (statement, arguments).
         self.deferred: list[tuple[str, tuple[object, ...]]] = []
+        #: What the stage's `read_batch` read for the whole batch (None without one); handlers of one
+        #: batch share it, so one may keep it up to date for the next.
+        self.batch = batch
 
     @property
     def db(self) -> asyncpg.Connection:
@@ -137,6 +141,8 @@ class HandlerContext:
 
 
 Handler = Callable[[Envelope, HandlerContext], Awaitable[None]]
+#: (the batch's events still to handle, the batch's connection) -> the batch's shared reads.
+BatchReader = Callable[[Sequence[Envelope], "asyncpg.Connection"], Awaitable[Any]]
 
 
 @dataclass(frozen=True)
@@ -162,6 +168,9 @@ class Stage:
     #: Inputs this stage only observes (another stage owns them): it accepts every type there, and a
     #: record it cannot read is skipped and counted, not dead-lettered twice.
     observes: frozenset[str] = field(default_factory=frozenset)
+    #: Reads, in a few queries for the whole batch, what its handlers would otherwise read one event
+    #: at a time (inside the batch's transaction, before the first handler); the result is `ctx.batch`.
+    read_batch: BatchReader | None = None
 
     @property
     def group_id(self) -> str:

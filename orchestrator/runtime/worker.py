@@ -30,6 +30,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 import structlog
@@ -417,6 +418,11 @@ class StageWorker:
         to_record: list[tuple[str, str, int, int, Sequence[OutgoingRecord]]] = []
         deferred: dict[str, list[tuple[object, ...]]] = {}
         now = datetime.now(UTC)
+        batch = None
+        if conn is not None and stage.read_batch is not None:
+            batch = await stage.read_batch(
+                [e for _, e in decoded if e is not None and e.id not in processed], conn
+            )
         for rec, maybe_env in decoded:
             if maybe_env is None:
                 continue
@@ -437,7 +443,7 @@ class StageWorker:
                 result.duplicates += 1
                 continue
             seen.add(env.id)
-            outputs = await self._handle_one(rec, env, conn, now, deferred)
+            outputs = await self._handle_one(rec, env, conn, now, deferred, batch)
             result.outgoing.extend(outputs)
             result.dead_letters.extend(d for d in map(dead_letter_origin, outputs) if d is not None)
             result.consumed.append((rec.topic, env.type))
@@ -457,10 +463,18 @@ class StageWorker:
         conn: asyncpg.Connection | None,
         now: datetime,
         deferred: dict[str, list[tuple[object, ...]]],
+        batch: Any,
     ) -> list[OutgoingRecord]:
         log = self.log.bind(order_id=env.subject, event_id=env.id, event_type=env.type, trace_id=env.trace_id)
         ctx = HandlerContext(
-            stage=self.stage.name, topic=rec.topic, event=env, db=conn, now=now, log=log, record=rec
+            stage=self.stage.name,
+            topic=rec.topic,
+            event=env,
+            db=conn,
+            now=now,
+            log=log,
+            record=rec,
+            batch=batch,
         )
         started = time.perf_counter()
         try:

@@ -18,6 +18,9 @@ can drop and rebuild. Reads the customer id from ingest's `ingest_orders`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 import asyncpg
 import orjson
 
@@ -94,26 +97,70 @@ def event_row(event: Envelope, topic: str) -> tuple[object, ...]:
     )
 
 
+UPSERT_STATUS = (
+    "INSERT INTO status_orders (order_id, state, sequence, reasons, stage) VALUES ($1, $2, $3, $4, $5)"
+    " ON CONFLICT (order_id) DO UPDATE SET state = $2, sequence = $3, reasons = $4, stage = $5,"
+    " updated_at = now()"
+)
+
+
+def fold(
+    current: OrderState | None, sequence: int, report: StageStatus
+) -> tuple[tuple[OrderState | None, int], tuple[object, ...]] | None:
+    """One report folded into an order's (state, sequence): ((previous state, new sequence), the
+    projection's new row for `UPSERT_STATUS`) when it is a transition, else None."""
+    if not is_transition(current, report.state):
+        return None
+    row = (
+        report.order_id,
+        report.state.value,
+        sequence + 1,
+        orjson.dumps([r.model_dump() for r in report.reasons]).decode(),
+        report.stage,
+    )
+    return (current, sequence + 1), row
+
+
 async def apply_status(conn: asyncpg.Connection, report: StageStatus) -> tuple[OrderState | None, int] | None:
     """Fold one report into the projection: (previous state, sequence) when it is a transition, else None."""
     row = await conn.fetchrow(
         "SELECT state, sequence FROM status_orders WHERE order_id = $1 FOR UPDATE", report.order_id
     )
-    current = OrderState(row["state"]) if row else None
-    if not is_transition(current, report.state):
+    folded = fold(OrderState(row["state"]) if row else None, row["sequence"] if row else 0, report)
+    if folded is None:
         return None
-    sequence = (row["sequence"] if row else 0) + 1
-    await conn.execute(
-        "INSERT INTO status_orders (order_id, state, sequence, reasons, stage) VALUES ($1, $2, $3, $4, $5)"
-        " ON CONFLICT (order_id) DO UPDATE SET state = $2, sequence = $3, reasons = $4, stage = $5,"
-        " updated_at = now()",
-        report.order_id,
-        report.state.value,
-        sequence,
-        orjson.dumps([r.model_dump() for r in report.reasons]).decode(),
-        report.stage,
+    await conn.execute(UPSERT_STATUS, *folded[1])
+    return folded[0]
+
+
+@dataclass
+class BatchReads:
+    """What a batch's status reports need, read for all of them at once and kept current by them."""
+
+    #: order id -> (state, sequence) as the projection has it, with this batch's transitions applied.
+    orders: dict[str, tuple[OrderState | None, int]]
+    #: order id -> customer id, for orders ingest has (reports of others notify nobody).
+    customers: dict[str, str]
+
+
+async def read_batch(events: Sequence[Envelope], conn: asyncpg.Connection) -> BatchReads:
+    """The projection rows (locked, in one order) and customer ids of every order the batch reports on."""
+    order_ids = sorted({e.data.order_id for e in events if isinstance(e.data, StageStatus)})
+    if not order_ids:
+        return BatchReads({}, {})
+    rows = await conn.fetch(
+        "SELECT order_id, state, sequence FROM status_orders WHERE order_id = ANY($1::text[])"
+        " ORDER BY order_id FOR UPDATE",
+        order_ids,
     )
-    return current, sequence
+    customers = await conn.fetch(
+        "SELECT order_id, order_json ->> 'customer_id' AS customer_id FROM ingest_orders"
+        " WHERE order_id = ANY($1::text[])",
+        order_ids,
+    )
+    orders: dict[str, tuple[OrderState | None, int]] = dict.fromkeys(order_ids, (None, 0))
+    orders.update({r["order_id"]: (OrderState(r["state"]), r["sequence"]) for r in rows})
+    return BatchReads(orders, {r["order_id"]: r["customer_id"] for r in customers if r["customer_id"]})
 
 
 async def rebuild_projection(conn: asyncpg.Connection) -> int:
@@ -130,21 +177,19 @@ async def rebuild_projection(conn: asyncpg.Connection) -> int:
 
 
 def status_sync_stage() -> Stage:
-    async def notify(ctx: HandlerContext, report: StageStatus) -> None:
+    def notify(ctx: HandlerContext, reads: BatchReads, report: StageStatus) -> None:
         told = _NOTIFY.get(report.state)
         if told is None:
             return
-        raw = await ctx.db.fetchval(
-            "SELECT order_json ->> 'customer_id' FROM ingest_orders WHERE order_id = $1", report.order_id
-        )
-        if raw is None:
+        customer_id = reads.customers.get(report.order_id)
+        if customer_id is None:
             return  # not an order the OMS sent us (a test or replay): nobody to tell
         kind, message = told
         ctx.emit(
             CUSTOMER_NOTIFICATIONS,
             CustomerNotification(
                 order_id=report.order_id,
-                customer_id=raw,
+                customer_id=customer_id,
                 kind=kind,
                 message=message,
             ),
@@ -160,10 +205,14 @@ def status_sync_stage() -> Stage:
             return
         if not isinstance(report, StageStatus):
             return
-        transition = await apply_status(ctx.db, report)
-        if transition is None:
+        reads: BatchReads = ctx.batch
+        folded = fold(*reads.orders[report.order_id], report)
+        if folded is None:
             return
-        previous, sequence = transition
+        (previous, sequence), row = folded
+        # The batch's later reports of this order fold onto this one; the rows are written in this order.
+        reads.orders[report.order_id] = (report.state, sequence)
+        ctx.defer(UPSERT_STATUS, *row)
         ctx.emit(
             OMS_STATUS,
             OrderStatusChanged(
@@ -175,7 +224,7 @@ def status_sync_stage() -> Stage:
                 occurred_at=report.occurred_at,
             ),
         )
-        await notify(ctx, report)
+        notify(ctx, reads, report)
 
     return Stage(
         name="status-sync",
@@ -183,6 +232,7 @@ def status_sync_stage() -> Stage:
         outputs=(OMS_STATUS, CUSTOMER_NOTIFICATIONS),
         handler=handle,
         uses_database=True,
+        read_batch=read_batch,
         accepts=frozenset({StageStatus.event_type, ReturnStatusChanged.event_type}),
         observes=frozenset(OBSERVED),
         description="keeps the event store, publishes transitions to the OMS and tells the customer",
