@@ -93,6 +93,8 @@ class HandlerContext:
         self.dead_letters: list[OutgoingRecord] = []
         #: Writes left for the end of the batch (see `defer`): (statement, arguments).
         self.deferred: list[tuple[str, tuple[object, ...]]] = []
+        #: Called once the batch has committed (see `after_commit`).
+        self.on_commit: list[Callable[[], None]] = []
         #: What the stage's `read_batch` read for the whole batch (None without one); handlers of one
         #: batch share it, so one may keep it up to date for the next.
         self.batch = batch
@@ -114,6 +116,11 @@ class HandlerContext:
         if self._db is None:
             raise RuntimeError(f"stage {self.stage} is declared without a database")
         self.deferred.append((statement, args))
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once the batch this event is in has committed, never if it does not: for
+        what must count only what happened (a stage's own metric), not once per retried attempt."""
+        self.on_commit.append(callback)
 
     def emit(self, topic: str, data: EventPayload) -> Envelope:
         """Produce `data` on `topic` as an event caused by the one being handled.

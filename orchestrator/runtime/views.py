@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from orchestrator.contract.base import EventPayload
-from orchestrator.contract.envelope import DecodeError, decode
+from orchestrator.contract.envelope import DecodeError, Envelope, decode
 from orchestrator.runtime.kafka_client import Bootstrap, client_kwargs
 from orchestrator.settings import Settings
 
@@ -47,23 +47,22 @@ async def cancel_task(task: asyncio.Task[None] | None) -> None:
             await task
 
 
-class TopicView(Generic[S]):
-    """A state folded from every event of one topic: `state = fold(state, payload)`."""
+class FollowedTopics:
+    """Reads its topics from the beginning with no consumer group, is ready once caught up with the
+    end offsets found at start, then keeps following; a subclass applies every event (`apply`)."""
 
-    def __init__(self, name: str, topic: str, initial: S, fold: Callable[[S, EventPayload], S]) -> None:
+    def __init__(self, name: str, topics: tuple[str, ...]) -> None:
         self.name = name
-        self.topic = topic
-        self._state = initial
-        self._fold = fold
+        self.topics = topics
+        self.topic = topics[0] if len(topics) == 1 else ""
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._ready = False
         self.skipped = 0
-        self.log = structlog.get_logger("orchestrator.view").bind(view=name, topic=topic)
+        self.log = structlog.get_logger("orchestrator.view").bind(view=name, topics=",".join(topics))
 
-    @property
-    def state(self) -> S:
-        return self._state
+    def apply(self, env: Envelope) -> None:
+        raise NotImplementedError
 
     @property
     def ready(self) -> bool:
@@ -80,7 +79,7 @@ class TopicView(Generic[S]):
         )
         self._consumer = consumer
         await consumer.start()
-        partitions = await _partitions_of(settings.kafka, self.topic)
+        partitions = [tp for topic in self.topics for tp in await _partitions_of(settings.kafka, topic)]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         ends = await consumer.end_offsets(partitions)
@@ -107,7 +106,7 @@ class TopicView(Generic[S]):
                     self.skipped += 1
                     self.log.warning("view skipped a record", offset=rec.offset, reason=exc.reason)
                     continue
-                self._state = self._fold(self._state, env.data)
+                self.apply(env)
 
     async def _follow(self, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -125,6 +124,22 @@ class TopicView(Generic[S]):
         if self._consumer is not None:
             with contextlib.suppress(BaseException):
                 await self._consumer.stop()
+
+
+class TopicView(FollowedTopics, Generic[S]):
+    """A state folded from every event of one topic: `state = fold(state, payload)`."""
+
+    def __init__(self, name: str, topic: str, initial: S, fold: Callable[[S, EventPayload], S]) -> None:
+        super().__init__(name, (topic,))
+        self._state = initial
+        self._fold = fold
+
+    @property
+    def state(self) -> S:
+        return self._state
+
+    def apply(self, env: Envelope) -> None:
+        self._state = self._fold(self._state, env.data)
 
 
 async def _partitions_of(bootstrap: Bootstrap, topic: str) -> list[TopicPartition]:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -90,6 +90,8 @@ class _BatchResult:
     consumed: list[tuple[str, str]] = field(default_factory=list)  # (topic, event type)
     dead_letters: list[tuple[str, str]] = field(default_factory=list)  # (topic, category)
     duplicates: int = 0
+    #: The handlers' `after_commit` callbacks, in the order they were given.
+    on_commit: list[Callable[[], None]] = field(default_factory=list)
 
 
 @dataclass
@@ -337,6 +339,11 @@ class StageWorker:
             m.dead_letters.labels(stage, topic, category).inc()
         if result.duplicates:
             m.duplicates.labels(stage, tp.topic).inc(result.duplicates)
+        for callback in result.on_commit:
+            try:
+                callback()
+            except Exception:  # what counts a committed batch must not undo it
+                self.log.exception("after-commit callback raised")
         last = records[-1].offset
         for key in [k for k in self._attempts if k[0] == tp and k[1] <= last]:
             del self._attempts[key]
@@ -443,7 +450,7 @@ class StageWorker:
                 result.duplicates += 1
                 continue
             seen.add(env.id)
-            outputs = await self._handle_one(rec, env, conn, now, deferred, batch)
+            outputs = await self._handle_one(rec, env, conn, now, deferred, batch, result.on_commit)
             result.outgoing.extend(outputs)
             result.dead_letters.extend(d for d in map(dead_letter_origin, outputs) if d is not None)
             result.consumed.append((rec.topic, env.type))
@@ -464,6 +471,7 @@ class StageWorker:
         now: datetime,
         deferred: dict[str, list[tuple[object, ...]]],
         batch: Any,
+        on_commit: list[Callable[[], None]],
     ) -> list[OutgoingRecord]:
         log = self.log.bind(order_id=env.subject, event_id=env.id, event_type=env.type, trace_id=env.trace_id)
         ctx = HandlerContext(
@@ -506,6 +514,7 @@ class StageWorker:
             )
         for statement, args in ctx.deferred:
             deferred.setdefault(statement, []).append(args)
+        on_commit.extend(ctx.on_commit)
         out: list[OutgoingRecord] = []
         for emitted in ctx.emitted:
             key, value, headers = encode(emitted.envelope)

@@ -14,6 +14,9 @@ Owns `reserve_ledger`, `reserve_reservations`, `reserve_node_load`, `reserve_ord
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
 import asyncpg
 
 from orchestrator.contract.common import OrderState, Reason
@@ -30,6 +33,7 @@ from orchestrator.contract.pipeline import (
     ReservedShipment,
     SupplyReleaseDue,
 )
+from orchestrator.domain.stock_counts import Counted, fold_changes
 from orchestrator.domain.supply import RELEASE_WAITING, PreorderRelease
 from orchestrator.runtime.stage import HandlerContext, RejectEvent, Stage
 from orchestrator.stages.common import (
@@ -208,6 +212,78 @@ async def apply_delta(conn: asyncpg.Connection, delta: InventoryDelta) -> None:
         delta.node_id,
         delta.sku,
         delta.change,
+    )
+
+
+@dataclass
+class InventoryBatch:
+    """What `read_inventory` did for one partition's batch: the stock events it applied already."""
+
+    #: Ids of the events whose change the ledger holds now.
+    applied: frozenset[str]
+    #: SKUs a count or a receipt of the batch may have brought stock to.
+    stocked: frozenset[str]
+    #: SKUs with lines in their queue (the others have nothing to release or re-date).
+    queued: frozenset[str]
+    #: SKUs whose queue a handler of this batch has seen to.
+    seen_to: set[str] = field(default_factory=set)
+
+
+_UPSERT_POSITIONS = (
+    "INSERT INTO reserve_ledger (node_id, sku, on_hand, safety_stock, counted_at)"
+    " SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::int[], $5::timestamptz[])"
+    " ON CONFLICT (node_id, sku) DO UPDATE SET on_hand = EXCLUDED.on_hand,"
+    " safety_stock = EXCLUDED.safety_stock, counted_at = EXCLUDED.counted_at, updated_at = now()"
+)
+
+
+async def read_inventory(events: Sequence[Envelope], conn: asyncpg.Connection) -> InventoryBatch | None:
+    """Apply every count and delta of the batch in three statements, not a few per event.
+
+    A batch is one partition's, so it holds stock events only or plans only. The positions it
+    touches are read (locked), folded in order by the rules of `orchestrator.domain.stock_counts`
+    (those of `apply_snapshot` and `apply_delta`) and written back at once. The queues are seen to
+    once per SKU afterwards, against the batch's final stock: the order a sequence of events from
+    independent partitions could have come in anyway.
+    """
+    seen: set[str] = set()
+    changes: list[InventorySnapshot | InventoryDelta] = []
+    applied: list[str] = []
+    for env in events:
+        if env.id in seen or not isinstance(env.data, (InventorySnapshot, InventoryDelta)):
+            continue  # a duplicate in the batch is skipped by the worker: it must change nothing here
+        seen.add(env.id)
+        changes.append(env.data)
+        applied.append(env.id)
+    if not changes:
+        return None
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", LEDGER_LOCK)
+    keys = sorted({(c.node_id, c.sku) for c in changes})
+    rows = await conn.fetch(
+        "SELECT l.node_id, l.sku, l.on_hand, l.safety_stock, l.counted_at FROM reserve_ledger l"
+        " JOIN unnest($1::text[], $2::text[]) AS k(node_id, sku) USING (node_id, sku) FOR UPDATE OF l",
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+    )
+    before = {
+        (r["node_id"], r["sku"]): Counted(r["on_hand"], r["safety_stock"], r["counted_at"]) for r in rows
+    }
+    after = sorted((k, v) for k, v in fold_changes(before, changes).items() if before.get(k) != v)
+    if after:
+        await conn.execute(
+            _UPSERT_POSITIONS,
+            [k[0] for k, _ in after],
+            [k[1] for k, _ in after],
+            [v.on_hand for _, v in after],
+            [v.safety_stock for _, v in after],
+            [v.counted_at for _, v in after],
+        )
+    skus = sorted({c.sku for c in changes})
+    queued = await conn.fetch("SELECT DISTINCT sku FROM reserve_waiting WHERE sku = ANY($1::text[])", skus)
+    return InventoryBatch(
+        applied=frozenset(applied),
+        stocked=frozenset(c.sku for c in changes if isinstance(c, InventorySnapshot) or c.change > 0),
+        queued=frozenset(r["sku"] for r in queued),
     )
 
 
@@ -405,8 +481,23 @@ def reserve_stage(
             await release_ready(ctx, data.sku, preorder_release)
         await refresh_dates(ctx, {data.sku})
 
+    async def see_to_queue(ctx: HandlerContext, batch: InventoryBatch, sku: str) -> None:
+        """Once per SKU of a batch whose stock `read_inventory` applied: release and re-date its queue."""
+        if sku in batch.seen_to or sku not in batch.queued:
+            return
+        batch.seen_to.add(sku)
+        if sku in batch.stocked:
+            await release_ready(ctx, sku, preorder_release)
+        await refresh_dates(ctx, {sku})
+
     async def handle(event: Envelope, ctx: HandlerContext) -> None:
         data = event.data
+        batch = ctx.batch
+        if isinstance(batch, InventoryBatch) and event.id in batch.applied:
+            # Already in the ledger, under the lock read_inventory took for this transaction.
+            assert isinstance(data, (InventorySnapshot, InventoryDelta))
+            await see_to_queue(ctx, batch, data.sku)
+            return
         # One partition's batch is one transaction and may touch many ledger rows in any order, so two
         # batches locking rows crosswise deadlock (seen at 20 orders/s in `make run`). Ledger writers
         # take turns instead: the lock lasts until the batch's database commit, milliseconds.
@@ -447,5 +538,6 @@ def reserve_stage(
             )
         ),
         views=(supply_ticker,),
+        read_batch=read_inventory,
         description="keeps the inventory ledger and reserves stock atomically",
     )
