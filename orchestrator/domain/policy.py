@@ -97,6 +97,48 @@ class HoldRules(_Rule):
     )
 
 
+class LookaheadPolicy(_Rule):
+    """The `lookahead:` section: sourcing that prices the future (`orchestrator.domain.lookahead`).
+
+    A unit taken from a node today is a unit a later order cannot have there. Every
+    `refresh_seconds` the demand of the last `window_hours` (by region of destination and SKU)
+    is scaled to the next `horizon_hours` and set against the stock on hand in a transportation
+    problem per SKU; its dual prices say what one unit fewer at each node would cost the
+    orders to come, and each unit a plan takes from a node costs `weight` x that price more.
+    """
+
+    enabled: bool = Field(
+        default=False, description="Add the look-ahead term to the sourcing cost (false: myopic sourcing)."
+    )
+    weight: _Cost = Field(
+        default=1.0, description="Multiplies the look-ahead price of every unit a plan takes from a node."
+    )
+    window_hours: Annotated[float, Field(gt=0, le=24 * 28, allow_inf_nan=False)] = Field(
+        default=24.0,
+        description="Recent orders this far back make the demand forecast (rate per SKU and "
+        "share per region).",
+    )
+    horizon_hours: Annotated[float, Field(gt=0, le=24 * 56, allow_inf_nan=False)] = Field(
+        default=24.0,
+        description="How far ahead the forecast reaches: about the time until stock is replenished, "
+        "after which today's scarcity no longer matters.",
+    )
+    refresh_seconds: Annotated[float, Field(gt=0, allow_inf_nan=False)] = Field(
+        default=300.0, description="How often the prices are computed again from recent orders and stock."
+    )
+    region_cell_degrees: Annotated[float, Field(gt=0, le=10, allow_inf_nan=False)] = Field(
+        default=1.0,
+        description="Demand is forecast per cell of this many degrees of latitude and longitude "
+        "(1.0: about 110 km north-south).",
+    )
+    unmet_cost: Annotated[float, Field(gt=0, allow_inf_nan=False)] = Field(
+        default=50.0,
+        description="Cost per forecast unit the network cannot serve from its stock within the horizon "
+        "(lost, or waiting for supply); set above any cost of shipping one unit, so the forecast is "
+        "served wherever the stock allows.",
+    )
+
+
 def _default_handling_costs() -> dict[NodeKind, float]:
     return {
         NodeKind.DC: 0.5,
@@ -125,6 +167,11 @@ class Policy(BaseModel):
     learning: LearningPolicy = Field(
         default_factory=LearningPolicy,
         description="Routing that learns from execution: risk from rolling measures, circuit breakers.",
+    )
+    lookahead: LookaheadPolicy = Field(
+        default_factory=LookaheadPolicy,
+        description="Sourcing that prices the future: the expected cost to later orders of each unit taken "
+        "from a node (off by default).",
     )
     preorder_release: PreorderRelease = Field(
         default=PreorderRelease.ON_RELEASE_DATE,
@@ -240,6 +287,7 @@ __all__ = [
     "BopisRule",
     "ChannelRule",
     "HoldRules",
+    "LookaheadPolicy",
     "Policy",
     "PolicyError",
     "ShipFromStoreRule",

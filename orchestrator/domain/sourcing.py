@@ -28,6 +28,15 @@ otherwise a shortage either holds the whole order (HOLD_FOR_STOCK, for
 ship-complete orders and the `hold_for_stock` policy) or ships what it can
 (PARTIAL, or BACKORDER when that is nothing).
 
+Look-ahead (`policy.lookahead`, prices from `orchestrator.domain.lookahead`):
+with `opportunity` prices given, every unit the search takes from a node
+also costs `weight` x its price there, what that unit is expected to be
+worth to later orders. The term steers the search (the whole-line
+assignment, its bounds, and which nodes a split line takes first); the
+plan's `total_cost` stays what the plan costs now (shipping, handling,
+splits), since operators and repair limits read it as money, and one
+sentence says when the look-ahead moved the plan off the cheapest one.
+
 The search works on plain floats and small slotted objects; pydantic
 models are built only for the final plan (it runs for every order).
 """
@@ -36,9 +45,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_HALF_UP, Decimal
+from types import MappingProxyType
 from zoneinfo import ZoneInfo
 
 from orchestrator.contract.common import (
@@ -63,6 +73,9 @@ from orchestrator.domain.policy import Policy
 #: Units of a SKU available now at a node: (node_id, sku) -> units, already net of
 #: reservations and safety stock. Missing keys mean none.
 StockView = Mapping[tuple[str, str], int]
+
+#: No look-ahead prices: (node_id, sku) -> cost per unit, empty (myopic sourcing).
+NO_OPPORTUNITY: Mapping[tuple[str, str], float] = MappingProxyType({})
 
 # Reason codes on candidate verdicts (stable: dashboards and playbooks match on them).
 NODE_CLOSED = "node_closed"
@@ -451,6 +464,10 @@ class _Context:
     ship_from_store: bool
     #: What execution taught: risk costs and subjects out of routing.
     risk: RoutingRisk = NO_RISK
+    #: Look-ahead price per unit by (node_id, sku); empty: myopic sourcing.
+    opportunity: Mapping[tuple[str, str], float] = field(default_factory=lambda: NO_OPPORTUNITY)
+    #: The policy's multiplier of those prices.
+    lookahead_weight: float = 0.0
     _all_quotes: list[_Quote] | None = None
     # Nodes share time zones, cut-offs and so ship dates: each is worked out once.
     _ship_days: dict[tuple[str, time], tuple[date, datetime, date]] = field(default_factory=dict)
@@ -774,9 +791,15 @@ class _Problem:
     max_shipments: int
     split_cost: float
     allow_backorder: bool
+    #: Per line: candidate index -> look-ahead cost of the whole line there (missing: 0).
+    #: None: no look-ahead (myopic), and the search runs exactly as without it.
+    extra: list[dict[int, float]] | None = None
 
     def objective(self, assign: Sequence[int | None]) -> float:
-        """The search's cost of an assignment (inf: infeasible); back-orders carry a large penalty."""
+        """The search's cost of an assignment (inf: infeasible); back-orders carry a large penalty.
+
+        With look-ahead, each placed line adds its look-ahead cost at its node.
+        """
         loads = {k: (load.weight, load.mask) for k, load in self.loads.items()}
         taken: dict[tuple[int, str], int] = {}
         total = 0.0
@@ -794,6 +817,8 @@ class _Problem:
             return math.inf
         for k, (weight, mask) in loads.items():
             total += self.cands[k].cost(weight, mask)
+        if self.extra is not None:
+            total += sum(self.extra[j].get(k, 0.0) for j, k in enumerate(assign) if k is not None)
         return total + self.split_cost * max(0, len(loads) - 1)
 
 
@@ -829,7 +854,8 @@ def _prepare(ctx: _Context, cands: list[_Candidate], max_shipments: int, allow_b
             options.append(full)
             continue
         partial = [c.index for c in cands if line.pos in c.serves]
-        missing = _split_line(cands, line, partial, loads, avail, max_shipments)
+        prices = _unit_prices(ctx, cands, line, partial) if ctx.opportunity else None
+        missing = _split_line(cands, line, partial, loads, avail, max_shipments, prices)
         if len(partial) > 0 and missing < line.quantity:
             split_lines.append(line.pos)
         if missing:
@@ -844,8 +870,30 @@ def _prepare(ctx: _Context, cands: list[_Candidate], max_shipments: int, allow_b
         max_shipments=max_shipments,
         split_cost=ctx.policy.split_cost,
         allow_backorder=allow_backorder,
+        extra=_line_extras(ctx, cands, lines, options) if ctx.opportunity else None,
     )
     return _Prepared(problem, short, short_why, split_lines)
+
+
+def _unit_prices(ctx: _Context, cands: list[_Candidate], line: _Line, nodes: list[int]) -> dict[int, float]:
+    """Look-ahead cost of one unit of the line at each of these candidates (only those that have one)."""
+    prices = {}
+    for k in nodes:
+        price = ctx.lookahead_weight * ctx.opportunity.get((cands[k].node_id, line.sku), 0.0)
+        if price > 0:
+            prices[k] = price
+    return prices
+
+
+def _line_extras(
+    ctx: _Context, cands: list[_Candidate], lines: list[_Line], options: list[list[int]]
+) -> list[dict[int, float]] | None:
+    """Look-ahead cost of each whole line at each of its options; None when no option has any."""
+    extras = [
+        {k: price * line.quantity for k, price in _unit_prices(ctx, cands, line, opts).items()}
+        for line, opts in zip(lines, options, strict=True)
+    ]
+    return extras if any(extras) else None
 
 
 def _shortage_phrase(line: _Line, available: int, some_stock: bool) -> str:
@@ -892,16 +940,20 @@ def _split_line(
     loads: dict[int, _Load],
     avail: dict[tuple[int, str], int],
     max_shipments: int,
+    prices: Mapping[int, float] | None = None,
 ) -> int:
     """Spread a line no node holds in full over the nodes that hold some; returns the units left over.
 
     Nodes already shipping come first, then those with the most units (fewest
-    shipments), then the cheapest.
+    shipments), then the cheapest, look-ahead `prices` per unit included.
     """
 
     def preference(k: int) -> tuple[bool, int, float, str]:
         units = min(avail.get((k, line.sku), 0), line.quantity)
-        return (k not in loads, -units, cands[k].cost(line.unit_weight * units, line.mask), cands[k].node_id)
+        cost = cands[k].cost(line.unit_weight * units, line.mask)
+        if prices:
+            cost += prices.get(k, 0.0) * units
+        return (k not in loads, -units, cost, cands[k].node_id)
 
     missing = line.quantity
     for k in sorted(partial, key=preference):
@@ -987,6 +1039,8 @@ def _greedy_pick(
             delta = cand.cost(weight, mask) + (p.split_cost if loads else 0.0)
         else:
             delta = cand.cost(weight, mask) - cand.cost(*load)
+        if p.extra is not None:
+            delta += sum(p.extra[j].get(k, 0.0) for j in taken)
         key = (-len(taken), delta, k)
         if best is None or key < best:
             best = key
@@ -1026,6 +1080,11 @@ class _BranchAndBound:
     when its cost plus a lower bound for the remaining lines cannot beat the
     best plan found so far (the greedy plan to begin with). Opening a new node
     is tried cheapest first and stops at the first that cannot win.
+
+    With look-ahead, a line's cost at a node includes its look-ahead cost there:
+    in the moves, in the openings (ordered by shipping plus look-ahead), and in
+    the bound, where every remaining line adds at least its cheapest look-ahead
+    cost (see `_bound_with_extra`).
     """
 
     def __init__(self, p: _Problem, incumbent: list[int | None] | None) -> None:
@@ -1035,12 +1094,25 @@ class _BranchAndBound:
         self.lines = [p.lines[j] for j in order]
         self.option_sets = [frozenset(p.options[j]) for j in order]
         self.weights = [line.weight for line in self.lines]
-        self.openings: list[list[tuple[float, int]]] = []
-        for line, weight, options in zip(
-            self.lines, self.weights, (p.options[j] for j in order), strict=True
+        #: Per line (in search order): candidate -> look-ahead cost of the line there; None: myopic.
+        self.extra = None if p.extra is None else [p.extra[j] for j in order]
+        #: Per line: the least look-ahead cost any of its options adds.
+        self.min_extra = [
+            min((extra.get(k, 0.0) for k in options), default=0.0)
+            for extra, options in zip(self.extra or (), self.option_sets, strict=False)
+        ]
+        # Per line: (shipping + look-ahead cost of opening the node with it, node, shipping alone).
+        self.openings: list[list[tuple[float, int, float]]] = []
+        for position, (line, weight, options) in enumerate(
+            zip(self.lines, self.weights, (p.options[j] for j in order), strict=True)
         ):
-            costs = ((p.cands[k].cost(weight, line.mask), k) for k in options)
-            self.openings.append(sorted(c for c in costs if c[0] < math.inf))
+            extra = None if self.extra is None else self.extra[position]
+            opening = []
+            for k in options:
+                ship = p.cands[k].cost(weight, line.mask)
+                if ship < math.inf:
+                    opening.append((ship if extra is None else ship + extra.get(k, 0.0), k, ship))
+            self.openings.append(sorted(opening))
         self.min_open = [opening[0][0] if opening else math.inf for opening in self.openings]
         fixed = [p.cands[k].fixed for k in {k for options in p.options for k in options}]
         self.neg_floor = min(0.0, min((f + p.split_cost for f in fixed), default=0.0))
@@ -1073,6 +1145,8 @@ class _BranchAndBound:
 
     def _bound(self, i: int) -> float:
         """A lower bound on what placing lines i.. adds to the cost."""
+        if self.extra is not None:
+            return self._bound_with_extra(i)
         p = self.p
         open_nodes = self.load.keys()
         slots = p.max_shipments - len(self.load)
@@ -1088,6 +1162,35 @@ class _BranchAndBound:
                 worst_new = max(worst_new, new)
             else:
                 bound += self.weights[j] * self.min_slope
+        return bound + worst_new + self.neg_floor * max(0, slots)
+
+    def _bound_with_extra(self, i: int) -> float:
+        """`_bound` with look-ahead costs, still a lower bound.
+
+        A line that can go to a node already open adds at least the cheapest slope times its
+        weight plus its least look-ahead cost (or the back-order penalty, if that is less). Lines
+        that need a new node: each that is placed pays at least its least look-ahead cost, and the
+        new nodes cost at least the dearest single opening among them (shipping and look-ahead of
+        that line); a line that waits pays the back-order penalty instead. So one line m is charged
+        its whole opening (capped by the penalty) and the others their least look-ahead cost, all
+        of which each line pays however the rest is placed.
+        """
+        p = self.p
+        assert self.extra is not None
+        open_nodes = self.load.keys()
+        slots = p.max_shipments - len(self.load)
+        extra_split = p.split_cost if self.load else 0.0
+        cap = _BACKORDER_PENALTY if p.allow_backorder else math.inf
+        bound = 0.0
+        worst_new = 0.0
+        for j in range(i, len(self.lines)):
+            least = min(self.min_extra[j], _BACKORDER_PENALTY)
+            if self.option_sets[j].isdisjoint(open_nodes):
+                new = min(self.min_open[j] + extra_split if slots > 0 else math.inf, cap)
+                bound += least
+                worst_new = max(worst_new, new - least)
+            else:
+                bound += min(self.weights[j] * self.min_slope + least, cap)
         return bound + worst_new + self.neg_floor * max(0, slots)
 
     def _visit(self, i: int, cost: float) -> None:
@@ -1107,13 +1210,15 @@ class _BranchAndBound:
 
     def _place_on_open_nodes(self, i: int, cost: float) -> None:
         line, weight = self.lines[i], self.weights[i]
+        extra = None if self.extra is None else self.extra[i]
         moves = []
         for k, (load_weight, load_mask, load_cost) in self.load.items():
             if k not in self.option_sets[i] or self.avail[(k, line.sku)] < line.quantity:
                 continue
             new_cost = self.p.cands[k].cost(load_weight + weight, load_mask | line.mask)
             if new_cost < math.inf:
-                moves.append((new_cost - load_cost, k, new_cost))
+                delta = new_cost - load_cost
+                moves.append((delta if extra is None else delta + extra.get(k, 0.0), k, new_cost))
         moves.sort()
         for delta, k, new_cost in moves:
             previous = self.load[k]
@@ -1132,12 +1237,12 @@ class _BranchAndBound:
         line, weight = self.lines[i], self.weights[i]
         extra = p.split_cost if self.load else 0.0
         floor = self.neg_floor * (slots - 1)
-        for opening_cost, k in self.openings[i]:
+        for opening_cost, k, ship_cost in self.openings[i]:
             if cost + opening_cost + extra + floor >= self.best_cost - _EPS:
                 break  # sorted: no later node can do better
             if k in self.load or self.avail[(k, line.sku)] < line.quantity:
                 continue
-            self.load[k] = (weight, line.mask, opening_cost)
+            self.load[k] = (weight, line.mask, ship_cost)
             self.avail[(k, line.sku)] -= line.quantity
             self.assign[i] = k
             self._visit(i + 1, cost + opening_cost + extra)
@@ -1173,6 +1278,8 @@ class _Verdict:
     split_lines: list[int] = field(default_factory=list)
     #: A sentence about the whole order (why it is held or back-ordered).
     headline: str | None = None
+    #: How the look-ahead moved the plan off the cheapest one for this order alone, if it did.
+    lookahead: str | None = None
 
 
 def _waiting(ctx: _Context, hold: bool, why: dict[int, str], cause: str) -> _Verdict:
@@ -1203,6 +1310,7 @@ def _decide_loads(ctx: _Context, cands: list[_Candidate], exact: bool) -> _Verdi
         return _waiting(ctx, hold, prepared.short_why, "no eligible node has stock of any line")
     problem = prepared.problem
     assign = _search(problem, exact)
+    lookahead = None if assign is None or problem.extra is None else _lookahead_note(problem, assign, exact)
     if assign is None:
         cause = (
             "no node has every line in full"
@@ -1224,7 +1332,52 @@ def _decide_loads(ctx: _Context, cands: list[_Candidate], exact: bool) -> _Verdi
         return _waiting(ctx, hold, why, "no eligible node can ship any line now")
     else:
         outcome = PlanOutcome.PARTIAL
-    return _Verdict(outcome, loads=loads, backordered=short, why=why, split_lines=prepared.split_lines)
+    return _Verdict(
+        outcome,
+        loads=loads,
+        backordered=short,
+        why=why,
+        split_lines=prepared.split_lines,
+        lookahead=lookahead,
+    )
+
+
+def _lookahead_note(problem: _Problem, assign: list[int | None], exact: bool) -> str | None:
+    """One sentence when the plan differs from the one the search makes without look-ahead, else None.
+
+    The search runs again without the look-ahead term (only for orders where some option has a
+    price): the sentence names the first line that moved, the node that kept its units and the
+    prices, and what each plan costs now.
+    """
+    assert problem.extra is not None
+    myopic = replace(problem, extra=None)
+    cheapest = _search(myopic, exact)
+    if cheapest is None or cheapest == assign:
+        return None
+    moved = next(
+        (j for j, (k, m) in enumerate(zip(assign, cheapest, strict=True)) if k != m and m is not None), None
+    )
+    if moved is None:
+        return None
+    line, kept, chosen = problem.lines[moved], cheapest[moved], assign[moved]
+    assert kept is not None
+    kept_id = problem.cands[kept].node_id
+    kept_price = problem.extra[moved].get(kept, 0.0) / line.quantity
+    if chosen is None:
+        instead = "it waits instead"
+    else:
+        chosen_price = problem.extra[moved].get(chosen, 0.0) / line.quantity
+        instead = f"it ships from {problem.cands[chosen].node_id} instead ({chosen_price:.2f} there)"
+    said = (
+        f"Look-ahead: {kept_id} kept its {line.sku} for later orders it serves best (look-ahead cost "
+        f"{kept_price:.2f} per unit there), so {instead}"
+    )
+    if None in assign or None in cheapest:
+        return said + "."  # a back-order's search penalty is no cost to quote
+    return (
+        f"{said}; the cheapest plan for this order alone would have cost "
+        f"{myopic.objective(cheapest):.2f}, this one {myopic.objective(assign):.2f}."
+    )
 
 
 def _shortage_cause(ctx: _Context, short: Mapping[int, int]) -> str:
@@ -1245,6 +1398,7 @@ def decide(
     attempt: int = 0,
     excluded_nodes: frozenset[str] = frozenset(),
     risk: RoutingRisk = NO_RISK,
+    opportunity: Mapping[tuple[str, str], float] = NO_OPPORTUNITY,
     _force_heuristic: bool = False,
 ) -> PlanDecided:
     """Decide where each line of `order` is fulfilled, by which carrier service, and why.
@@ -1252,6 +1406,10 @@ def decide(
     `stock` is what each node can promise now; `capacity_used` the shipments
     already planned today per node; `now` an aware datetime (it fixes cut-offs,
     dates and `decided_at`). The same inputs always give the same plan.
+    `opportunity`: look-ahead prices per unit by (node_id, sku) (`orchestrator.domain.lookahead`),
+    used when `policy.lookahead.enabled`: each unit the search places at a node costs
+    `policy.lookahead.weight` x its price more. Empty (the default): the cheapest plan for this
+    order alone. `total_cost` never includes the look-ahead term.
     `_force_heuristic` runs the greedy search whatever the order's size (for tests).
     """
     if now.tzinfo is None:
@@ -1283,6 +1441,10 @@ def decide(
         ship_from_store=policy.ship_from_store.allows(order.channel),
         risk=risk,
     )
+    lookahead = policy.lookahead
+    if opportunity and lookahead.enabled and lookahead.weight > 0:
+        ctx.opportunity = opportunity
+        ctx.lookahead_weight = lookahead.weight
     cands: list[_Candidate] = []
     if isinstance(dest_or_why, str):
         unservable = {line.pos: dest_or_why for line in ctx.lines}
@@ -1534,6 +1696,8 @@ def _explain(
     sentences += [_shipment_sentence(ctx, s) for s in shipments]
     if len(shipments) > 1:
         sentences.append(_split_sentence(ctx, cands, shipments, total))
+    if verdict.lookahead is not None:
+        sentences.append(verdict.lookahead)
     sentences += _line_sentences(ctx, verdict, shipments)
     if cands:
         sentences += _unused_sentences(ctx, cands, shipments)
@@ -1546,6 +1710,7 @@ def _explain(
 
 __all__ = [
     "IN_STORE_PICKUP",
+    "NO_OPPORTUNITY",
     "REASON_ORDER",
     "TIMES",
     "StockView",

@@ -73,9 +73,17 @@ def _rates(options: OrderOptions, node_id: str) -> list[tuple[float, float, int]
 
 
 def solve_optimum(
-    stream: Sequence[OrderOptions], stock: Mapping[tuple[str, str], int], *, time_limit_s: float = 60.0
+    stream: Sequence[OrderOptions],
+    stock: Mapping[tuple[str, str], int],
+    *,
+    time_limit_s: float = 60.0,
+    rel_gap: float = 1e-7,
 ) -> Optimum:
-    """The offline optimum of the yardstick over the whole stream, from the starting `stock`."""
+    """The offline optimum of the yardstick over the whole stream, from the starting `stock`.
+
+    The solver stops at `time_limit_s` or once its best plan is proven within `rel_gap` of the lower
+    bound; `Optimum` then holds both (a longer stream may stop at the limit, not proven optimal).
+    """
     m = _Model()
     offset = 0.0
     usage: dict[tuple[str, str], list[int]] = {}
@@ -130,7 +138,7 @@ def solve_optimum(
     if m.integers:
         kinds = np.full(len(m.integers), highspy.HighsVarType.kInteger.value, dtype=np.uint8)
         m.h.changeColsIntegrality(len(m.integers), np.array(m.integers, dtype=np.int32), kinds)
-    m.h.setOptionValue("mip_rel_gap", 1e-7)
+    m.h.setOptionValue("mip_rel_gap", float(rel_gap))
     m.h.setOptionValue("time_limit", float(time_limit_s))
     m.h.run()
     info = m.h.getInfo()
