@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 BENCHMARKS: tuple[tuple[str, str], ...] = (
     ("pipeline", "end to end on Kafka and PostgreSQL, with the pass-through ceiling, quality, memory"),
     ("decision", "speed of one decision, and its quality against the baselines"),
+    ("promise", "the promise API: requests/s and latency on one core, inventory deltas/s into the ledgers"),
 )
 #: Run only when named with --only.
 ON_REQUEST: tuple[tuple[str, str], ...] = (

@@ -470,9 +470,23 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         # No --policy: the packaged default, not ORCHESTRATOR_POLICY_FILE, so runs compare alike.
         packaged = Path(policies_package.__file__).with_name("default.yaml")
         policies = [load_policy(Path(p)) for p in args.policy] or [load_policy(packaged)]
+        lookahead = None
+        if args.lookahead is not None:  # `--lookahead` alone: the packaged look-ahead policy
+            lookahead = load_policy(Path(args.lookahead or packaged.with_name("lookahead.yaml")))
     except PolicyError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if lookahead is not None:
+        if policies[0].lookahead.enabled or not lookahead.lookahead.enabled:
+            print(
+                "error: --lookahead compares a policy with look-ahead on with the first policy, which "
+                "must have it off",
+                file=sys.stderr,
+            )
+            return 2
+        if args.stock_cover <= 0 or args.optimum_seconds <= 0:
+            print("error: --stock-cover and --optimum-seconds must be positive", file=sys.stderr)
+            return 2
     network = build_network(seed=args.seed)
     orders = order_stream(network, seed=args.seed, count=args.orders)
     print(f"{len(network.nodes)} nodes, {len(orders)} orders, seed {args.seed}", file=sys.stderr)
@@ -502,6 +516,19 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         }
         path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
         print(f"wrote {path}")
+    if lookahead is not None:
+        from orchestrator.sim.lookahead_sim import run_lookahead
+
+        run_lookahead(
+            network,
+            orders,
+            policies[0],
+            lookahead,
+            seed=args.seed,
+            out=Path(args.out),
+            cover=args.stock_cover,
+            time_limit_s=args.optimum_seconds,
+        )
     return 0
 
 
@@ -579,6 +606,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_routing_parser(sub, cmd_routing)
 
+    from orchestrator.policy_cli import add_policy_parsers
+
+    add_policy_parsers(sub, resolve_settings)
+
     start = sub.add_parser(
         "start", help="servers, topics, migrations and every stage, until Ctrl-C (make run)"
     )
@@ -604,6 +635,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--http-port", type=int, help="port of /metrics, /healthz, /readyz")
     run.set_defaults(func=cmd_run)
 
+    from orchestrator.promise.cli import add_promise_parser
+
+    add_promise_parser(sub)
+
     simulate = sub.add_parser("simulate", help="compare routing policies offline on a simulated network")
     simulate.add_argument(
         "--policy", action="append", default=[], help="policy YAML (repeatable; default: the packaged one)"
@@ -621,6 +656,26 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=0.4,
         help="share of the failing node's work orders that come up short",
+    )
+    simulate.add_argument(
+        "--lookahead",
+        nargs="?",
+        const="",
+        metavar="POLICY",
+        help="also compare look-ahead sourcing (this policy; default: the packaged lookahead.yaml) with "
+        "the first policy (myopic) and the clairvoyant optimum, from scarce stock; writes lookahead.json",
+    )
+    simulate.add_argument(
+        "--stock-cover",
+        type=float,
+        default=1.5,
+        help="--lookahead: each SKU's stock as a multiple of the stream's demand for it (default 1.5)",
+    )
+    simulate.add_argument(
+        "--optimum-seconds",
+        type=float,
+        default=60.0,
+        help="--lookahead: time limit of the clairvoyant optimum (its bounds are reported; default 60)",
     )
     simulate.set_defaults(func=cmd_simulate)
     return parser

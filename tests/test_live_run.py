@@ -144,3 +144,8 @@ def test_the_terminal_shows_progress_and_a_summary_with_next_steps(live_run: dic
     assert "Exceptions and how they ended" in text
     assert f"orchestrator explain {live_run['order_prefix']}" in text
     assert os.path.exists(os.path.join(live_run["logs"], "stages.log"))
+
+
+async def test_the_promise_api_runs_beside_the_stages(live_run: dict[str, Any]) -> None:
+    # Printed only once its /healthz answered 200: its views had caught up with the live topics.
+    assert "promise API on http://" in live_run["stdout"], live_run["stdout"][-2000:]

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from datetime import date
 from enum import StrEnum
-from typing import ClassVar, Self
+from typing import Annotated, ClassVar, Self
 
-from pydantic import AwareDatetime, ConfigDict, Field, field_validator, model_validator
+from pydantic import AwareDatetime, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from orchestrator.contract.base import EventPayload
 from orchestrator.contract.common import (
@@ -28,6 +28,11 @@ from orchestrator.contract.common import (
     Text,
     unique_values,
 )
+
+#: A promise token as the promise API gives it: base64url, short enough for a header-sized field.
+PromiseTokenText = Annotated[
+    str, StringConstraints(min_length=1, max_length=4000, pattern=r"^[A-Za-z0-9_-]+$")
+]
 
 
 class OrderCreated(EventPayload):
@@ -67,6 +72,12 @@ class OrderCreated(EventPayload):
         default=(),
         description="Holds already on the order; it is not released to a node until each is released.",
         json_schema_extra={"uniqueItems": True},
+    )
+    promise_token: PromiseTokenText | None = Field(
+        default=None,
+        description="The `promise_token` of the promise API option the customer chose at checkout: the "
+        "plan's explanation then says whether the order got what was promised, and if not, why. It is "
+        "compared with, never obeyed.",
     )
 
     @field_validator("lines")

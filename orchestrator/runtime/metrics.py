@@ -109,6 +109,60 @@ class RuntimeMetrics:
             " dead-lettered.",
             registry=r,
         )
+        # Shadow policies (decide-node): counted once a decision commits, while a shadow is deployed,
+        # for both plans of each decision: role="active" (carried out) and role="shadow".
+        self.policy_deployed = Gauge(
+            "orchestrator_policy_deployed",
+            "1 for the routing policy version decide-node uses in each role (active, shadow).",
+            ["role", "version"],
+            registry=r,
+        )
+        shadow_labels = ["role", "version"]
+        self.shadow_decisions = Counter(
+            "orchestrator_shadow_decisions_total",
+            "Decisions planned by both the active and the shadow policy.",
+            shadow_labels,
+            registry=r,
+        )
+        self.shadow_differing = Counter(
+            "orchestrator_shadow_differing_decisions_total",
+            "Decisions the shadow policy planned differently (nodes, carrier services, quantities, outcome).",
+            ["active_version", "shadow_version"],
+            registry=r,
+        )
+        self.shadow_shipping_cost = Counter(
+            "orchestrator_shadow_shipping_cost_total",
+            "What the carriers charge for the plans, summed (the order's currency units).",
+            shadow_labels,
+            registry=r,
+        )
+        self.shadow_shipments = Counter(
+            "orchestrator_shadow_shipments_total", "Shipments the plans have.", shadow_labels, registry=r
+        )
+        self.shadow_planned = Counter(
+            "orchestrator_shadow_planned_decisions_total",
+            "Plans with at least one shipment (the split rate's denominator).",
+            shadow_labels,
+            registry=r,
+        )
+        self.shadow_splits = Counter(
+            "orchestrator_shadow_split_decisions_total",
+            "Plans with more than one shipment.",
+            shadow_labels,
+            registry=r,
+        )
+        self.shadow_promise_hits = Counter(
+            "orchestrator_shadow_promise_hits_total",
+            "Plans shipping every line by the order's promised date.",
+            shadow_labels,
+            registry=r,
+        )
+        self.shadow_capacity_breaches = Counter(
+            "orchestrator_shadow_capacity_breaches_total",
+            "Shipments planned at a node whose capacity for the day was already used up.",
+            shadow_labels,
+            registry=r,
+        )
         self.stage_ready = Gauge(
             "orchestrator_stage_ready",
             "1 while the stage is consuming normally, 0 while starting, backing off or stopped.",

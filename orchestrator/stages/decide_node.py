@@ -10,6 +10,12 @@ Owns `decide_plans` (every plan, for explain) and `decide_orders` (each
 order's latest plan version). Reads the reserve stage's ledger and node load:
 a view that may be a moment stale, which is fine because reserve is the
 atomic check and a lost race comes back here as a re-decide.
+
+The policy is the active one of `orchestrator policy` (the process's policy file
+until one is deployed). While a shadow policy is deployed, every order's plan is
+also made by the shadow on the same inputs and recorded beside the active one in
+`decide_shadow_plans` (owned too, with `decide_policy_changes`); only the active
+plan is emitted (`orchestrator.stages.policy_store`).
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from orchestrator.contract.pipeline import (
 from orchestrator.domain.additions import customer_order, place_additions
 from orchestrator.domain.learning import RoutingRisk, learning_sentences
 from orchestrator.domain.network import NetworkView
+from orchestrator.domain.policy import Policy
 from orchestrator.domain.repair import excluded_for, limits_broken, repair_order
 from orchestrator.domain.sourcing import decide
 from orchestrator.domain.supply import (
@@ -42,6 +49,7 @@ from orchestrator.domain.supply import (
     waits_only_for_release,
     with_preorders,
 )
+from orchestrator.promise.token import with_promise_check
 from orchestrator.runtime.stage import HandlerContext, RejectEvent, Stage
 from orchestrator.stages.common import (
     EXCEPTIONS,
@@ -53,6 +61,8 @@ from orchestrator.stages.common import (
     emit_status,
 )
 from orchestrator.stages.learning_store import RiskView
+from orchestrator.stages.lookahead_view import LookaheadView
+from orchestrator.stages.policy_store import PolicyView
 
 #: How often reserve may send one order back before the plan stops asking for contested stock.
 MAX_REDECIDES = 5
@@ -138,6 +148,9 @@ async def record(ctx: HandlerContext, plan: PlanDecided) -> None:
 
 def decide_node_stage(deps: OrderPathDeps) -> Stage:
     risk = RiskView(deps.policy.learning)
+    policies = PolicyView(deps.policy)
+    # Opportunity costs of the policies in use that look ahead (none while none does).
+    lookahead = LookaheadView(lambda: (policies.active, policies.shadow), lambda: deps.network.state)
 
     def decided(plan: PlanDecided, learned: RoutingRisk) -> PlanDecided:
         """The plan with what learning from execution did to it, in words."""
@@ -170,11 +183,14 @@ def decide_node_stage(deps: OrderPathDeps) -> Stage:
                     return subject
         return None
 
-    async def decide_learning(ctx: HandlerContext, order: OrderCreated, **kwargs: Any) -> PlanDecided:
+    async def decide_learning(
+        ctx: HandlerContext, order: OrderCreated, **kwargs: Any
+    ) -> tuple[PlanDecided, RoutingRisk]:
         """decide() with what execution taught; a subject on probation takes one probe, so an order
-        that would be a second is decided again without it."""
+        that would be a second is decided again without it. Returns the learning it decided with."""
         learned = risk.state
-        plan = decide(order, risk=learned, **kwargs)
+        opportunity = lookahead.prices_for(kwargs["policy"])
+        plan = decide(order, risk=learned, opportunity=opportunity, **kwargs)
         for _ in range(4):
             taken = await probe_taken(ctx, plan, learned)
             if taken is None:
@@ -182,8 +198,24 @@ def decide_node_stage(deps: OrderPathDeps) -> Stage:
             learned = learned.without(
                 taken, "on probation after its cool-down; another order is its one probe"
             )
-            plan = decide(order, risk=learned, **kwargs)
-        return decided(plan, learned)
+            plan = decide(order, risk=learned, opportunity=opportunity, **kwargs)
+        return decided(plan, learned), learned
+
+    def shadow_plan(
+        shadow: Policy,
+        on_sale: OrderCreated,
+        order: OrderCreated,
+        learned: RoutingRisk,
+        inputs: dict[str, Any],
+        now: datetime,
+    ) -> PlanDecided:
+        """The plan `shadow` would have made on the active plan's inputs (the same stock, capacity,
+        time and learning); it claims no probe and is never emitted."""
+        opportunity = lookahead.prices_for(shadow)
+        plan = decided(
+            decide(on_sale, policy=shadow, risk=learned, opportunity=opportunity, **inputs), learned
+        )
+        return with_preorders(plan, order, now.date()) if on_sale is not order else plan
 
     async def plan_order(
         ctx: HandlerContext,
@@ -205,12 +237,14 @@ def decide_node_stage(deps: OrderPathDeps) -> Stage:
         # planned alone, then each addition rides along on one of their shipments or is left out.
         validated, order = order, customer_order(order)
         on_sale = order_to_plan_now(order, ctx.now.date())
+        # One read of the deployed policies for the whole decision.
+        policy, shadow = policies.active, policies.shadow
         if on_sale is None:
             plan = preorder_plan(
                 order,
                 sequence=sequence,
                 plan_version=version,
-                policy_version=deps.policy.version,
+                policy_version=policy.version,
                 now=ctx.now,
             )
             plan = await with_additions(ctx, plan, validated, deps.network.state)
@@ -219,21 +253,30 @@ def decide_node_stage(deps: OrderPathDeps) -> Stage:
             state, reasons = status_of(plan)
             emit_status(ctx, order.order_id, state, sequence, reasons=reasons, detail=plan.explanation[0])
             return
-        plan = await decide_learning(
-            ctx,
-            on_sale,
-            network=deps.network.state,
+        network = deps.network.state
+        capacity_used = await node_load(ctx, ctx.now)
+        inputs: dict[str, Any] = dict(
+            network=network,
             stock=await stock_view(ctx, on_sale, behind_the_queue=True),
-            capacity_used=await node_load(ctx, ctx.now),
-            policy=deps.policy,
+            capacity_used=capacity_used,
             now=ctx.now,
             sequence=sequence,
             plan_version=version,
             attempt=attempt,
             excluded_nodes=excluded,
         )
+        plan, learned = await decide_learning(ctx, on_sale, policy=policy, **inputs)
         if on_sale is not order:
             plan = with_preorders(plan, order, ctx.now.date())
+        if shadow is not None:
+            policies.record_shadow(
+                ctx,
+                plan,
+                lambda: shadow_plan(shadow, on_sale, order, learned, inputs, ctx.now),
+                network=network,
+                capacity_used=capacity_used,
+            )
+        plan = with_promise_check(plan, order)
         plan = await with_additions(ctx, plan, validated, deps.network.state)
         await record(ctx, plan)
         ctx.emit(PLANS, plan)
@@ -278,13 +321,13 @@ def decide_node_stage(deps: OrderPathDeps) -> Stage:
         network = deps.network.state
         excluded = excluded_for(repair, frozenset(msg.excluded_nodes), frozenset(network.nodes))
         version = (row["latest_version"] if row else 0) + 1
-        plan = await decide_learning(
+        plan, _ = await decide_learning(
             ctx,
             customer_part,
             network=network,
             stock=await stock_view(ctx, customer_part),
             capacity_used=await node_load(ctx, ctx.now),
-            policy=deps.policy,
+            policy=policies.active,
             now=ctx.now,
             sequence=msg.sequence,
             plan_version=version,
@@ -335,6 +378,6 @@ def decide_node_stage(deps: OrderPathDeps) -> Stage:
         handler=handle,
         uses_database=True,
         accepts=frozenset({OrderValidated.event_type, RedecideRequested.event_type}),
-        views=(deps.network, risk),
+        views=(deps.network, risk, policies, lookahead),
         description="chooses nodes, shipments and carriers for each order, with the reasons",
     )

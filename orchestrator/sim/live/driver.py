@@ -29,6 +29,7 @@ from rich.console import Console
 from rich.live import Live
 
 from orchestrator.contract.common import NodeKind
+from orchestrator.infra.ports import free_port
 from orchestrator.runtime.pause import sleep_unless
 from orchestrator.settings import Settings
 from orchestrator.sim.geography import SimNetwork, build_network
@@ -47,6 +48,9 @@ from orchestrator.sim.live.processes import Closures, publish_network
 from orchestrator.sim.live.tally import LiveTally
 from orchestrator.sim.live.view import live_table, progress_line, summary_text
 from orchestrator.topics import load_catalog
+
+#: The promise API's port in `make run` (another is picked when it is taken).
+PROMISE_PORT = 8082
 
 
 @dataclass(frozen=True)
@@ -224,6 +228,13 @@ async def run_live(
     try:
         children["stages"] = await spawn("stages", ["run", "all"], env, log_dir)
         await wait_ready(children["stages"], f"http://{settings.http_host}:{settings.http_port}/readyz", 120)
+        # The storefront's question before an order exists: the promise API runs beside the stages.
+        promise_port = PROMISE_PORT if _port_free(settings.http_host, PROMISE_PORT) else free_port()
+        children["promise"] = await spawn(
+            "promise", ["promise", "serve", "--port", str(promise_port)], env, log_dir
+        )
+        await wait_ready(children["promise"], f"http://{settings.http_host}:{promise_port}/healthz", 120)
+        say(f"promise API on http://{settings.http_host}:{promise_port} (POST /v1/promise; see the README)")
         await start_outside_world(
             settings.database_url, network, started_at, sim_flags(options), env, log_dir, children, say
         )
@@ -244,6 +255,8 @@ async def run_live(
             observer_stop.set()
             if observing is not None:
                 await asyncio.gather(observing, return_exceptions=True)
+            if "promise" in children:
+                await children["promise"].stop()
             if "stages" in children:
                 code = await children["stages"].stop(60)
                 if code not in (0, -signal.SIGTERM):
@@ -262,6 +275,14 @@ async def run_live(
         options.summary_path.parent.mkdir(parents=True, exist_ok=True)
         options.summary_path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
     return report
+
+
+def _port_free(host: str, port: int) -> bool:
+    try:
+        check_port_free(host, port)
+    except ChildFailed:
+        return False
+    return True
 
 
 async def _drain(observer: TopicObserver) -> None:

@@ -1,0 +1,517 @@
+"""The promise benchmark: how fast the promise API answers, and how fast stock changes reach ledgers.
+
+    python -m bench.promise            # the full run (about 3 minutes)
+    python -m bench.promise --quick    # a smoke run: small and short, not a measurement
+
+On the seeded real-geography network of `make run` (50 nodes), carts of 3
+lines to customers drawn by population, one delivery option each:
+1. the decision alone, in this process (no HTTP): per-quote latency and rate;
+2. the HTTP API, `orchestrator promise serve` pinned to one core (this
+   process, the client, to the other): the maximum (closed loop, `--clients`
+   requests in flight) with its latency, then p50/p99 paced at half of it;
+3. inventory deltas published to `inventory.updates.v1` as fast as one
+   producer can while every stage runs and orders flow: how long until the
+   promise view has applied them all, and until reserve's ledger has (its
+   consumer group's committed offsets reach the end of the topic).
+
+Writes bench-results/promise.json and promise.md, and prints the markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from bench import ceiling
+from bench.pipeline import commit
+from orchestrator.contract.common import HomeDelivery
+from orchestrator.contract.envelope import Envelope, encode
+from orchestrator.contract.inventory import DeltaReason, InventoryDelta
+from orchestrator.db.migrate import migrate
+from orchestrator.domain.policy import load_policy
+from orchestrator.faults.driver import RunServers, StageFleet
+from orchestrator.infra.ports import free_port
+from orchestrator.promise.models import CartLine, PromiseRequest
+from orchestrator.promise.quote import quote
+from orchestrator.promise.service import PromiseLedgerView
+from orchestrator.runtime.kafka_client import client_kwargs
+from orchestrator.settings import Settings
+from orchestrator.sim.geography import SimNetwork, customer_address
+from orchestrator.sim.live.behaviour import CarrierRates, NodeRates
+from orchestrator.sim.live.children import Child, spawn
+from orchestrator.sim.live.driver import LiveOptions, NetworkSize, sim_flags, start_outside_world
+from orchestrator.sim.live.processes import Closures, publish_network
+from orchestrator.sim.orders import OrderMaker
+from orchestrator.topics import apply_topics, load_catalog
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_OUT = REPO / "bench-results"
+INVENTORY_TOPIC = "inventory.updates.v1"
+RESERVE_GROUP = "orchestrator.reserve"
+#: 5 DCs, 42 stores, a 3PL and 2 drop-ship vendors: the 50 nodes the target names.
+STORES = 42
+TARGETS = {"requests_per_s": 2000.0, "p99_ms": 10.0, "deltas_per_s": 20_000.0}
+
+
+@dataclass(frozen=True)
+class Sizes:
+    engine_quotes: int
+    http_seconds: float
+    deltas: int
+    orders_per_s: float
+
+
+FULL = Sizes(engine_quotes=3000, http_seconds=20, deltas=200_000, orders_per_s=10)
+QUICK = Sizes(engine_quotes=200, http_seconds=3, deltas=5_000, orders_per_s=5)
+
+
+@dataclass(frozen=True)
+class Options:
+    sizes: Sizes
+    clients: int
+    seed: int
+    out: Path
+    quick: bool
+
+
+def parse_args(argv: Sequence[str] | None) -> Options:
+    parser = argparse.ArgumentParser(prog="python -m bench.promise", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small and short: a smoke run")
+    parser.add_argument("--clients", type=int, default=16, help="requests in flight at the maximum")
+    parser.add_argument("--seed", type=int, default=7, help="seed of the network and the carts")
+    parser.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help=f"folder of the results ({DEFAULT_OUT})"
+    )
+    ns = parser.parse_args(argv)
+    if ns.clients < 1:
+        parser.error("--clients must be positive")
+    return Options(QUICK if ns.quick else FULL, ns.clients, ns.seed, ns.out, ns.quick)
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+def carts(network: SimNetwork, rng: random.Random, n: int) -> list[PromiseRequest]:
+    """3-line carts of catalogue SKUs sold from stock (no drop-ship), to customers drawn by population."""
+    stocked = sorted({sku for (_, sku), units in network.stock().items() if units > 0})
+    out = []
+    for i in range(n):
+        lines = []
+        for sku in rng.sample(stocked, 3):
+            item = network.sku(sku)
+            lines.append(
+                CartLine(
+                    sku=sku,
+                    quantity=rng.choice((1, 1, 1, 2)),
+                    unit_price=item.unit_price,
+                    unit_weight_kg=item.unit_weight_kg,
+                    labels=item.labels,
+                    drop_ship_vendor_id=item.drop_ship_vendor_id,
+                )
+            )
+        out.append(
+            PromiseRequest(
+                cart=tuple(lines),
+                ship_to=customer_address(network, rng, f"cart-{i}"),
+                delivery_options=(HomeDelivery(kind="standard"),),
+                currency=network.currency,
+            )
+        )
+    return out
+
+
+def percentiles(values_ms: list[float]) -> dict[str, float | None]:
+    ordered = sorted(values_ms)
+    return {
+        "p50_ms": round(ceiling.percentile(ordered, 50), 3) if ordered else None,
+        "p99_ms": round(ceiling.percentile(ordered, 99), 3) if ordered else None,
+    }
+
+
+# --------------------------------------------------------------------------- 1. the decision alone
+
+
+def engine_phase(network: SimNetwork, requests: list[PromiseRequest]) -> dict[str, Any]:
+    policy, view, stock = load_policy(), network.view(), network.stock()
+    now = datetime.now(UTC)
+    took: list[float] = []
+    # As the service does: the ledger's positions in the cart's SKUs only.
+    skus = [{line.sku for line in r.cart} for r in requests]
+    held = [{k: u for k, u in stock.items() if k[1] in wanted} for wanted in skus]
+    for req, positions in zip(requests, held, strict=True):
+        t0 = time.perf_counter()
+        quote(req, network=view, stock=positions, capacity_used={}, policy=policy, now=now)
+        took.append((time.perf_counter() - t0) * 1000)
+    elapsed = sum(took) / 1000
+    return {"quotes": len(requests), "quotes_per_s": round(len(requests) / elapsed, 1), **percentiles(took)}
+
+
+# --------------------------------------------------------------------------- 2. the HTTP API
+
+
+async def wait_healthy(http: aiohttp.ClientSession, url: str, child: Child, timeout: float = 120) -> int:
+    deadline = time.monotonic() + timeout
+    while True:
+        if child.process.returncode is not None:
+            raise RuntimeError(f"the promise service exited:\n{child.tail()}")
+        with contextlib.suppress(aiohttp.ClientError):
+            async with http.get(f"{url}/healthz") as resp:
+                if resp.status == 200:
+                    return int((await resp.json())["ledger_events"])
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the promise service never became ready:\n{child.tail()}")
+        await asyncio.sleep(0.2)
+
+
+async def load(
+    http: aiohttp.ClientSession,
+    url: str,
+    bodies: list[bytes],
+    seconds: float,
+    clients: int,
+    rate: float | None,
+) -> dict[str, Any]:
+    """`clients` workers for `seconds`: as fast as answered (rate None), or paced at `rate` per second."""
+    took: list[float] = []
+    errors = 0
+    deadline = time.monotonic() + seconds
+    interval = None if rate is None else clients / rate
+
+    async def worker(k: int) -> None:
+        nonlocal errors
+        i = k
+        next_at = time.monotonic() + (0 if interval is None else interval * k / clients)
+        while (now := time.monotonic()) < deadline:
+            if interval is not None:
+                if now < next_at:
+                    await asyncio.sleep(next_at - now)
+                next_at += interval
+            t0 = time.perf_counter()
+            async with http.post(
+                f"{url}/v1/promise",
+                data=bodies[i % len(bodies)],
+                headers={"Content-Type": "application/json"},
+            ) as resp:
+                await resp.read()
+                if resp.status != 200:
+                    errors += 1
+            took.append((time.perf_counter() - t0) * 1000)
+            i += clients
+
+    started = time.monotonic()
+    await asyncio.gather(*(worker(k) for k in range(clients)))
+    elapsed = time.monotonic() - started
+    return {
+        "requests": len(took),
+        "errors": errors,
+        "requests_per_s": round(len(took) / elapsed, 1),
+        **percentiles(took),
+    }
+
+
+async def http_phase(
+    options: Options, requests: list[PromiseRequest], url: str, child: Child
+) -> dict[str, Any]:
+    bodies = [r.model_dump_json().encode() for r in requests]
+    limits = aiohttp.TCPConnector(limit=options.clients * 2)
+    async with aiohttp.ClientSession(connector=limits) as http:
+        await wait_healthy(http, url, child)
+        await load(http, url, bodies, min(3.0, options.sizes.http_seconds), options.clients, None)  # warm-up
+        top = await load(http, url, bodies, options.sizes.http_seconds, options.clients, None)
+        say(f"  maximum: {top['requests_per_s']:,.0f}/s, p50 {top['p50_ms']} ms, p99 {top['p99_ms']} ms")
+        half = await load(http, url, bodies, options.sizes.http_seconds, 4, top["requests_per_s"] / 2)
+        say(f"  at half of it: p50 {half['p50_ms']} ms, p99 {half['p99_ms']} ms")
+    return {"maximum": top, "half": half, "server_cpus": [0], "client_cpus": [1]}
+
+
+# --------------------------------------------------------------------------- 3. inventory deltas
+
+
+async def committed_by(bootstrap: str, group: str, ends: dict[TopicPartition, int]) -> bool:
+    admin = AIOKafkaAdminClient(**client_kwargs(bootstrap))
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    return all(tp in offsets and offsets[tp].offset >= end for tp, end in ends.items())
+
+
+async def orders_at(bootstrap: str, network: SimNetwork, rate: float, stop: asyncio.Event) -> int:
+    maker = OrderMaker(network, random.Random(11))
+    producer = AIOKafkaProducer(**client_kwargs(bootstrap), acks="all", enable_idempotence=True, linger_ms=5)
+    await producer.start()
+    placed = 0
+    run = uuid.uuid4().hex[:6]
+    try:
+        next_at = time.monotonic()
+        while not stop.is_set():
+            order = maker.make(f"BENCH-PROMISE-{run}-{placed:06d}", datetime.now(UTC))
+            key, value, headers = encode(Envelope.new(order, source="bench/oms"))
+            await producer.send("oms.orders.v1", key=key, value=value, headers=headers)
+            placed += 1
+            next_at += 1 / rate
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+    finally:
+        await producer.stop()
+    return placed
+
+
+async def deltas_phase(
+    options: Options, network: SimNetwork, bootstrap: str, url: str, child: Child
+) -> dict[str, Any]:
+    rng = random.Random(options.seed + 3)
+    positions = [key for key, units in network.stock().items() if units > 0]
+    now = datetime.now(UTC)
+    records = []
+    for i in range(options.sizes.deltas):
+        node_id, sku = rng.choice(positions)
+        delta = InventoryDelta(
+            node_id=node_id,
+            sku=sku,
+            change=1 if i % 2 == 0 else -1,  # stock moves, and stays where it was on the whole
+            reason=DeltaReason.ADJUSTMENT,
+            as_of=now,
+        )
+        records.append(encode(Envelope.new(delta, source="bench/wms")))
+    stop_orders = asyncio.Event()
+    orders = asyncio.create_task(orders_at(bootstrap, network, options.sizes.orders_per_s, stop_orders))
+    producer = AIOKafkaProducer(
+        **client_kwargs(bootstrap),
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=20,
+        max_batch_size=256 * 1024,
+    )
+    await producer.start()
+    async with aiohttp.ClientSession() as http:
+        try:
+            await asyncio.sleep(3)  # orders flowing before the deltas start
+            before = await wait_healthy(http, url, child)
+            started = time.monotonic()
+            pending = []
+            for key, value, headers in records:
+                pending.append(await producer.send(INVENTORY_TOPIC, key=key, value=value, headers=headers))
+                if len(pending) >= 5000:
+                    await asyncio.gather(*pending)
+                    pending = []
+            await asyncio.gather(*pending)
+            published = time.monotonic() - started
+            say(f"  published {len(records):,} deltas in {published:.1f} s")
+            parts = [
+                TopicPartition(INVENTORY_TOPIC, p)
+                for p in range(load_catalog().get(INVENTORY_TOPIC).partitions)
+            ]
+            consumer_ends = await end_offsets_of(bootstrap, parts)
+            view_s = reserve_s = None
+            deadline = time.monotonic() + 600
+            while (view_s is None or reserve_s is None) and time.monotonic() < deadline:
+                if view_s is None and await wait_healthy(http, url, child) >= before + len(records):
+                    view_s = time.monotonic() - started
+                    say(f"  the promise view has them all after {view_s:.1f} s")
+                if reserve_s is None and await committed_by(bootstrap, RESERVE_GROUP, consumer_ends):
+                    reserve_s = time.monotonic() - started
+                    say(f"  reserve's ledger has them all after {reserve_s:.1f} s")
+                await asyncio.sleep(0.05 if view_s is None else 0.5)
+        finally:
+            stop_orders.set()
+            await producer.stop()
+            placed = await orders
+    n = len(records)
+    catch_up = await view_catch_up(bootstrap)
+    say(f"  a new promise view reads {catch_up['events']:,} events in {catch_up['seconds']} s")
+    return {
+        "catch_up": catch_up,
+        "deltas": n,
+        "publish_per_s": round(n / published, 1),
+        "promise_view_per_s": round(n / view_s, 1) if view_s else None,
+        "reserve_ledger_per_s": round(n / reserve_s, 1) if reserve_s else None,
+        "orders_placed_meanwhile": placed,
+        "orders_per_s": options.sizes.orders_per_s,
+    }
+
+
+async def view_catch_up(bootstrap: str) -> dict[str, Any]:
+    """A fresh promise view reading both its topics from the start, in this process: how fast the
+    ledger view applies events when nothing else limits it (the live run waits on one producer)."""
+    settings = Settings(kafka_bootstrap=bootstrap, database_url="", instance_id="bench-catch-up")
+    view = PromiseLedgerView()
+    stop = asyncio.Event()
+    started = time.monotonic()
+    try:
+        await view.start(settings, stop)
+        seconds = time.monotonic() - started
+    finally:
+        stop.set()
+        await view.close()
+    events = view.ledger.applied
+    return {"events": events, "seconds": round(seconds, 2), "per_s": round(events / seconds, 1)}
+
+
+async def end_offsets_of(bootstrap: str, parts: list[TopicPartition]) -> dict[TopicPartition, int]:
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(**client_kwargs(bootstrap), enable_auto_commit=False)
+    await consumer.start()
+    try:
+        return dict(await consumer.end_offsets(parts))
+    finally:
+        await consumer.stop()
+
+
+# --------------------------------------------------------------------------- the run
+
+
+async def served_phases(
+    options: Options, servers: RunServers, log_dir: Path, network: SimNetwork
+) -> dict[str, Any]:
+    bootstrap, database_url = servers.bootstrap, servers.database_url
+    await apply_topics(bootstrap, load_catalog())
+    await migrate(database_url)
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "DATABASE_URL": database_url,
+        "ORCHESTRATOR_STATE_DIR": str(log_dir.parent),
+    }
+    started_at = datetime.now(UTC)
+    await publish_network(bootstrap, network)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    promise = await spawn("promise", ["promise", "serve", "--port", str(port)], env, log_dir)
+    # The server on one core, the client on the other: "requests per second on one core".
+    cpus = os.cpu_count() or 1
+    if cpus > 1:
+        os.sched_setaffinity(promise.process.pid, {0})
+        os.sched_setaffinity(0, {1})
+    requests = carts(network, random.Random(options.seed), 500)
+    fleet = StageFleet(1, env, log_dir)
+    sims: dict[str, Child] = {}
+    try:
+        say("phase 2: the promise API over HTTP")
+        served = await http_phase(options, requests, url, promise)
+        if cpus > 1:
+            os.sched_setaffinity(promise.process.pid, set(range(cpus)))
+            os.sched_setaffinity(0, set(range(cpus)))
+        say("phase 3: inventory deltas while the order path runs")
+        live = LiveOptions(
+            network=NetworkSize(seed=options.seed, stores=STORES),
+            nodes=NodeRates(),
+            carriers=CarrierRates(),
+            closures=Closures(per_minute=0),
+            run_id=uuid.uuid4().hex[:6],
+        )
+        flags = {k: v for k, v in sim_flags(live).items() if k != "sim-oms"}
+        await fleet.start_all()
+        await start_outside_world(database_url, network, started_at, flags, env, log_dir, sims, say)
+        deltas = await deltas_phase(options, network, bootstrap, url, promise)
+        return {"http": served, "deltas": deltas}
+    finally:
+        await asyncio.gather(*(c.stop(30) for c in sims.values()), return_exceptions=True)
+        await fleet.stop_all()
+        await promise.stop(30)
+
+
+def _mark(ok: bool | None) -> str:
+    return "-" if ok is None else ("met" if ok else "not met")
+
+
+def render(result: dict[str, Any]) -> str:
+    engine, http, deltas = result["engine"], result["served"]["http"], result["served"]["deltas"]
+    top, half = http["maximum"], http["half"]
+    view_rate = deltas["promise_view_per_s"]
+    reserve_rate = deltas["reserve_ledger_per_s"]
+    rows = [
+        f"## Promise benchmark ({result['commit']}, {result['started_at']})",
+        "",
+        f"Network: {result['nodes']} nodes; carts of 3 lines, standard delivery. Server on one core.",
+        "",
+        "| measure | wanted | measured | |",
+        "|---|---:|---:|---|",
+        f"| promise requests/s over HTTP, one core | ≥ {TARGETS['requests_per_s']:,.0f} | "
+        f"{top['requests_per_s']:,.0f} | {_mark(top['requests_per_s'] >= TARGETS['requests_per_s'])} |",
+        f"| p99 at half of that | ≤ {TARGETS['p99_ms']:.0f} ms | {half['p99_ms']} ms | "
+        f"{_mark(half['p99_ms'] is not None and half['p99_ms'] <= TARGETS['p99_ms'])} |",
+        f"| deltas/s into the promise view (order path running) | ≥ {TARGETS['deltas_per_s']:,.0f} | "
+        f"{view_rate or '-'} | "
+        f"{_mark(None if view_rate is None else view_rate >= TARGETS['deltas_per_s'])} |",
+        f"| events/s a new promise view reads (catch-up) | ≥ {TARGETS['deltas_per_s']:,.0f} | "
+        f"{deltas['catch_up']['per_s']:,.0f} | "
+        f"{_mark(deltas['catch_up']['per_s'] >= TARGETS['deltas_per_s'])} |",
+        f"| deltas/s into reserve's ledger (PostgreSQL) | ≥ {TARGETS['deltas_per_s']:,.0f} | "
+        f"{reserve_rate or '-'} | "
+        f"{_mark(None if reserve_rate is None else reserve_rate >= TARGETS['deltas_per_s'])} |",
+        "",
+        "| part | rate | p50 | p99 |",
+        "|---|---:|---:|---:|",
+        f"| decision alone, in process | {engine['quotes_per_s']:,.0f} quotes/s | {engine['p50_ms']} ms | "
+        f"{engine['p99_ms']} ms |",
+        f"| HTTP, {result['clients']} in flight | {top['requests_per_s']:,.0f} req/s | {top['p50_ms']} ms | "
+        f"{top['p99_ms']} ms |",
+        f"| HTTP, paced at half | {half['requests_per_s']:,.0f} req/s | {half['p50_ms']} ms | "
+        f"{half['p99_ms']} ms |",
+        "",
+        f"Deltas: {deltas['deltas']:,} published at {deltas['publish_per_s']:,.0f}/s by one producer while "
+        f"{deltas['orders_placed_meanwhile']} orders were placed at {deltas['orders_per_s']}/s.",
+    ]
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = parse_args(argv)
+    network = NetworkSize(seed=options.seed, stores=STORES).build()
+    result: dict[str, Any] = {
+        "benchmark": "promise",
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "commit": commit(),
+        "quick": options.quick,
+        "clients": options.clients,
+        "nodes": len(network.nodes),
+    }
+    say("phase 1: the decision alone")
+    result["engine"] = engine_phase(
+        network, carts(network, random.Random(options.seed), options.sizes.engine_quotes)
+    )
+    say(f"  {result['engine']['quotes_per_s']:,.0f} quotes/s, p50 {result['engine']['p50_ms']} ms")
+    work = Path(tempfile.mkdtemp(prefix="bench-promise-"))
+    log_dir = work / "logs"
+    try:
+        with ceiling.sigterm_as_exit():
+            servers = RunServers(work)
+            asyncio.run(servers.start())
+            try:
+                result["served"] = asyncio.run(served_phases(options, servers, log_dir, network))
+            finally:
+                asyncio.run(servers.stop())
+    except Exception as exc:
+        print(f"promise: failed: {exc!r}\n(logs kept in {log_dir})", file=sys.stderr, flush=True)
+        return 1
+    text = render(result)
+    say("")
+    say(text)
+    options.out.mkdir(parents=True, exist_ok=True)
+    (options.out / "promise.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    (options.out / "promise.md").write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

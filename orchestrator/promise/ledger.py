@@ -1,0 +1,147 @@
+"""The promise service's copy of the ledger: what each node can promise per SKU, in memory.
+
+Folded from the same events reserve folds, so it needs no database read per
+request: stock counts and deltas from `inventory.updates.v1` (by the rules
+reserve applies, `orchestrator.domain.stock_counts`), and what
+reserve took and gave back from `orchestrator.reservations.v1`. It may be a
+moment behind reserve; that is fine for the same reason it is fine for
+decide-node: reserve's conditional update is the atomic check, and a promise
+reserves nothing.
+
+What it does not see: units reserve sets aside for back-orders and
+pre-orders waiting in its queue (`reserve_waiting` is not on a topic). A
+promise may therefore offer stock that a waiting order is owed; the order
+placed after it then gets the plan the queue allows, and says it differs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime
+
+from orchestrator.contract.base import EventPayload
+from orchestrator.contract.inventory import InventoryDelta, InventorySnapshot
+from orchestrator.contract.pipeline import ReservationConfirmed, ReservationsReleased
+from orchestrator.domain.stock_counts import apply_change
+
+StockKey = tuple[str, str]  # (node_id, sku)
+
+
+@dataclass(slots=True)
+class _Position:
+    on_hand: int = 0
+    safety_stock: int = 0
+    reserved: int = 0
+    counted_at: datetime | None = None
+
+    @property
+    def available(self) -> int:
+        return max(0, self.on_hand - self.reserved - self.safety_stock)
+
+
+@dataclass(frozen=True, slots=True)
+class _Held:
+    """Units one shipment line holds at a node."""
+
+    shipment_id: str
+    line_id: str
+    key: StockKey
+    quantity: int
+
+
+@dataclass(slots=True)
+class PromiseLedger:
+    """Stock positions per (node, SKU), the reservations per order, and shipments planned per node and day."""
+
+    positions: dict[StockKey, _Position] = field(default_factory=dict)
+    held: dict[str, list[_Held]] = field(default_factory=dict)
+    by_sku: dict[str, set[str]] = field(default_factory=dict)
+    load: dict[date, dict[str, int]] = field(default_factory=dict)
+    applied: int = 0
+
+    def _position(self, node_id: str, sku: str) -> _Position:
+        key = (node_id, sku)
+        pos = self.positions.get(key)
+        if pos is None:
+            pos = self.positions[key] = _Position()
+            self.by_sku.setdefault(sku, set()).add(node_id)
+        return pos
+
+    def apply(self, event: EventPayload, at: datetime) -> None:
+        """Fold one event; `at` is when it happened (a confirmation's day counts toward node load)."""
+        if isinstance(event, (InventoryDelta, InventorySnapshot)):
+            apply_change(self._position(event.node_id, event.sku), event)
+        elif isinstance(event, ReservationConfirmed):
+            self._confirmed(event, at)
+        elif isinstance(event, ReservationsReleased):
+            self._give_back(event.order_id, lambda _held: True)
+        else:
+            return
+        self.applied += 1
+
+    def _confirmed(self, event: ReservationConfirmed, at: datetime) -> None:
+        repair = event.repair
+        if repair is not None and repair.replaces_shipment_id is not None:
+            # reserve gives back what the failing shipment held for the repaired lines first.
+            replaced = repair.replaces_shipment_id
+            wanted = {line.line_id: line.quantity for line in repair.lines}
+            self._give_back(
+                event.order_id,
+                lambda held: held.shipment_id == replaced,
+                None if repair.cancel_replaced else wanted,
+            )
+        holds = self.held.setdefault(event.order_id, [])
+        for reserved in event.shipments:
+            shipment = reserved.shipment
+            for line in shipment.lines:
+                self._position(shipment.node_id, line.sku).reserved += line.quantity
+                holds.append(
+                    _Held(shipment.shipment_id, line.line_id, (shipment.node_id, line.sku), line.quantity)
+                )
+            day = self.load.setdefault(at.date(), {})
+            day[shipment.node_id] = day.get(shipment.node_id, 0) + 1
+
+    def _give_back(
+        self,
+        order_id: str,
+        which: Callable[[_Held], bool],
+        wanted: dict[str, int] | None = None,
+    ) -> None:
+        holds = self.held.get(order_id)
+        if not holds:
+            return
+        kept: list[_Held] = []
+        for held in holds:
+            if not which(held):
+                kept.append(held)
+                continue
+            back = held.quantity if wanted is None else min(held.quantity, wanted.get(held.line_id, 0))
+            pos = self.positions[held.key]
+            pos.reserved = max(0, pos.reserved - back)
+            if back < held.quantity:
+                kept.append(_Held(held.shipment_id, held.line_id, held.key, held.quantity - back))
+        if kept:
+            self.held[order_id] = kept
+        else:
+            del self.held[order_id]
+
+    def stock(self, skus: set[str] | frozenset[str]) -> dict[StockKey, int]:
+        """Units each node can promise of `skus`: on hand less reserved and safety stock."""
+        out: dict[StockKey, int] = {}
+        for sku in skus:
+            for node_id in self.by_sku.get(sku, ()):
+                out[(node_id, sku)] = self.positions[(node_id, sku)].available
+        return out
+
+    def node_load(self, day: date) -> dict[str, int]:
+        """Shipments reserved per node on `day` (the capacity decide-node checks against)."""
+        return dict(self.load.get(day, {}))
+
+    def available_by_node(self, sku: str) -> dict[str, int]:
+        return {
+            node_id: self.positions[(node_id, sku)].available for node_id in sorted(self.by_sku.get(sku, ()))
+        }
+
+
+__all__ = ["PromiseLedger", "StockKey"]

@@ -1,0 +1,168 @@
+"""A promise: the plan decide-node would make for a cart if the order came now, reserving nothing.
+
+Pure: the same `decide` as decide-node, on a view of the same ledger and
+network. The cart becomes an order (one per delivery option asked) the way
+the OMS would place it; the only freedom is the promised date, which does
+not exist yet: without `deliver_by` it is set far out, so no option is
+penalised as late and the plan is the cheapest at the option's speed. An
+order later placed with the date this promise gives finds the same plan
+cheapest again (options that arrive after it only get dearer), unless the
+stock or the network changed in between.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+
+from orchestrator.contract.common import DeliveryOption, OrderLine
+from orchestrator.contract.orders import OrderCreated
+from orchestrator.contract.pipeline import PlanDecided
+from orchestrator.domain.learning import NO_RISK, RoutingRisk
+from orchestrator.domain.network import NetworkView
+from orchestrator.domain.policy import Policy
+from orchestrator.domain.sourcing import NO_OPPORTUNITY, decide
+from orchestrator.promise.ledger import StockKey
+from orchestrator.promise.models import (
+    NodeAvailability,
+    PromisedLine,
+    PromisedShipment,
+    PromiseOption,
+    PromiseRequest,
+    PromiseResponse,
+    SkuAvailability,
+)
+from orchestrator.promise.token import encode_token
+
+#: Without a date from the customer, the order's promised date is this far out: no option is late.
+_NO_DEADLINE = timedelta(days=366)
+
+
+def cart_order(request: PromiseRequest, delivery: DeliveryOption, now: datetime) -> OrderCreated:
+    """The order the OMS would place for this cart and delivery option."""
+    lines = tuple(
+        OrderLine(
+            line_id=f"L{i}",
+            sku=line.sku,
+            quantity=line.quantity,
+            unit_price=line.unit_price,
+            unit_weight_kg=line.unit_weight_kg,
+            labels=line.labels,
+            drop_ship_vendor_id=line.drop_ship_vendor_id,
+        )
+        for i, line in enumerate(request.cart, start=1)
+    )
+    digest = hashlib.blake2b(request.model_dump_json().encode(), digest_size=6).hexdigest()
+    return OrderCreated(
+        order_id=f"promise-{digest}",
+        channel=request.channel,
+        customer_id="checkout",
+        customer_tier=request.customer_tier,
+        placed_at=now,
+        ship_to=request.ship_to,
+        lines=lines,
+        order_total=sum((line.unit_price * line.quantity for line in request.cart), Decimal(0)),
+        currency=request.currency,
+        delivery=delivery,
+        promised_delivery_date=request.deliver_by or (now + _NO_DEADLINE).date(),
+        ship_complete=request.ship_complete,
+        priority=request.priority,
+    )
+
+
+def _option(
+    plan: PlanDecided, delivery: DeliveryOption, now: datetime, deadline: date | None
+) -> PromiseOption:
+    shipments = tuple(
+        PromisedShipment(
+            node_id=s.node_id,
+            lines=tuple(PromisedLine(sku=line.sku, quantity=line.quantity) for line in s.lines),
+            carrier=s.carrier,
+            service_level=s.service_level,
+            ship_by=s.ship_by,
+            promised_delivery_date=s.promised_delivery_date,
+            shipping_cost=s.shipping_cost,
+            distance_km=s.distance_km,
+        )
+        for s in plan.shipments
+    )
+    option = PromiseOption(
+        delivery=delivery,
+        outcome=plan.outcome,
+        promised_delivery_date=max((s.promised_delivery_date for s in shipments), default=None),
+        shipping_cost=sum((s.shipping_cost for s in shipments), Decimal(0)),
+        total_cost=plan.total_cost,
+        split=len(shipments) > 1,
+        shipments=shipments,
+        short=tuple(PromisedLine(sku=line.sku, quantity=line.quantity) for line in plan.backordered),
+        explanation=_without_deadline(plan.explanation, deadline),
+        promise_token=None,
+    )
+    return option.model_copy(update={"promise_token": encode_token(option, now, plan.policy_version)})
+
+
+def _without_deadline(sentences: tuple[str, ...], deadline: date | None) -> tuple[str, ...]:
+    """The sentences without the made-up promised date of a cart the customer gave no date for."""
+    if deadline is None:
+        return sentences
+    return tuple(s.replace(f" (promised {deadline.isoformat()})", "") for s in sentences)
+
+
+def availability(stock: Mapping[StockKey, int], skus: list[str]) -> tuple[SkuAvailability, ...]:
+    """Available to promise per SKU: per node holding a position, and network-wide."""
+    by_sku: dict[str, list[tuple[str, int]]] = {sku: [] for sku in skus}
+    for (node_id, sku), units in stock.items():
+        if sku in by_sku:
+            by_sku[sku].append((node_id, units))
+    out = []
+    for sku in skus:
+        nodes = sorted(by_sku[sku])
+        out.append(
+            SkuAvailability(
+                sku=sku,
+                network=sum(units for _, units in nodes),
+                nodes=tuple(NodeAvailability(node_id=n, available=u) for n, u in nodes),
+            )
+        )
+    return tuple(out)
+
+
+def quote(
+    request: PromiseRequest,
+    *,
+    network: NetworkView,
+    stock: Mapping[StockKey, int],
+    capacity_used: Mapping[str, int],
+    policy: Policy,
+    now: datetime,
+    risk: RoutingRisk = NO_RISK,
+    opportunity: Mapping[StockKey, float] = NO_OPPORTUNITY,
+) -> PromiseResponse:
+    """Every delivery option of `request` answered by the decision decide-node would make now."""
+    options = []
+    for delivery in request.delivery_options:
+        order = cart_order(request, delivery, now)
+        plan = decide(
+            order,
+            network=network,
+            stock=stock,
+            capacity_used=capacity_used,
+            policy=policy,
+            now=now,
+            risk=risk,
+            opportunity=opportunity,
+        )
+        made_up = None if request.deliver_by else order.promised_delivery_date
+        options.append(_option(plan, delivery, now, made_up))
+    skus = list(dict.fromkeys(line.sku for line in request.cart))
+    return PromiseResponse(
+        quoted_at=now,
+        policy_version=policy.version,
+        options=tuple(options),
+        availability=availability(stock, skus),
+    )
+
+
+__all__ = ["availability", "cart_order", "quote"]

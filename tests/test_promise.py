@@ -1,0 +1,246 @@
+"""The promise, without Kafka: the in-memory ledger, the quote, the token and the OpenAPI document."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from openapi_spec_validator import validate
+
+from orchestrator.contract.common import CarrierAssignment, HomeDelivery, ServiceLevel, SkuLine
+from orchestrator.contract.inventory import DeltaReason, InventoryDelta, InventorySnapshot
+from orchestrator.contract.pipeline import (
+    PlannedShipment,
+    Repair,
+    ReservationConfirmed,
+    ReservationsReleased,
+    ReservedShipment,
+)
+from orchestrator.domain.policy import load_policy
+from orchestrator.domain.sourcing import decide
+from orchestrator.promise.cli import OPENAPI_PATH, render_openapi
+from orchestrator.promise.ledger import PromiseLedger
+from orchestrator.promise.models import CartLine, PromiseRequest
+from orchestrator.promise.openapi import openapi_document
+from orchestrator.promise.quote import cart_order, quote
+from orchestrator.promise.token import decode_token, promise_sentence
+from tests.test_sourcing import NOW, address, order, uk_network
+from tests.test_sourcing import line as order_line
+
+T0 = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
+
+
+def count(node_id: str, sku: str, on_hand: int, at: datetime = T0, safety: int = 0) -> InventorySnapshot:
+    return InventorySnapshot(node_id=node_id, sku=sku, on_hand=on_hand, safety_stock=safety, as_of=at)
+
+
+def delta(node_id: str, sku: str, change: int) -> InventoryDelta:
+    return InventoryDelta(node_id=node_id, sku=sku, change=change, reason=DeltaReason.SALE, as_of=T0)
+
+
+def confirmed(
+    order_id: str, *shipments: tuple[str, str, list[tuple[str, str, int]]], repair: Repair | None = None
+):
+    """(shipment_id, node_id, [(line_id, sku, units)]) per shipment."""
+    the_order = order(order_line("1", "SKU-A"))
+    reserved = tuple(
+        ReservedShipment(
+            shipment=PlannedShipment(
+                shipment_id=shipment_id,
+                node_id=node_id,
+                lines=tuple(SkuLine(line_id=lid, sku=sku, quantity=q) for lid, sku, q in lines),
+                carrier=CarrierAssignment(carrier="rm", service_id="royal-mail-48"),
+                service_level=ServiceLevel.STANDARD,
+                ship_by=T0,
+                promised_delivery_date=T0.date(),
+                distance_km=1.0,
+                shipping_cost=Decimal("3"),
+                cost=3.0,
+            ),
+            reservation_ids=tuple(f"R-{shipment_id}-{lid}" for lid, _, _ in lines),
+        )
+        for shipment_id, node_id, lines in shipments
+    )
+    return ReservationConfirmed(
+        order_id=order_id,
+        plan_id=f"{order_id}-p1",
+        plan_version=1,
+        sequence=1,
+        order=the_order,
+        shipments=reserved,
+        repair=repair,
+    )
+
+
+# --------------------------------------------------------------------------- the ledger
+
+
+def test_counts_and_deltas_move_on_hand_like_reserve_does() -> None:
+    ledger = PromiseLedger()
+    ledger.apply(count("N1", "SKU-A", 10, safety=2), T0)
+    ledger.apply(delta("N1", "SKU-A", -3), T0)
+    assert ledger.stock({"SKU-A"}) == {("N1", "SKU-A"): 5}
+    # A count older than the one applied changes nothing; a newer one replaces on hand.
+    ledger.apply(count("N1", "SKU-A", 50, at=T0 - timedelta(hours=1)), T0)
+    assert ledger.stock({"SKU-A"}) == {("N1", "SKU-A"): 5}
+    ledger.apply(count("N1", "SKU-A", 4, at=T0 + timedelta(hours=1)), T0)
+    assert ledger.stock({"SKU-A"}) == {("N1", "SKU-A"): 4}
+    # A removal the ledger never saw stock for stops at zero.
+    ledger.apply(delta("N2", "SKU-A", -3), T0)
+    assert ledger.available_by_node("SKU-A") == {"N1": 4, "N2": 0}
+
+
+def test_reservations_take_stock_and_their_release_gives_it_back() -> None:
+    ledger = PromiseLedger()
+    ledger.apply(count("N1", "SKU-A", 10), T0)
+    ledger.apply(count("N2", "SKU-B", 4), T0)
+    ledger.apply(confirmed("O1", ("S1", "N1", [("1", "SKU-A", 3)]), ("S2", "N2", [("2", "SKU-B", 4)])), T0)
+    assert ledger.stock({"SKU-A", "SKU-B"}) == {("N1", "SKU-A"): 7, ("N2", "SKU-B"): 0}
+    assert ledger.node_load(T0.date()) == {"N1": 1, "N2": 1}
+    ledger.apply(
+        ReservationsReleased(order_id="O1", plan_id="O1-p1", reason="cancelled", cancel_order=True), T0
+    )
+    assert ledger.stock({"SKU-A", "SKU-B"}) == {("N1", "SKU-A"): 10, ("N2", "SKU-B"): 4}
+
+
+def test_a_repair_gives_back_what_the_replaced_shipment_held_for_its_lines() -> None:
+    ledger = PromiseLedger()
+    ledger.apply(count("N1", "SKU-A", 10), T0)
+    ledger.apply(count("N2", "SKU-A", 10), T0)
+    ledger.apply(confirmed("O1", ("S1", "N1", [("1", "SKU-A", 5)])), T0)
+    repair = Repair(
+        exception_id="E1",
+        action="reroute",
+        lines=(SkuLine(line_id="1", sku="SKU-A", quantity=2),),
+        replaces_shipment_id="S1",
+        cancel_replaced=False,
+    )
+    ledger.apply(confirmed("O1", ("S9", "N2", [("1", "SKU-A", 2)]), repair=repair), T0)
+    # N1 keeps 3 of its 5 for the part of the line not repaired; N2 now holds the 2 repaired.
+    assert ledger.stock({"SKU-A"}) == {("N1", "SKU-A"): 7, ("N2", "SKU-A"): 8}
+
+
+# --------------------------------------------------------------------------- the quote
+
+STOCK = {
+    ("DC-MANCHESTER", "SKU-KETTLE"): 5,
+    ("DC-LONDON", "SKU-KETTLE"): 5,
+    ("DC-LONDON", "SKU-TOASTER"): 2,
+}
+
+
+def request(*lines: tuple[str, int], to: str = "leeds", **fields) -> PromiseRequest:
+    return PromiseRequest(
+        cart=tuple(CartLine(sku=sku, quantity=q, unit_weight_kg=Decimal("1.000")) for sku, q in lines),
+        ship_to=address(to),
+        **fields,
+    )
+
+
+def test_a_quote_gives_every_delivery_option_its_plan_and_the_network_availability() -> None:
+    req = request(
+        ("SKU-KETTLE", 1),
+        delivery_options=(HomeDelivery(kind="standard"), HomeDelivery(kind="next_day")),
+    )
+    answer = quote(req, network=uk_network(), stock=STOCK, capacity_used={}, policy=load_policy(), now=NOW)
+    standard, next_day = answer.options
+    assert [s.node_id for s in standard.shipments] == ["DC-MANCHESTER"]  # the nearer DC to Leeds
+    assert standard.promised_delivery_date is not None and next_day.promised_delivery_date is not None
+    assert next_day.promised_delivery_date < standard.promised_delivery_date
+    assert next_day.shipments[0].service_level is ServiceLevel.NEXT_DAY
+    assert not standard.split and standard.promise_token
+    # The customer gave no date: the explanation must not show the far-off one the quote planned with.
+    made_up = (NOW + timedelta(days=366)).date().isoformat()
+    assert all(made_up not in sentence for sentence in standard.explanation), standard.explanation
+    assert answer.availability[0].network == 10
+    assert {n.node_id: n.available for n in answer.availability[0].nodes} == {
+        "DC-MANCHESTER": 5,
+        "DC-LONDON": 5,
+    }
+
+
+def test_a_cart_no_node_holds_whole_is_split_and_says_so() -> None:
+    answer = quote(
+        request(("SKU-KETTLE", 1), ("SKU-TOASTER", 2)),
+        network=uk_network(),
+        stock={**STOCK, ("DC-LONDON", "SKU-KETTLE"): 0},
+        capacity_used={},
+        policy=load_policy(),
+        now=NOW,
+    )
+    (option,) = answer.options
+    assert option.split and sorted(s.node_id for s in option.shipments) == ["DC-LONDON", "DC-MANCHESTER"]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    stock=st.dictionaries(
+        st.tuples(
+            st.sampled_from(["DC-MANCHESTER", "DC-LONDON", "STORE-LEEDS-01"]),
+            st.sampled_from(["A", "B", "C"]),
+        ),
+        st.integers(0, 4),
+    ),
+    cart=st.lists(
+        st.tuples(st.sampled_from(["A", "B", "C"]), st.integers(1, 3)),
+        min_size=1,
+        max_size=3,
+        unique_by=lambda t: t[0],
+    ),
+    to=st.sampled_from(["leeds", "london", "glasgow", "york"]),
+    kind=st.sampled_from(["standard", "express", "next_day"]),
+)
+def test_the_order_placed_with_the_promised_date_gets_the_promised_plan(
+    stock: dict[tuple[str, str], int], cart: list[tuple[str, int]], to: str, kind: str
+) -> None:
+    """The promise is the plan decide-node makes for the order placed after it, on the same state."""
+    req = request(*cart, to=to, delivery_options=(HomeDelivery(kind=kind),))  # type: ignore[arg-type]
+    network, policy = uk_network(), load_policy()
+    (option,) = quote(req, network=network, stock=stock, capacity_used={}, policy=policy, now=NOW).options
+    placed = cart_order(req, req.delivery_options[0], NOW)
+    if option.promised_delivery_date is not None:
+        placed = placed.model_copy(update={"promised_delivery_date": option.promised_delivery_date})
+    plan = decide(placed, network=network, stock=stock, capacity_used={}, policy=policy, now=NOW)
+    assert plan.outcome is option.outcome
+    assert [(s.node_id, s.carrier.service_id, s.promised_delivery_date) for s in plan.shipments] == [
+        (s.node_id, s.carrier.service_id, s.promised_delivery_date) for s in option.shipments
+    ]
+    if option.promise_token:
+        assert promise_sentence(plan, option.promise_token).startswith("As promised")
+
+
+def test_the_order_says_how_and_why_it_differs_from_its_promise() -> None:
+    req = request(("SKU-KETTLE", 2))
+    network, policy = uk_network(), load_policy()
+    (option,) = quote(req, network=network, stock=STOCK, capacity_used={}, policy=policy, now=NOW).options
+    assert option.promise_token is not None
+    assert decode_token(option.promise_token).shipments[0].node == "DC-MANCHESTER"
+    gone = {**STOCK, ("DC-MANCHESTER", "SKU-KETTLE"): 1}
+    placed = cart_order(req, req.delivery_options[0], NOW)
+    plan = decide(placed, network=network, stock=gone, capacity_used={}, policy=policy, now=NOW)
+    sentence = promise_sentence(plan, option.promise_token)
+    assert sentence.startswith("Differs from the promise made at")
+    assert "DC-MANCHESTER was to send 2 of SKU-KETTLE" in sentence
+    assert "SKU-KETTLE" in sentence.split(":", 2)[-1]  # the node's own reason names the short SKU
+    assert "cannot be read" in promise_sentence(plan, "not-a-token")
+
+
+def test_a_cart_is_refused_with_the_reason_when_it_is_not_one() -> None:
+    with pytest.raises(ValueError, match="cart"):
+        PromiseRequest.model_validate({"cart": [], "ship_to": None})
+    with pytest.raises(ValueError, match="quantity"):
+        PromiseRequest.model_validate({"cart": [{"sku": "A", "quantity": 0}]})
+
+
+# --------------------------------------------------------------------------- the document
+
+
+def test_the_openapi_document_is_valid_and_the_checked_in_copy_is_current() -> None:
+    validate(openapi_document())
+    assert OPENAPI_PATH.read_text(encoding="utf-8") == render_openapi(), "run `orchestrator promise openapi`"
+    paths = json.loads(render_openapi())["paths"]
+    assert set(paths) == {"/v1/promise", "/v1/availability", "/healthz"}

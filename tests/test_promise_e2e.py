@@ -1,0 +1,185 @@
+"""The promise API end to end: its views follow the real topics while every stage runs, and the order
+placed after a promise gets the plan it was promised, or says why not."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from datetime import date
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+
+from orchestrator.contract.inventory import DeltaReason, InventoryDelta
+from orchestrator.promise.service import RunningPromise, start_promise
+from orchestrator.settings import Settings
+from tests.harness import LEEDS, LONDON, MANCHESTER, Pipeline, address, ids, node, order, pipeline
+
+pytestmark = pytest.mark.integration
+__all__ = ["pipeline"]
+
+
+@pytest.fixture(scope="module")
+async def promise_api(pipeline: Pipeline) -> AsyncIterator[str]:
+    settings = Settings(
+        kafka_bootstrap=pipeline.bootstrap,
+        database_url=pipeline.database_url,
+        instance_id="promise-test",
+        http_port=0,
+    )
+    running: RunningPromise = await start_promise(settings, pipeline.deps.policy, port=0)
+    host, port = running.addresses[0]
+    url = f"http://{host}:{port}"
+    try:
+        async with aiohttp.ClientSession() as http:
+            deadline = time.monotonic() + 60
+            while (await http.get(f"{url}/healthz")).status != 200:
+                assert time.monotonic() < deadline, "the promise views never caught up"
+                await asyncio.sleep(0.1)
+        yield url
+    finally:
+        await running.close()
+
+
+async def post(url: str, body: object) -> tuple[int, dict[str, Any]]:
+    async with aiohttp.ClientSession() as http, http.post(f"{url}/v1/promise", json=body) as resp:
+        return resp.status, orjson.loads(await resp.read())
+
+
+async def available(url: str, sku: str) -> dict[str, int]:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"{url}/v1/availability", params={"sku": sku}) as resp,
+    ):
+        assert resp.status == 200
+        (answer,) = orjson.loads(await resp.read())["skus"]
+        return {n["node_id"]: n["available"] for n in answer["nodes"]}
+
+
+async def wait_available(url: str, sku: str, want: dict[str, int], timeout: float = 30) -> float:
+    """Seconds until the promise API shows `want` for `sku`."""
+    started = time.monotonic()
+    while (seen := await available(url, sku)) != want:
+        assert time.monotonic() - started < timeout, f"availability of {sku} stayed {seen}, wanted {want}"
+        await asyncio.sleep(0.02)
+    return time.monotonic() - started
+
+
+async def latest_plan(pipeline: Pipeline, order_id: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 60
+    while True:
+        raw = await pipeline.db.fetchval(
+            "SELECT plan_json FROM decide_plans WHERE order_id = $1 ORDER BY plan_version DESC LIMIT 1",
+            order_id,
+        )
+        if raw is not None:
+            return dict(orjson.loads(raw))
+        assert time.monotonic() < deadline, f"no plan for {order_id}"
+        await asyncio.sleep(0.1)
+
+
+def cart(*lines: tuple[str, int]) -> dict[str, object]:
+    return {
+        "cart": [{"sku": sku, "quantity": q} for sku, q in lines],
+        "ship_to": address(LEEDS, "Leeds").model_dump(mode="json"),
+        "delivery_options": [{"kind": "standard"}, {"kind": "next_day"}],
+    }
+
+
+def placed(order_id: str, lines: list[tuple[str, int]], option: dict[str, Any]) -> Any:
+    the_order = order(order_id, lines, to=LEEDS)
+    return the_order.model_copy(
+        update={
+            "promised_delivery_date": date.fromisoformat(option["promised_delivery_date"]),
+            "promise_token": option["promise_token"],
+        }
+    )
+
+
+def shipments(plan_or_option: dict[str, Any]) -> list[tuple[str, str, str, list[tuple[str, int]]]]:
+    return sorted(
+        (
+            s["node_id"],
+            s["carrier"]["service_id"],
+            str(s["promised_delivery_date"]),
+            sorted((line["sku"], line["quantity"]) for line in s["lines"]),
+        )
+        for s in plan_or_option["shipments"]
+    )
+
+
+async def test_the_order_gets_the_plan_it_was_promised_and_a_changed_stock_is_seen_within_a_second(
+    pipeline: Pipeline, promise_api: str
+) -> None:
+    n = ids("PR")
+    north, south = n("DC-MANCHESTER"), n("DC-LONDON")
+    kettle, toaster = n("KETTLE"), n("TOASTER")
+    await pipeline.setup_network(
+        node(north, MANCHESTER),
+        node(south, LONDON),
+        stock={(north, kettle): 5, (south, kettle): 5, (north, toaster): 3, (south, toaster): 3},
+    )
+    await wait_available(promise_api, kettle, {north: 5, south: 5})
+
+    status, promise = await post(promise_api, cart((kettle, 2), (toaster, 1)))
+    assert status == 200, promise
+    standard, next_day = promise["options"]
+    assert standard["outcome"] == "ship" and not standard["split"]
+    assert [s["node_id"] for s in standard["shipments"]] == [north]  # Manchester is nearer Leeds
+    assert next_day["promised_delivery_date"] <= standard["promised_delivery_date"]
+    assert {a["sku"]: a["network"] for a in promise["availability"]} == {kettle: 10, toaster: 6}
+
+    # The order comes with the promise: decide-node makes the same plan, and says so.
+    first = n("ORDER-1")
+    await pipeline.publish(placed(first, [(kettle, 2), (toaster, 1)], standard))
+    plan = await latest_plan(pipeline, first)
+    assert shipments(plan) == shipments(standard)
+    assert any(s.startswith("As promised at") for s in plan["explanation"]), plan["explanation"]
+    # Its reservation reaches the promise view from the reservations topic.
+    await wait_available(promise_api, kettle, {north: 3, south: 5})
+
+    # The WMS reports a sale at Manchester: the promise API sees it within a second.
+    await pipeline.publish(
+        InventoryDelta(
+            node_id=north, sku=kettle, change=-3, reason=DeltaReason.SALE, as_of=plan["decided_at"]
+        )
+    )
+    seen_after = await wait_available(promise_api, kettle, {north: 0, south: 5})
+    assert seen_after < 1.0, f"the sale took {seen_after:.2f} s to reach the promise API"
+
+    # An order carrying the earlier promise now ships from London, and its explanation says why.
+    second = n("ORDER-2")
+    await pipeline.publish(placed(second, [(kettle, 2), (toaster, 1)], standard))
+    plan = await latest_plan(pipeline, second)
+    assert north not in {
+        s["node_id"] for s in plan["shipments"] if any(line["sku"] == kettle for line in s["lines"])
+    }
+    (sentence,) = [
+        s for s in plan["explanation"] if s.startswith(("As promised", "Differs from the promise"))
+    ]
+    assert sentence.startswith("Differs from the promise made at")
+    assert f"{north} was to send 2 of {kettle}" in sentence
+
+    # A fresh promise on the same state is the plan that order got.
+    _, again = await post(promise_api, cart((kettle, 2), (toaster, 1)))
+    assert shipments(again["options"][0]) == shipments(plan)
+
+
+async def test_a_bad_request_gets_the_reason_and_the_api_keeps_answering(promise_api: str) -> None:
+    status, body = await post(promise_api, {"cart": [{"sku": "A", "quantity": 0}]})
+    assert status == 400 and "quantity" in body["detail"]
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{promise_api}/v1/promise", data=b"{not json") as resp:
+            assert resp.status == 400 and "not JSON" in (await resp.json())["title"]
+        async with http.get(f"{promise_api}/v1/availability") as resp:
+            assert resp.status == 400
+        async with http.get(f"{promise_api}/openapi.json") as resp:
+            assert (await resp.json())["paths"]["/v1/promise"]["post"]["operationId"] == "promise"
+        async with http.get(f"{promise_api}/metrics") as resp:
+            text = await resp.text()
+            assert 'orchestrator_promise_requests_total{endpoint="/v1/promise",status="400"}' in text
+    status, _ = await post(promise_api, cart(("ANY-SKU", 1)))
+    assert status == 200
