@@ -31,17 +31,20 @@ __all__ = ["pg"]
 T0 = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
 KEYS = [("N0", "S0"), ("N0", "S1"), ("N1", "S0")]
 
+#: Values the ledger's integer columns cannot hold, or only just: such an event fails on its own.
+HUGE = st.sampled_from([2**31 - 3, 2**31 - 1, 2**31, 10**12])
+
 snapshot = st.builds(
     lambda k, on_hand, safety, minutes: ("count", k, on_hand, safety, minutes),
     st.integers(0, 2),
-    st.integers(0, 20),
+    st.one_of(st.integers(0, 20), HUGE),
     st.integers(0, 3),
     st.integers(-30, 30),
 )
 delta = st.builds(
     lambda k, change: ("delta", k, change, 0, 0),
     st.integers(0, 2),
-    st.integers(-15, 15).filter(lambda c: c != 0),
+    st.one_of(st.integers(-15, 15).filter(lambda c: c != 0), HUGE, HUGE.map(lambda v: -v)),
 )
 
 
@@ -104,19 +107,25 @@ def test_a_batch_of_counts_and_deltas_equals_them_one_by_one(
         conn = pg.conn
         async with conn.transaction():
             await seed(conn, one, held)
+            refused = 0
             for env in events(steps, one):
                 data = env.data
-                if isinstance(data, InventorySnapshot):
-                    await apply_snapshot(conn, data)
-                else:
-                    assert isinstance(data, InventoryDelta)
-                    await apply_delta(conn, data)
+                try:
+                    async with conn.transaction():  # one event failing alone, as its handler would
+                        if isinstance(data, InventorySnapshot):
+                            await apply_snapshot(conn, data)
+                        else:
+                            assert isinstance(data, InventoryDelta)
+                            await apply_delta(conn, data)
+                except (asyncpg.DataError, asyncpg.NumericValueOutOfRangeError, OverflowError):
+                    refused += 1
             await seed(conn, batch, held)
             batch_events = events(steps, batch)
             if duplicate:  # redelivered within the batch: the worker skips the copy, so must the fold
                 batch_events.append(batch_events[0])
             applied = await read_inventory(batch_events, conn)
-            assert applied is not None and len(applied.applied) == len(steps)
+            # What the database refuses one event at a time, the batch leaves to that event's handler.
+            assert applied is not None and len(applied.applied) == len(steps) - refused
             return await rows(conn, one), await rows(conn, batch)
 
     by_event, by_batch = pg.run(go())

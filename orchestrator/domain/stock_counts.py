@@ -20,6 +20,8 @@ from typing import Protocol
 from orchestrator.contract.inventory import InventoryDelta, InventorySnapshot
 
 StockChange = InventorySnapshot | InventoryDelta
+#: The largest value of a PostgreSQL `integer` (the ledger's columns).
+INT4_MAX = 2**31 - 1
 
 
 class OnHandPosition(Protocol):
@@ -46,23 +48,59 @@ def apply_change(position: OnHandPosition, change: StockChange) -> None:
         position.counted_at = change.as_of
 
 
+def _fits(change: StockChange, trial: Counted, limit: int) -> bool:
+    """Whether a 32-bit ledger holds the change's numbers and the position it makes (-limit-1..limit)."""
+    numbers = (
+        (change.change,) if isinstance(change, InventoryDelta) else (change.on_hand, change.safety_stock)
+    )
+    return all(-limit - 1 <= n <= limit for n in (*numbers, trial.on_hand, trial.safety_stock))
+
+
+def apply_storable(position: OnHandPosition, change: StockChange, limit: int = INT4_MAX) -> bool:
+    """Fold `change` into `position` unless a 32-bit ledger refuses it (see `fold_changes`): reserve
+    dead-letters such a change, so every ledger must leave it out. True when applied."""
+    trial = Counted(position.on_hand, position.safety_stock, position.counted_at)
+    apply_change(trial, change)
+    if not _fits(change, trial, limit):
+        return False
+    position.on_hand, position.safety_stock, position.counted_at = (
+        trial.on_hand,
+        trial.safety_stock,
+        trial.counted_at,
+    )
+    return True
+
+
 def fold_changes(
-    positions: Mapping[tuple[str, str], Counted], changes: Iterable[StockChange]
-) -> dict[tuple[str, str], Counted]:
-    """The positions `changes` touch after all of them, in order, from `positions` (missing: empty)."""
+    positions: Mapping[tuple[str, str], Counted], changes: Iterable[StockChange], *, limit: int | None = None
+) -> tuple[dict[tuple[str, str], Counted], list[int]]:
+    """The positions `changes` touch after all of them, in order, from `positions` (missing: empty),
+    and the indexes of the changes folded in.
+
+    With `limit`, a change whose numbers, or the position it would make, exceed it is left out, as
+    if it had failed on its own: a ledger of 32-bit columns refuses it when applying it alone, and
+    the events after it apply to the position without it.
+    """
     out: dict[tuple[str, str], Counted] = {}
-    for change in changes:
+    folded: list[int] = []
+    for i, change in enumerate(changes):
         key = (change.node_id, change.sku)
-        position = out.get(key)
-        if position is None:
-            before = positions.get(key)
-            position = out[key] = (
-                Counted()
-                if before is None
-                else Counted(before.on_hand, before.safety_stock, before.counted_at)
-            )
-        apply_change(position, change)
-    return out
+        current = out.get(key) or positions.get(key) or Counted()
+        trial = Counted(current.on_hand, current.safety_stock, current.counted_at)
+        apply_change(trial, change)
+        if limit is not None and not _fits(change, trial, limit):
+            continue
+        out[key] = trial
+        folded.append(i)
+    return out, folded
 
 
-__all__ = ["Counted", "OnHandPosition", "StockChange", "apply_change", "fold_changes"]
+__all__ = [
+    "INT4_MAX",
+    "Counted",
+    "OnHandPosition",
+    "StockChange",
+    "apply_change",
+    "apply_storable",
+    "fold_changes",
+]

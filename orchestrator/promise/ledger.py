@@ -23,7 +23,7 @@ from datetime import date, datetime
 from orchestrator.contract.base import EventPayload
 from orchestrator.contract.inventory import InventoryDelta, InventorySnapshot
 from orchestrator.contract.pipeline import ReservationConfirmed, ReservationsReleased
-from orchestrator.domain.stock_counts import apply_change
+from orchestrator.domain.stock_counts import apply_storable
 
 StockKey = tuple[str, str]  # (node_id, sku)
 
@@ -71,7 +71,14 @@ class PromiseLedger:
     def apply(self, event: EventPayload, at: datetime) -> None:
         """Fold one event; `at` is when it happened (a confirmation's day counts toward node load)."""
         if isinstance(event, (InventoryDelta, InventorySnapshot)):
-            apply_change(self._position(event.node_id, event.sku), event)
+            key = (event.node_id, event.sku)
+            known = self.positions.get(key)
+            position = _Position() if known is None else known
+            if not apply_storable(position, event):
+                return  # reserve's ledger refuses it too (it is dead-lettered there)
+            if known is None:
+                self.positions[key] = position
+                self.by_sku.setdefault(event.sku, set()).add(event.node_id)
         elif isinstance(event, ReservationConfirmed):
             self._confirmed(event, at)
         elif isinstance(event, ReservationsReleased):

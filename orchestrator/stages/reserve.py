@@ -33,7 +33,7 @@ from orchestrator.contract.pipeline import (
     ReservedShipment,
     SupplyReleaseDue,
 )
-from orchestrator.domain.stock_counts import Counted, fold_changes
+from orchestrator.domain.stock_counts import INT4_MAX, Counted, fold_changes
 from orchestrator.domain.supply import RELEASE_WAITING, PreorderRelease
 from orchestrator.runtime.stage import HandlerContext, RejectEvent, Stage
 from orchestrator.stages.common import (
@@ -248,13 +248,13 @@ async def read_inventory(events: Sequence[Envelope], conn: asyncpg.Connection) -
     """
     seen: set[str] = set()
     changes: list[InventorySnapshot | InventoryDelta] = []
-    applied: list[str] = []
+    ids: list[str] = []
     for env in events:
         if env.id in seen or not isinstance(env.data, (InventorySnapshot, InventoryDelta)):
             continue  # a duplicate in the batch is skipped by the worker: it must change nothing here
         seen.add(env.id)
         changes.append(env.data)
-        applied.append(env.id)
+        ids.append(env.id)
     if not changes:
         return None
     await conn.execute("SELECT pg_advisory_xact_lock($1)", LEDGER_LOCK)
@@ -268,7 +268,10 @@ async def read_inventory(events: Sequence[Envelope], conn: asyncpg.Connection) -
     before = {
         (r["node_id"], r["sku"]): Counted(r["on_hand"], r["safety_stock"], r["counted_at"]) for r in rows
     }
-    after = sorted((k, v) for k, v in fold_changes(before, changes).items() if before.get(k) != v)
+    # A change the integer columns cannot hold is left out: its own handler then fails on it, alone,
+    # and it is dead-lettered with the database's reason, as it was before batches.
+    folded, kept = fold_changes(before, changes, limit=INT4_MAX)
+    after = sorted((k, v) for k, v in folded.items() if before.get(k) != v)
     if after:
         await conn.execute(
             _UPSERT_POSITIONS,
@@ -278,6 +281,8 @@ async def read_inventory(events: Sequence[Envelope], conn: asyncpg.Connection) -
             [v.safety_stock for _, v in after],
             [v.counted_at for _, v in after],
         )
+    applied = [ids[i] for i in kept]
+    changes = [changes[i] for i in kept]
     skus = sorted({c.sku for c in changes})
     queued = await conn.fetch("SELECT DISTINCT sku FROM reserve_waiting WHERE sku = ANY($1::text[])", skus)
     return InventoryBatch(
