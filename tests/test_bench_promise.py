@@ -1,0 +1,43 @@
+"""`make bench`'s promise run still runs and reports: the decision alone, the HTTP API at its maximum
+and at half of it, inventory deltas into the promise view and reserve's ledger while the order path
+runs, and a new view's catch-up, at the smallest sizes, on a Kafka and a PostgreSQL of its own.
+
+Only that it completes and that each part has numbers is checked; how fast is for people to read.
+It runs as a child process because the benchmark pins itself and the server to one core each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+async def test_the_promise_benchmark_runs_and_reports_every_part(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL")}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.promise", "--quick", "--out", str(tmp_path),
+        cwd=REPO, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    output, _ = await asyncio.wait_for(process.communicate(), 480)
+    text = output.decode(errors="replace")
+    assert process.returncode == 0, text[-4000:]
+    result = json.loads((tmp_path / "promise.json").read_text())
+
+    assert result["nodes"] == 50
+    engine = result["engine"]
+    assert engine["quotes"] > 0 and engine["quotes_per_s"] > 0 and engine["p99_ms"] >= engine["p50_ms"]
+    http = result["served"]["http"]
+    for phase in (http["maximum"], http["half"]):
+        assert phase["requests"] > 0 and phase["errors"] == 0, phase
+        assert phase["p99_ms"] >= phase["p50_ms"] > 0, phase
+    deltas = result["served"]["deltas"]
+    assert deltas["promise_view_per_s"] and deltas["reserve_ledger_per_s"], deltas
+    assert deltas["catch_up"]["events"] >= deltas["deltas"], deltas["catch_up"]
+
+    report = (tmp_path / "promise.md").read_text()
+    assert "promise requests/s over HTTP, one core" in report and "reserve's ledger" in report
