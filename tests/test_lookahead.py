@@ -4,7 +4,6 @@ offline comparison, and decide-node's view of the prices on the real PostgreSQL.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import math
 import uuid
@@ -49,6 +48,7 @@ from tests.test_sourcing import (
     PLACES,
     STORE_CAPS,
     address,
+    assert_every_search_optimal,
     line,
     node,
     order,
@@ -405,21 +405,7 @@ def test_look_ahead_plans_stay_feasible(scenario: dict[str, Any], heuristic: boo
 @given(priced_scenarios())
 def test_the_exact_search_finds_the_optimum_with_prices(scenario: dict[str, Any]) -> None:
     """Branch and bound with the look-ahead term (its bound included) against brute force."""
-    searched: list[tuple[sourcing._Problem, float]] = []
-    original = sourcing._search
-
-    def spy(problem: sourcing._Problem, exact: bool) -> list[int | None] | None:
-        found = original(problem, exact)
-        searched.append((problem, math.inf if found is None else problem.objective(found)))
-        return found
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(sourcing, "_search", spy)
-        priced_run(scenario)
-    for problem, found in searched:
-        choices = [[*options, *([None] if problem.allow_backorder else [])] for options in problem.options]
-        best = min((problem.objective(assign) for assign in itertools.product(*choices)), default=0.0)
-        assert found == pytest.approx(best, abs=1e-6) or found == best == math.inf
+    assert_every_search_optimal(lambda: priced_run(scenario))
 
 
 @st.composite

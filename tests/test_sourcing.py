@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from typing import Any
@@ -1102,6 +1102,11 @@ def test_decide_gives_the_same_plan_for_the_same_inputs(scenario: dict[str, Any]
 @given(scenarios())
 def test_the_exact_search_finds_the_optimum(scenario: dict[str, Any]) -> None:
     """Checked against brute force over every assignment of the search's lines (small orders only)."""
+    assert_every_search_optimal(lambda: run(scenario))
+
+
+def assert_every_search_optimal(decide_it: Callable[[], object]) -> None:
+    """Run `decide_it` watching the search: each result must cost what brute force finds best."""
     searched: list[tuple[sourcing._Problem, float]] = []
     original = sourcing._search
 
@@ -1112,7 +1117,7 @@ def test_the_exact_search_finds_the_optimum(scenario: dict[str, Any]) -> None:
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(sourcing, "_search", spy)
-        run(scenario)
+        decide_it()
     for problem, found in searched:
         choices = [[*options, *([None] if problem.allow_backorder else [])] for options in problem.options]
         best = min((problem.objective(assign) for assign in itertools.product(*choices)), default=0.0)
