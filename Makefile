@@ -22,7 +22,7 @@ run: setup
 	$(BIN)/orchestrator start $(ARGS)
 
 ## test: the whole suite against the real Kafka and PostgreSQL (started locally unless given)
-test: setup $(NODE_TOOLS)
+test: setup $(NODE_TOOLS) debian-tools
 	$(BIN)/pytest -q
 
 ## faults: 20,000 orders through every stage (two processes each) while 30 are SIGKILLed, the broker restarts
@@ -64,3 +64,8 @@ $(NODE_TOOLS): tools/asyncapi/package-lock.json
 .PHONY: asyncapi-tools
 ## asyncapi-tools: the official AsyncAPI parser (npm) that tests/test_asyncapi.py validates asyncapi.yaml with
 asyncapi-tools: $(NODE_TOOLS)
+
+.PHONY: debian-tools
+## debian-tools: kcat and jq from Debian's packages (tests/test_integration_guide.py runs the README's guide with them)
+debian-tools:
+	.ci/install-debian-tools
