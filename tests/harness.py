@@ -47,7 +47,7 @@ from orchestrator.settings import Settings
 from orchestrator.stages import ORDER_STAGES, order_path_deps
 from orchestrator.stages.common import OrderPathDeps
 from orchestrator.topics import apply_topics, load_catalog
-from tests.support import follow, publish_events
+from tests.support import follow, free_port, publish_events
 
 # Places in England, so distances (and so shipping costs) are real.
 LONDON = (51.5074, -0.1278, "EC1A 1BB")
@@ -139,6 +139,8 @@ class Pipeline:
     deps: OrderPathDeps
     out: Outputs
     database_url: str
+    #: Where the stages' process serves /metrics (only for a module that sets `PIPELINE_METRICS`).
+    metrics_port: int | None = None
 
     async def publish(self, *payloads: Any) -> None:
         by_topic: dict[str, list[Envelope]] = defaultdict(list)
@@ -204,7 +206,8 @@ async def pipeline(
     database_url: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[Pipeline]:
-    """Every stage in one process. A test module may set `PIPELINE_ENV` (e.g. short timers)."""
+    """Every stage in one process. A test module may set `PIPELINE_ENV` (e.g. short timers), and
+    `PIPELINE_METRICS = True` to learn where the process serves /metrics (`Pipeline.metrics_port`)."""
     await apply_topics(bootstrap, load_catalog())
     env = dict(getattr(request.module, "PIPELINE_ENV", {}))
     # Test modules share one database, and learning from execution would carry one module's short
@@ -225,7 +228,8 @@ async def pipeline(
         kafka_bootstrap=bootstrap,
         database_url=database_url,
         instance_id="order-path-test",
-        http_port=0,
+        # A port chosen now, not at import: one picked minutes earlier may be some client's by now.
+        http_port=free_port() if getattr(request.module, "PIPELINE_METRICS", False) else 0,
         backoff_initial_s=0.1,
         backoff_max_s=1.0,
     )
@@ -235,7 +239,7 @@ async def pipeline(
     outputs.runner = runner
     collector = asyncio.create_task(_collect(bootstrap, outputs, stop))
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
-    p = Pipeline(bootstrap, pool, deps, outputs, database_url)
+    p = Pipeline(bootstrap, pool, deps, outputs, database_url, settings.http_port or None)
     await p.publish(*CARRIERS)
     await outputs.wait(lambda: "t-ground" in deps.network.state.services, "carrier services in the view")
     try:

@@ -17,6 +17,27 @@ from prometheus_client import (
 )
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+#: Order placed -> first work order released: tens of milliseconds when idle, seconds under load; the
+#: objective (deploy/prometheus/rules.yml) is a p99 under 5 s, so bounds cluster around it, and a
+#: backlog of minutes still lands in a bucket of its own rather than all in +Inf.
+RELEASE_LATENCY_BUCKETS = (
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.0,
+    3.0,
+    4.0,
+    5.0,
+    7.5,
+    10.0,
+    20.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+)
 
 
 class RuntimeMetrics:
@@ -161,6 +182,78 @@ class RuntimeMetrics:
             "orchestrator_shadow_capacity_breaches_total",
             "Shipments planned at a node whose capacity for the day was already used up.",
             shadow_labels,
+            registry=r,
+        )
+        # What the stages decided, counted by the stage itself once the batch commits (StageMeasures),
+        # so a batch rolled back and retried is counted once. No stage label: one stage counts each.
+        self.decisions = Counter(
+            "orchestrator_decisions_total",
+            "Plans decide-node made, by outcome (ship, partial, backorder, hold_for_stock, unfulfillable,"
+            " preorder_wait: nothing ships and only pre-orders wait) and origin (order: a validated order,"
+            " amended or released from hold included; redecide: after reserve lost a race or stock came"
+            " for a ship-complete order; repair: a playbook's repair, an exchange, waiting lines released).",
+            ["outcome", "origin"],
+            registry=r,
+        )
+        self.split_decisions = Counter(
+            "orchestrator_split_decisions_total",
+            "Plans decide-node made with more than one shipment, by origin.",
+            ["origin"],
+            registry=r,
+        )
+        self.stockout_lines = Counter(
+            "orchestrator_stockout_lines_total",
+            "Order lines a plan leaves waiting for stock (its back-ordered lines): the short lines of a"
+            " partial or backorder plan, every line of an order held whole (hold_for_stock); pre-order"
+            " lines waiting for their release date and policy additions are not counted. A line decided"
+            " again (a re-plan, stock arriving short) counts again.",
+            ["outcome", "origin"],
+            registry=r,
+        )
+        self.reservations = Counter(
+            "orchestrator_reservations_total",
+            "Plans reserve tried to hold stock for, by result (confirmed; lost_race: stock was gone, the"
+            " plan went back to decide-node as a re-decide; superseded: the order was cancelled or"
+            " changed since, or a repair was no longer needed) and plan (whole, repair).",
+            ["result", "plan"],
+            registry=r,
+        )
+        self.release_latency = Histogram(
+            "orchestrator_order_release_latency_seconds",
+            "Order placed (the OMS's placed_at) to its first work order released (release's commit),"
+            " for orders planned as created: orders held (by the OMS or policy), amended before"
+            " release, back-ordered, pre-ordered or held for stock are left out (that wait is not"
+            " the orchestrator's).",
+            buckets=RELEASE_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.exceptions_opened = Counter(
+            "orchestrator_exceptions_opened_total",
+            "Exceptions the exceptions stage opened a case for (a repeated exception counts once), by kind.",
+            ["kind"],
+            registry=r,
+        )
+        self.exceptions_resolved = Counter(
+            "orchestrator_exceptions_resolved_total",
+            "Exception cases the playbooks finished with, by kind and resolution: the action that"
+            " resolved it (reroute, split, rebook_faster, backorder, notify_new_date, offer_options,"
+            " cancel_line_refund), order_cancelled, or manual_review (handed to a person: the case"
+            " stays unresolved in the review queue).",
+            ["kind", "resolution"],
+            registry=r,
+        )
+        self.exceptions_unresolved = Gauge(
+            "orchestrator_exceptions_unresolved",
+            "Exception cases not resolved, by state (open: waiting for a repair's outcome; in_review:"
+            " in the manual-review queue). Read from the database: every exceptions instance reports"
+            " the same number.",
+            ["state"],
+            registry=r,
+        )
+        self.exceptions_unresolved_oldest_seconds = Gauge(
+            "orchestrator_exceptions_unresolved_oldest_seconds",
+            "How long the oldest unresolved exception case of each state has been open (0 when none).",
+            ["state"],
             registry=r,
         )
         self.stage_ready = Gauge(

@@ -16,6 +16,9 @@ until one is deployed). While a shadow policy is deployed, every order's plan is
 also made by the shadow on the same inputs and recorded beside the active one in
 `decide_shadow_plans` (owned too, with `decide_policy_changes`); only the active
 plan is emitted (`orchestrator.stages.policy_store`).
+
+Counts, once a decision commits: every plan by outcome and origin, split plans, and stock-outs
+(the lines a plan leaves waiting for stock; see `stockout_lines`).
 """
 
 from __future__ import annotations
@@ -44,12 +47,15 @@ from orchestrator.domain.sourcing import decide
 from orchestrator.domain.supply import (
     RELEASE_WAITING,
     order_to_plan_now,
+    preorder_lines,
     preorder_plan,
     set_aside,
     waits_only_for_release,
     with_preorders,
 )
 from orchestrator.promise.token import with_promise_check
+from orchestrator.runtime.measures import StageMeasures
+from orchestrator.runtime.metrics import RuntimeMetrics
 from orchestrator.runtime.stage import HandlerContext, RejectEvent, Stage
 from orchestrator.stages.common import (
     EXCEPTIONS,
@@ -66,6 +72,57 @@ from orchestrator.stages.policy_store import PolicyView
 
 #: How often reserve may send one order back before the plan stops asking for contested stock.
 MAX_REDECIDES = 5
+
+#: Where a plan came from: the `origin` label of decide-node's counters.
+ORIGIN_ORDER, ORIGIN_REDECIDE, ORIGIN_REPAIR = "order", "redecide", "repair"
+ORIGINS = (ORIGIN_ORDER, ORIGIN_REDECIDE, ORIGIN_REPAIR)
+#: The outcome label of a plan in which nothing ships and only pre-orders wait: the order is on hold
+#: for a release date, which is neither a back-order nor a shortage.
+PREORDER_WAIT = "preorder_wait"
+#: Outcomes whose plans leave lines waiting for stock.
+_SHORT_OUTCOMES = (PlanOutcome.PARTIAL, PlanOutcome.BACKORDER, PlanOutcome.HOLD_FOR_STOCK)
+
+
+def decision_outcome(plan: PlanDecided) -> str:
+    """The plan's outcome as its counters say it."""
+    return PREORDER_WAIT if waits_only_for_release(plan) else plan.outcome.value
+
+
+def stockout_lines(plan: PlanDecided) -> int:
+    """How many of the order's lines the plan leaves waiting for stock: a stock-out each.
+
+    The plan's back-ordered lines, so in a hold_for_stock plan every line of the order (it waits
+    whole). Pre-order lines waiting for their release date are not short of anything, and a policy
+    addition left out is not something the customer waits for: neither counts.
+    """
+    if plan.outcome not in _SHORT_OUTCOMES or waits_only_for_release(plan):
+        return 0
+    preorders = {line.line_id for line in preorder_lines(plan.order, plan.decided_at.date())}
+    additions = {line.line_id for line in plan.order.lines if line.addition is not None}
+    return len({b.line_id for b in plan.backordered} - preorders - additions)
+
+
+def _prepare_metrics(m: RuntimeMetrics) -> None:
+    for origin in ORIGINS:
+        for outcome in (*(o.value for o in PlanOutcome), PREORDER_WAIT):
+            m.decisions.labels(outcome, origin)
+        m.split_decisions.labels(origin)
+        for short in _SHORT_OUTCOMES:
+            m.stockout_lines.labels(short.value, origin)
+
+
+def count_decision(measures: StageMeasures, ctx: HandlerContext, plan: PlanDecided, origin: str) -> None:
+    """Count the plan once the decision commits (a retried batch decides again: it counts once)."""
+    outcome, short, split = decision_outcome(plan), stockout_lines(plan), len(plan.shipments) > 1
+
+    def count(m: RuntimeMetrics) -> None:
+        m.decisions.labels(outcome, origin).inc()
+        if split:
+            m.split_decisions.labels(origin).inc()
+        if short:
+            m.stockout_lines.labels(outcome, origin).inc(short)
+
+    measures.count(ctx, count)
 
 
 async def stock_view(
@@ -149,6 +206,7 @@ async def record(ctx: HandlerContext, plan: PlanDecided) -> None:
 def decide_node_stage(deps: OrderPathDeps) -> Stage:
     risk = RiskView(deps.policy.learning)
     policies = PolicyView(deps.policy)
+    measures = StageMeasures("decide-node-measures", _prepare_metrics)
     # Opportunity costs of the policies in use that look ahead (none while none does).
     lookahead = LookaheadView(lambda: (policies.active, policies.shadow), lambda: deps.network.state)
 
@@ -222,6 +280,7 @@ def decide_node_stage(deps: OrderPathDeps) -> Stage:
         order: OrderCreated,
         sequence: int,
         *,
+        origin: str = ORIGIN_ORDER,
         attempt: int = 0,
         excluded: frozenset[str] = frozenset(),
     ) -> None:
@@ -249,6 +308,7 @@ def decide_node_stage(deps: OrderPathDeps) -> Stage:
             )
             plan = await with_additions(ctx, plan, validated, deps.network.state)
             await record(ctx, plan)
+            count_decision(measures, ctx, plan, origin)
             ctx.emit(PLANS, plan)
             state, reasons = status_of(plan)
             emit_status(ctx, order.order_id, state, sequence, reasons=reasons, detail=plan.explanation[0])
@@ -279,6 +339,7 @@ def decide_node_stage(deps: OrderPathDeps) -> Stage:
         plan = with_promise_check(plan, order)
         plan = await with_additions(ctx, plan, validated, deps.network.state)
         await record(ctx, plan)
+        count_decision(measures, ctx, plan, origin)
         ctx.emit(PLANS, plan)
         state, reasons = status_of(plan)
         emit_status(
@@ -343,6 +404,7 @@ def decide_node_stage(deps: OrderPathDeps) -> Stage:
         plan = await with_additions(ctx, plan, part, network)
         plan = plan.model_copy(update={"repair": repair})
         await record(ctx, plan)
+        count_decision(measures, ctx, plan, ORIGIN_REPAIR)
         ctx.emit(PLANS, plan)
 
     async def handle(event: Envelope, ctx: HandlerContext) -> None:
@@ -367,7 +429,9 @@ def decide_node_stage(deps: OrderPathDeps) -> Stage:
         elif isinstance(msg, RedecideRequested):
             # Past the limit the order stops excluding anything and simply takes what the fresh stock allows.
             excluded = frozenset(msg.excluded_nodes) if msg.attempt <= MAX_REDECIDES else frozenset()
-            await plan_order(ctx, msg.order, msg.sequence, attempt=msg.attempt, excluded=excluded)
+            await plan_order(
+                ctx, msg.order, msg.sequence, origin=ORIGIN_REDECIDE, attempt=msg.attempt, excluded=excluded
+            )
         else:  # pragma: no cover - `accepts` lets nothing else through
             raise RejectEvent(f"decide-node does not handle {event.type}")
 
@@ -378,6 +442,6 @@ def decide_node_stage(deps: OrderPathDeps) -> Stage:
         handler=handle,
         uses_database=True,
         accepts=frozenset({OrderValidated.event_type, RedecideRequested.event_type}),
-        views=(deps.network, risk, policies, lookahead),
+        views=(deps.network, risk, policies, lookahead, measures),
         description="chooses nodes, shipments and carriers for each order, with the reasons",
     )

@@ -20,22 +20,29 @@ Owns `exceptions_cases` (one per exception id: a repeated exception changes
 nothing) and `exceptions_review_queue`. Reads the order as it stands and its
 customer from ingest's `ingest_orders`, and a failing work order's lines from
 release's `release_work_orders` when the exception does not state them.
+
+Counts, once the batch commits, every case opened (by kind) and every case its playbook finished
+with (by kind and resolution); `UnresolvedCases` reports the cases still unresolved, read from the
+table, as gauges.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 import orjson
+import structlog
 
 from orchestrator.contract.common import OrderState, Reason, SkuLine
 from orchestrator.contract.envelope import Envelope
 from orchestrator.contract.orders import OrderCreated
 from orchestrator.contract.pipeline import RedecideRequested, Repair, RepairOutcome
-from orchestrator.contract.status import ExceptionRaised
+from orchestrator.contract.status import ExceptionKind, ExceptionRaised
 from orchestrator.contract.work import WorkOrderReleased
 from orchestrator.domain.exception_handling import (
     EXHAUSTED,
@@ -54,12 +61,25 @@ from orchestrator.domain.exception_handling import (
 )
 from orchestrator.domain.playbooks import PIPELINE_ACTIONS, PlaybookAction, Playbooks, load_playbooks
 from orchestrator.domain.supply import RELEASE_WAITING
+from orchestrator.runtime.measures import StageMeasures
+from orchestrator.runtime.metrics import RuntimeMetrics
+from orchestrator.runtime.pause import sleep_unless
 from orchestrator.runtime.stage import HandlerContext, RejectEvent, Stage
+from orchestrator.runtime.views import cancel_task
+from orchestrator.settings import Settings
 from orchestrator.stages.common import EXCEPTIONS, REROUTES, STATUS, OrderPathDeps, emit_status
 from orchestrator.stages.status_sync import CUSTOMER_NOTIFICATIONS
 
 #: Longest reason text a status event carries (the contract's `Text`).
 _MAX_TEXT = 2000
+
+#: The `resolution` of a case handed to a person, and of one whose order was cancelled meanwhile.
+MANUAL_REVIEW, ORDER_CANCELLED = "manual_review", "order_cancelled"
+#: The states of a case not resolved (the `state` label of the unresolved gauges).
+UNRESOLVED_STATES = ("open", "in_review")
+#: How often `UnresolvedCases` reads the table (seconds).
+GAUGE_INTERVAL_ENV = "ORCHESTRATOR_EXCEPTIONS_GAUGE_S"
+DEFAULT_GAUGE_INTERVAL_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +104,15 @@ class _Case:
     def resolve(self, resolution: str) -> None:
         self.state = "resolved"
         self.resolution = resolution
+
+    def ending(self) -> str:
+        """How the playbook finished with the case, in a word (the counters' `resolution`): the
+        action that resolved it, or why none did."""
+        if self.state == "in_review":
+            return MANUAL_REVIEW
+        succeeded = [a.action.value for a in self.attempts if a.succeeded]
+        # Resolved with no action that succeeded: only a cancelled order ends a case that way.
+        return succeeded[-1] if succeeded else ORDER_CANCELLED
 
 
 def _clip(text: str) -> str:
@@ -134,10 +163,91 @@ async def review_queue(conn: asyncpg.Connection) -> list[dict[str, Any]]:
     return [dict(r) for r in rows]
 
 
+_UNRESOLVED_SQL = """
+SELECT state, count(*) AS cases, min(opened_at) AS oldest FROM exceptions_cases
+ WHERE state <> 'resolved' GROUP BY state
+"""
+
+
+def _prepare_metrics(m: RuntimeMetrics) -> None:
+    for kind in ExceptionKind:
+        m.exceptions_opened.labels(kind.value)
+
+
+class UnresolvedCases(StageMeasures):
+    """Reports the cases not resolved, per state, every `interval_s` (a View, for its life cycle),
+    and is the stage's hold on the process's metrics for the counters its handler increments.
+
+    Read from the table, not counted: a gauge kept by counting would start at zero in every new
+    process, while the table is the truth every instance shares (a partial index keeps the read
+    to the unresolved rows: migration 0012). Never holds the stage back from being ready: only
+    a gauge depends on it.
+    """
+
+    def __init__(self, interval_s: float | None = None) -> None:
+        super().__init__("exceptions-unresolved", _prepare_metrics)
+        self.interval_s = (
+            interval_s
+            if interval_s is not None
+            else float(os.environ.get(GAUGE_INTERVAL_ENV, DEFAULT_GAUGE_INTERVAL_S))
+        )
+        self.log = structlog.get_logger("orchestrator.exceptions.gauge")
+        self._task: asyncio.Task[None] | None = None
+
+    def count_case(self, ctx: HandlerContext, kind: str, *, opened: bool, ending: str | None) -> None:
+        """Count a case opened and/or finished with, once the batch commits."""
+
+        def count(m: RuntimeMetrics) -> None:
+            if opened:
+                m.exceptions_opened.labels(kind).inc()
+            if ending is not None:
+                m.exceptions_resolved.labels(kind, ending).inc()
+
+        self.count(ctx, count)
+
+    async def start(self, settings: Settings, stop: asyncio.Event) -> None:
+        # Nothing to report to without metrics (a stage built outside a process).
+        if self._task is None and self.metrics is not None:
+            self._task = asyncio.create_task(self._run(settings, stop), name="exceptions:unresolved")
+
+    async def close(self) -> None:
+        await cancel_task(self._task)
+        self._task = None
+
+    async def refresh(self, conn: asyncpg.Connection, now: datetime | None = None) -> None:
+        m = self.metrics
+        if m is None:
+            return
+        now = now or datetime.now(UTC)
+        rows = {r["state"]: r for r in await conn.fetch(_UNRESOLVED_SQL)}
+        for state in UNRESOLVED_STATES:
+            row = rows.get(state)
+            m.exceptions_unresolved.labels(state).set(row["cases"] if row else 0)
+            oldest = row["oldest"] if row else None
+            m.exceptions_unresolved_oldest_seconds.labels(state).set(
+                max(0.0, (now - oldest).total_seconds()) if oldest is not None else 0.0
+            )
+
+    async def _run(self, settings: Settings, stop: asyncio.Event) -> None:
+        conn: asyncpg.Connection | None = None
+        while not stop.is_set():
+            try:
+                if conn is None or conn.is_closed():
+                    conn = await asyncpg.connect(settings.database_url, command_timeout=30)
+                await self.refresh(conn)
+            except Exception as exc:  # the database away is no reason to stop: the gauge keeps its last read
+                self.log.warning("reading the unresolved exceptions failed; retrying", error=repr(exc))
+                conn = None
+            await sleep_unless(stop, self.interval_s)
+        if conn is not None:
+            await conn.close()
+
+
 def exceptions_stage(deps: OrderPathDeps, playbooks: Playbooks | None = None) -> Stage:
     """The exceptions stage; `playbooks` defaults to `load_playbooks()` (the file or the packaged default)."""
     del deps  # the playbooks need neither the network nor the routing policy
     book = playbooks if playbooks is not None else load_playbooks()
+    cases = UnresolvedCases()
 
     async def to_review(ctx: HandlerContext, case: _Case, order: _Order | None, reason: str) -> None:
         exc = case.exception
@@ -296,6 +406,8 @@ def exceptions_stage(deps: OrderPathDeps, playbooks: Playbooks | None = None) ->
         case = _Case(exc)
         await settle(ctx, case, await _load_order(ctx.db, exc.order_id))
         await _save(ctx.db, case, ctx.now)
+        ending = None if case.state == "open" else case.ending()
+        cases.count_case(ctx, exc.kind.value, opened=True, ending=ending)
 
     async def on_outcome(ctx: HandlerContext, outcome: RepairOutcome) -> None:
         row = await ctx.db.fetchrow(
@@ -325,6 +437,8 @@ def exceptions_stage(deps: OrderPathDeps, playbooks: Playbooks | None = None) ->
         else:
             await settle(ctx, case, order)
         await _save(ctx.db, case, ctx.now)
+        if case.state != "open":
+            cases.count_case(ctx, case.exception.kind.value, opened=False, ending=case.ending())
 
     async def handle(event: Envelope, ctx: HandlerContext) -> None:
         data = event.data
@@ -342,8 +456,9 @@ def exceptions_stage(deps: OrderPathDeps, playbooks: Playbooks | None = None) ->
         handler=handle,
         uses_database=True,
         accepts=frozenset({ExceptionRaised.event_type, RepairOutcome.event_type}),
+        views=(cases,),
         description="applies the exception playbooks: repairs, back-orders, customer messages, review",
     )
 
 
-__all__ = ["exceptions_stage", "review_queue"]
+__all__ = ["UnresolvedCases", "exceptions_stage", "review_queue"]

@@ -6,12 +6,17 @@ from the shipment so a retry can never send a second one; and the cancel
 requests for work that a cancellation or a re-plan made obsolete.
 
 Owns `release_work_orders`. Reads the network view (store addresses for BOPIS
-and ship-to-store).
+and ship-to-store), and decide-node's `decide_plans` (never writes them) to tell
+an order that waited for stock from one released at once.
+
+Measures the end-to-end latency: the order placed (the OMS's `placed_at`) to its
+first work order released, observed when the release commits (`should_time`
+says which orders it is fair to time).
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from orchestrator.contract.common import Address, CarrierAssignment, OrderState
 from orchestrator.contract.envelope import Envelope
@@ -30,6 +35,8 @@ from orchestrator.contract.work import (
 )
 from orchestrator.domain.network import NetworkView
 from orchestrator.domain.supply import RELEASE_WAITING
+from orchestrator.runtime.measures import StageMeasures
+from orchestrator.runtime.metrics import RuntimeMetrics
 from orchestrator.runtime.stage import HandlerContext, RejectEvent, Stage
 from orchestrator.stages.common import (
     EXCEPTIONS,
@@ -100,7 +107,37 @@ def work_order(order: OrderCreated, reserved: ReservedShipment, network: Network
     )
 
 
+async def should_time(ctx: HandlerContext, msg: ReservationConfirmed, first_release: bool) -> bool:
+    """Whether this release ends a wait the orchestrator answers for, from the order placed.
+
+    Only the order's first work orders, of a plan of the whole order as created (sequence 1): a
+    later sequence means the OMS held it (payment, fraud; or policy's hold, which the OMS releases)
+    or amended it before release, and a repair comes after the first release. A plan that is not
+    the order's first may follow a lost race (counted: that is the orchestrator's time) or stock
+    that came for a back-order or a held ship-complete order (not counted: that wait is for
+    supply), which only decide-node's record of earlier plans tells apart.
+    """
+    if not first_release or msg.repair is not None or msg.sequence != 1:
+        return False
+    if msg.plan_version == 1:
+        return True
+    waited = await ctx.db.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM decide_plans WHERE order_id = $1 AND plan_version < $2"
+        " AND outcome IN ('backorder', 'hold_for_stock'))",
+        msg.order_id,
+        msg.plan_version,
+    )
+    return not waited
+
+
+def observe_latency(m: RuntimeMetrics, placed_at: datetime) -> None:
+    """Placed to now (the commit); never negative, should the OMS's clock run ahead of ours."""
+    m.release_latency.observe(max(0.0, (datetime.now(UTC) - placed_at).total_seconds()))
+
+
 def release_stage(deps: OrderPathDeps) -> Stage:
+    measures = StageMeasures("release-measures")
+
     async def cancel_released(
         ctx: HandlerContext, order_id: str, plan_id: str | None, reason: CancelRequestReason, detail: str
     ) -> int:
@@ -143,7 +180,12 @@ def release_stage(deps: OrderPathDeps) -> Stage:
 
     async def on_confirmed(ctx: HandlerContext, msg: ReservationConfirmed) -> None:
         # Work of an earlier plan of this order that is still out there is obsolete now.
-        await ctx.db.fetch("SELECT 1 FROM release_work_orders WHERE order_id = $1 FOR UPDATE", msg.order_id)
+        earlier = await ctx.db.fetch(
+            "SELECT 1 FROM release_work_orders WHERE order_id = $1 FOR UPDATE", msg.order_id
+        )
+        if await should_time(ctx, msg, first_release=not earlier):
+            placed_at = msg.order.placed_at
+            measures.count(ctx, lambda m: observe_latency(m, placed_at))
         repair = msg.repair
         if repair is None:
             await cancel_released(
@@ -217,6 +259,6 @@ def release_stage(deps: OrderPathDeps) -> Stage:
         handler=handle,
         uses_database=True,
         accepts=frozenset({ReservationConfirmed.event_type, ReservationsReleased.event_type}),
-        views=(deps.network,),
+        views=(deps.network, measures),
         description="sends one work order per reserved shipment to its node",
     )

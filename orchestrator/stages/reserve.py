@@ -10,6 +10,9 @@ back; inventory snapshots and deltas change on-hand without touching what is
 reserved.
 
 Owns `reserve_ledger`, `reserve_reservations`, `reserve_node_load`, `reserve_orders`.
+
+Counts every plan it tries to hold stock for, by result (confirmed, lost_race, superseded), once
+the batch commits.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ from orchestrator.contract.pipeline import (
 )
 from orchestrator.domain.stock_counts import INT4_MAX, Counted, fold_changes
 from orchestrator.domain.supply import RELEASE_WAITING, PreorderRelease
+from orchestrator.runtime.measures import StageMeasures
+from orchestrator.runtime.metrics import RuntimeMetrics
 from orchestrator.runtime.stage import HandlerContext, RejectEvent, Stage
 from orchestrator.stages.common import (
     EXCEPTIONS,
@@ -58,6 +63,17 @@ from orchestrator.stages.reserve_supply import (
 
 #: Advisory lock key of the ledger's writers (any constant unique in the database).
 LEDGER_LOCK = 0x5245_5345_5256_45  # "RESERVE"
+
+#: The `result` label of `orchestrator_reservations_total`.
+CONFIRMED, LOST_RACE, SUPERSEDED = "confirmed", "lost_race", "superseded"
+#: The `plan` label: a plan of the whole order, or a repair's partial plan.
+WHOLE, REPAIR = "whole", "repair"
+
+
+def _prepare_metrics(m: RuntimeMetrics) -> None:
+    for result in (CONFIRMED, LOST_RACE, SUPERSEDED):
+        for plan in (WHOLE, REPAIR):
+            m.reservations.labels(result, plan)
 
 
 class _LostRace(Exception):
@@ -349,6 +365,10 @@ def reserve_stage(
     *, preorder_release: PreorderRelease = PreorderRelease.ON_RELEASE_DATE, supply_tick_s: float = 30.0
 ) -> Stage:
     supply_ticker = SupplyTicker(tick_s=supply_tick_s)
+    measures = StageMeasures("reserve-measures", _prepare_metrics)
+
+    def counted(ctx: HandlerContext, result: str, plan: str) -> None:
+        measures.count(ctx, lambda m: m.reservations.labels(result, plan).inc())
 
     async def on_repair(ctx: HandlerContext, plan: PlanDecided, repair: Repair) -> None:
         """A partial plan: reserve the new allocations, then free the failing shipment's, all or nothing."""
@@ -356,6 +376,7 @@ def reserve_stage(
         why = await superseded(conn, plan, repair)
         if why is not None:
             ctx.log.info("repair ignored", order_id=plan.order_id, plan_id=plan.plan_id, reason=why)
+            counted(ctx, SUPERSEDED, REPAIR)
             if repair.action != RELEASE_WAITING:
                 # The exception waits for an answer: what it asked for was done another way already.
                 ctx.emit(
@@ -376,9 +397,11 @@ def reserve_stage(
                 await release_replaced(conn, repair)
         except _LostRace as lost:
             ctx.emit(REROUTES, redecide(plan, lost))
+            counted(ctx, LOST_RACE, REPAIR)
             return
         if shipments:
             ctx.emit(RESERVATIONS, confirmation(plan, shipments))
+            counted(ctx, CONFIRMED, REPAIR)
         await refresh_dates(ctx, await record_plan(conn, plan, ctx.now))
 
     async def on_plan(ctx: HandlerContext, plan: PlanDecided) -> None:
@@ -388,7 +411,10 @@ def reserve_stage(
             plan.order_id,
         )
         if row is not None and (row["cancelled"] or plan.sequence < row["sequence"]):
-            return  # a plan for an order that has since been cancelled or changed again
+            # A plan for an order that has since been cancelled or changed again.
+            if plan.shipments:
+                counted(ctx, SUPERSEDED, WHOLE)
+            return
         old_plan = row["active_plan_id"] if row else None
         if await release_active(conn, plan.order_id) and old_plan is not None:
             ctx.emit(
@@ -416,9 +442,11 @@ def reserve_stage(
                     plan.sequence,
                 )
                 ctx.emit(REROUTES, redecide(plan, lost))
+                counted(ctx, LOST_RACE, WHOLE)
                 return
             active = plan.plan_id
             ctx.emit(RESERVATIONS, confirmation(plan, shipments))
+            counted(ctx, CONFIRMED, WHOLE)
             emit_status(
                 ctx,
                 plan.order_id,
@@ -542,7 +570,7 @@ def reserve_stage(
                 SupplyReleaseDue,
             )
         ),
-        views=(supply_ticker,),
+        views=(supply_ticker, measures),
         read_batch=read_inventory,
         description="keeps the inventory ledger and reserves stock atomically",
     )
