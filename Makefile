@@ -5,6 +5,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 # Defined before the rules that name it: make expands a rule's prerequisites when it reads the rule.
 NODE_TOOLS := tools/asyncapi/node_modules/.installed-stamp
+# Where the docker client looks for CLI plugins (DOCKER_CONFIG moves it, as it moves the client's config).
+COMPOSE_PLUGIN := $(or $(DOCKER_CONFIG),$(HOME)/.docker)/cli-plugins/docker-compose
+PROMETHEUS_TOOLS := $(VENV)/.prometheus-stamp
 
 .PHONY: setup run test faults lint format bench infra-up infra-down infra-status schemas clean
 
@@ -22,7 +25,7 @@ run: setup
 	$(BIN)/orchestrator start $(ARGS)
 
 ## test: the whole suite against the real Kafka and PostgreSQL (started locally unless given)
-test: setup $(NODE_TOOLS) debian-tools
+test: setup $(NODE_TOOLS) debian-tools $(PROMETHEUS_TOOLS) $(COMPOSE_PLUGIN)
 	$(BIN)/pytest -q
 
 ## faults: 20,000 orders through every stage (two processes each) while 30 are SIGKILLed, the broker restarts
@@ -69,3 +72,23 @@ asyncapi-tools: $(NODE_TOOLS)
 ## debian-tools: kcat and jq from Debian's packages (tests/test_integration_guide.py runs the README's guide with them)
 debian-tools:
 	.ci/install-debian-tools
+
+## prometheus-tools: promtool and prometheus (Debian's package; its service is not started) that
+## tests/test_prometheus.py checks deploy/prometheus with and scrapes a local run with
+.PHONY: prometheus-tools
+prometheus-tools: $(PROMETHEUS_TOOLS)
+
+$(PROMETHEUS_TOOLS): .ci/install-prometheus
+	.ci/install-prometheus
+	@mkdir -p $(@D)
+	@touch $@
+
+## compose-plugin: the Docker Compose v2 CLI plugin, built from its pinned Go module (no Docker engine
+## needed): tests/test_deploy.py checks deploy/docker-compose.yml with `docker compose config`
+.PHONY: compose-plugin
+compose-plugin: $(COMPOSE_PLUGIN)
+
+# Touched after the script so a plugin already at the pinned version is not checked again each run.
+$(COMPOSE_PLUGIN): .ci/install-compose
+	.ci/install-compose
+	@touch $@
