@@ -63,7 +63,7 @@ from orchestrator.domain.playbooks import PIPELINE_ACTIONS, PlaybookAction, Play
 from orchestrator.domain.supply import RELEASE_WAITING
 from orchestrator.runtime.measures import StageMeasures
 from orchestrator.runtime.metrics import RuntimeMetrics
-from orchestrator.runtime.pause import sleep_unless
+from orchestrator.runtime.periodic import read_periodically
 from orchestrator.runtime.stage import HandlerContext, RejectEvent, Stage
 from orchestrator.runtime.views import cancel_task
 from orchestrator.settings import Settings
@@ -208,7 +208,15 @@ class UnresolvedCases(StageMeasures):
     async def start(self, settings: Settings, stop: asyncio.Event) -> None:
         # Nothing to report to without metrics (a stage built outside a process).
         if self._task is None and self.metrics is not None:
-            self._task = asyncio.create_task(self._run(settings, stop), name="exceptions:unresolved")
+            reading = read_periodically(
+                settings,
+                stop,
+                self.refresh,
+                self.interval_s,
+                what="reading the unresolved exceptions",
+                log=self.log,
+            )
+            self._task = asyncio.create_task(reading, name="exceptions:unresolved")
 
     async def close(self) -> None:
         await cancel_task(self._task)
@@ -227,20 +235,6 @@ class UnresolvedCases(StageMeasures):
             m.exceptions_unresolved_oldest_seconds.labels(state).set(
                 max(0.0, (now - oldest).total_seconds()) if oldest is not None else 0.0
             )
-
-    async def _run(self, settings: Settings, stop: asyncio.Event) -> None:
-        conn: asyncpg.Connection | None = None
-        while not stop.is_set():
-            try:
-                if conn is None or conn.is_closed():
-                    conn = await asyncpg.connect(settings.database_url, command_timeout=30)
-                await self.refresh(conn)
-            except Exception as exc:  # the database away is no reason to stop: the gauge keeps its last read
-                self.log.warning("reading the unresolved exceptions failed; retrying", error=repr(exc))
-                conn = None
-            await sleep_unless(stop, self.interval_s)
-        if conn is not None:
-            await conn.close()
 
 
 def exceptions_stage(deps: OrderPathDeps, playbooks: Playbooks | None = None) -> Stage:

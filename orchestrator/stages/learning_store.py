@@ -34,7 +34,7 @@ from orchestrator.domain.learning import (
     service_subject,
 )
 from orchestrator.runtime.metrics import RuntimeMetrics
-from orchestrator.runtime.pause import sleep_unless
+from orchestrator.runtime.periodic import read_periodically
 from orchestrator.runtime.views import cancel_task
 from orchestrator.settings import Settings
 
@@ -270,7 +270,15 @@ class RiskView:
 
     async def start(self, settings: Settings, stop: asyncio.Event) -> None:
         if self._task is None and self.policy.enabled:
-            self._task = asyncio.create_task(self._run(settings, stop), name="decide:routing-risk")
+            reading = read_periodically(
+                settings,
+                stop,
+                self.refresh,
+                self.policy.refresh_seconds,
+                what="routing risk refresh",
+                log=self.log,
+            )
+            self._task = asyncio.create_task(reading, name="decide:routing-risk")
 
     async def close(self) -> None:
         await cancel_task(self._task)
@@ -288,20 +296,6 @@ class RiskView:
                     self._metrics.routing_breaker.labels(subject, s.value).set(1 if s is effective else 0)
         self._ready = True
         return self.state
-
-    async def _run(self, settings: Settings, stop: asyncio.Event) -> None:
-        conn: asyncpg.Connection | None = None
-        while not stop.is_set():
-            try:
-                if conn is None or conn.is_closed():
-                    conn = await asyncpg.connect(settings.database_url, command_timeout=30)
-                await self.refresh(conn)
-            except Exception as exc:  # the database away is no reason to stop: decisions use the last read
-                self.log.warning("routing risk refresh failed; retrying", error=repr(exc))
-                conn = None
-            await sleep_unless(stop, self.policy.refresh_seconds)
-        if conn is not None:
-            await conn.close()
 
 
 __all__ = [

@@ -39,6 +39,7 @@ from orchestrator.domain.shadow import (
 )
 from orchestrator.runtime.metrics import RuntimeMetrics
 from orchestrator.runtime.pause import sleep_unless
+from orchestrator.runtime.periodic import read_periodically
 from orchestrator.runtime.stage import HandlerContext
 from orchestrator.runtime.views import cancel_task
 from orchestrator.settings import Settings
@@ -244,7 +245,20 @@ class PolicyView:
                 conn = None
                 await sleep_unless(stop, delay)
                 delay = min(delay * 2, settings.backoff_max_s)
-        self._task = asyncio.create_task(self._run(settings, stop, conn), name="decide:policies")
+        # The first read is done: later ones come every `refresh_seconds`; a table not migrated yet
+        # is no news (the file policy goes on planning).
+        reading = read_periodically(
+            settings,
+            stop,
+            self.refresh,
+            self.refresh_seconds,
+            what="reading the deployed policies",
+            log=_log,
+            conn=conn,
+            wait_first=True,
+            quiet=(asyncpg.UndefinedTableError,),
+        )
+        self._task = asyncio.create_task(reading, name="decide:policies")
 
     async def close(self) -> None:
         await cancel_task(self._task)
@@ -289,23 +303,6 @@ class PolicyView:
         gauge.labels(ACTIVE, self._active.version).set(1)
         if self._shadow is not None:
             gauge.labels(SHADOW, self._shadow.version).set(1)
-
-    async def _run(self, settings: Settings, stop: asyncio.Event, conn: asyncpg.Connection | None) -> None:
-        while not stop.is_set():
-            await sleep_unless(stop, self.refresh_seconds)
-            if stop.is_set():
-                break
-            try:
-                if conn is None or conn.is_closed():
-                    conn = await asyncpg.connect(settings.database_url, command_timeout=30)
-                await self.refresh(conn)
-            except asyncpg.UndefinedTableError:
-                pass  # not migrated yet: the file policy goes on planning
-            except Exception as exc:  # the database away is no reason to stop: decisions use the last read
-                _log.warning("reading the deployed policies failed; retrying", error=repr(exc))
-                conn = None
-        if conn is not None:
-            await conn.close()
 
     def record_shadow(
         self,
