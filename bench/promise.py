@@ -331,13 +331,14 @@ async def deltas_phase(
                     reserve_s = time.monotonic() - started
                     say(f"  reserve's ledger has them all after {reserve_s:.1f} s")
                 await asyncio.sleep(0.05 if view_s is None else 0.5)
+            # With orders still flowing: the view's own pace, not the one producer's.
+            catch_up = await view_catch_up(bootstrap)
+            say(f"  a new promise view reads {catch_up['events']:,} events in {catch_up['seconds']} s")
         finally:
             stop_orders.set()
             await producer.stop()
             placed = await orders
     n = len(records)
-    catch_up = await view_catch_up(bootstrap)
-    say(f"  a new promise view reads {catch_up['events']:,} events in {catch_up['seconds']} s")
     return {
         "catch_up": catch_up,
         "deltas": n,
