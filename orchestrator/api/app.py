@@ -38,7 +38,8 @@ _DATABASE_DOWN = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceErr
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    """`body` as JSON (orjson), as the order API and the promise API answer."""
     # OPT_UTC_Z: timestamps read as "...Z", the same as the command line prints them.
     return web.Response(
         body=orjson.dumps(body, option=orjson.OPT_UTC_Z),
@@ -57,39 +58,39 @@ async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResp
             raise
         # Keep Allow on a 405 so a client learns which methods there are.
         kept = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
-        return _json({"error": exc.reason}, status=exc.status, headers=kept)
+        return json_response({"error": exc.reason}, status=exc.status, headers=kept)
     except _DATABASE_DOWN as exc:
         _log.warning("database unavailable", path=request.path, error=repr(exc))
-        return _json({"error": "database unavailable"}, status=503)
+        return json_response({"error": "database unavailable"}, status=503)
 
 
 async def _state(request: web.Request) -> web.Response:
     order_id = request.match_info["order_id"]
     state = await order_state(request.app[POOL], order_id)
     if state is None:
-        return _json({"error": f"unknown order {order_id}"}, status=404)
-    return _json(state)
+        return json_response({"error": f"unknown order {order_id}"}, status=404)
+    return json_response(state)
 
 
 async def _timeline(request: web.Request) -> web.Response:
     order_id = request.match_info["order_id"]
     events = await order_timeline(request.app[POOL], order_id)
     if not events:
-        return _json({"error": f"no events recorded for order {order_id}"}, status=404)
-    return _json({"order_id": order_id, "events": events})
+        return json_response({"error": f"no events recorded for order {order_id}"}, status=404)
+    return json_response({"order_id": order_id, "events": events})
 
 
 async def _explanation(request: web.Request) -> web.Response:
     order_id = request.match_info["order_id"]
     explanation = await order_explanation(request.app[POOL], order_id)
     if explanation is None:
-        return _json({"error": f"no plan recorded for order {order_id}"}, status=404)
-    return _json(explanation)
+        return json_response({"error": f"no plan recorded for order {order_id}"}, status=404)
+    return json_response(explanation)
 
 
 async def _healthz(request: web.Request) -> web.Response:
     await request.app[POOL].fetchval("SELECT 1")
-    return _json({"status": "ok"})
+    return json_response({"status": "ok"})
 
 
 def build_app(pool: asyncpg.Pool) -> web.Application:
@@ -160,4 +161,12 @@ async def serve_api(
             await api.close()
 
 
-__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "RunningApi", "build_app", "serve_api", "start_api"]
+__all__ = [
+    "DEFAULT_HOST",
+    "DEFAULT_PORT",
+    "RunningApi",
+    "build_app",
+    "json_response",
+    "serve_api",
+    "start_api",
+]

@@ -29,6 +29,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pydantic import ValidationError
 
+from orchestrator.api.app import json_response
 from orchestrator.contract.envelope import Envelope
 from orchestrator.domain.network import NetworkView
 from orchestrator.domain.policy import Policy
@@ -119,14 +120,8 @@ class PromiseState:
 STATE: web.AppKey[PromiseState] = web.AppKey("promise_state", PromiseState)
 
 
-def _json(body: object, status: int = 200) -> web.Response:
-    return web.Response(
-        body=orjson.dumps(body, option=orjson.OPT_UTC_Z), status=status, content_type="application/json"
-    )
-
-
 def _problem(status: int, title: str, detail: str) -> web.Response:
-    return _json({"status": status, "title": title, "detail": detail}, status=status)
+    return json_response({"status": status, "title": title, "detail": detail}, status=status)
 
 
 def _validation_detail(exc: ValidationError) -> str:
@@ -199,14 +194,14 @@ async def _availability(request: web.Request) -> web.Response:
 
 
 async def _openapi(request: web.Request) -> web.Response:
-    return _json(openapi_document())
+    return json_response(openapi_document())
 
 
 async def _healthz(request: web.Request) -> web.Response:
     state = request.app[STATE]
     if not state.ready:
         return _problem(503, "not ready", "the views are still catching up with their topics")
-    return _json({"status": "ok", "ledger_events": state.ledger.ledger.applied})
+    return json_response({"status": "ok", "ledger_events": state.ledger.ledger.applied})
 
 
 async def _metrics(request: web.Request) -> web.Response:

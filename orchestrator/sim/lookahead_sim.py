@@ -52,11 +52,10 @@ from orchestrator.contract.orders import OrderCreated
 from orchestrator.domain.lookahead import NO_OPPORTUNITY, OpportunityCosts, Sale, lookahead_prices, sales_of
 from orchestrator.domain.network import NetworkView
 from orchestrator.domain.policy import Policy
-from orchestrator.domain.sourcing import decide
 from orchestrator.sim.costing import BACKORDER_PENALTY_PER_UNIT, OrderOptions, order_options, yardstick_policy
 from orchestrator.sim.geography import SimNetwork
 from orchestrator.sim.optimum import Optimum, solve_optimum
-from orchestrator.sim.simulate import Plan, Stock, StrategyResult, _record
+from orchestrator.sim.simulate import Stock, StrategyResult, _record, policy_plan
 
 #: Each SKU's stock as a multiple of what the stream asks of it: enough nationally, short locally.
 DEFAULT_COVER = 1.5
@@ -187,22 +186,7 @@ def _plan_stream(
         order = options.order
         used = used_by_day.setdefault(order.placed_at.date(), {})
         prices = NO_OPPORTUNITY if pricer is None else pricer.before(order.placed_at, stock)
-        decided = decide(
-            order,
-            network=network,
-            stock=stock,
-            capacity_used=used,
-            policy=policy,
-            now=order.placed_at,
-            opportunity=prices,
-        )
-        position = {line.line_id: pos for pos, line in enumerate(order.lines)}
-        plan: Plan = {}
-        for shipment in decided.shipments:
-            plan.setdefault(shipment.node_id, []).extend(
-                (position[line.line_id], line.quantity) for line in shipment.lines
-            )
-            used[shipment.node_id] = used.get(shipment.node_id, 0) + 1
+        plan, _ = policy_plan(options, policy, network, stock, used, prices)
         shipped = sum(units for items in plan.values() for _, units in items)
         run.backordered_units += sum(line.quantity for line in options.lines) - shipped
         _record(run.result, options, plan, stock)

@@ -14,15 +14,16 @@ import json
 import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TextIO
 
 from orchestrator.contract.common import NodeKind
 from orchestrator.contract.orders import OrderCreated
+from orchestrator.domain.network import NetworkView
 from orchestrator.domain.policy import Policy
-from orchestrator.domain.sourcing import decide
+from orchestrator.domain.sourcing import NO_OPPORTUNITY, decide
 from orchestrator.sim.costing import OrderOptions, order_options, yardstick_policy
 from orchestrator.sim.geography import SimNetwork
 from orchestrator.sim.optimum import Optimum, solve_optimum
@@ -96,13 +97,26 @@ def _record(result: StrategyResult, options: OrderOptions, plan: Plan, stock: St
     result.promise_hits += bool(plan) and hits and not backordered
 
 
-def _policy_plan(
-    options: OrderOptions, policy: Policy, network: SimNetwork, stock: Stock, used: dict[str, int]
+def policy_plan(
+    options: OrderOptions,
+    policy: Policy,
+    network: NetworkView,
+    stock: Stock,
+    used: dict[str, int],
+    opportunity: Mapping[tuple[str, str], float] = NO_OPPORTUNITY,
 ) -> tuple[Plan, float]:
+    """The engine's plan of one order as (node -> [(line position, units)]), counting its shipments
+    in `used`; and the milliseconds the decision took."""
     order = options.order
     started = time.perf_counter_ns()
     decided = decide(
-        order, network=network.view(), stock=stock, capacity_used=used, policy=policy, now=order.placed_at
+        order,
+        network=network,
+        stock=stock,
+        capacity_used=used,
+        policy=policy,
+        now=order.placed_at,
+        opportunity=opportunity,
     )
     ms = (time.perf_counter_ns() - started) / 1e6
     position = {line.line_id: pos for pos, line in enumerate(order.lines)}
@@ -200,7 +214,7 @@ def simulate(
         used_by_day: dict[object, dict[str, int]] = {}
         for i, options in enumerate(stream, start=1):
             used = used_by_day.setdefault(options.order.placed_at.date(), {})
-            plan, ms = _policy_plan(options, policy, network, stock, used)
+            plan, ms = policy_plan(options, policy, view, stock, used)
             result.decide_ms.append(ms)
             _record(result, options, plan, stock)
             _progress(progress, name, i, len(stream))
