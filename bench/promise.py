@@ -38,6 +38,7 @@ from typing import Any
 import aiohttp
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.partitioner import DefaultPartitioner
 
 from bench import ceiling
 from bench.pipeline import commit
@@ -299,7 +300,7 @@ async def deltas_phase(
         acks="all",
         enable_idempotence=True,
         linger_ms=20,
-        max_batch_size=256 * 1024,
+        max_batch_size=1024 * 1024,
     )
     await producer.start()
     async with aiohttp.ClientSession() as http:
@@ -307,13 +308,7 @@ async def deltas_phase(
             await asyncio.sleep(3)  # orders flowing before the deltas start
             before = await wait_healthy(http, url, child)
             started = time.monotonic()
-            pending = []
-            for key, value, headers in records:
-                pending.append(await producer.send(INVENTORY_TOPIC, key=key, value=value, headers=headers))
-                if len(pending) >= 5000:
-                    await asyncio.gather(*pending)
-                    pending = []
-            await asyncio.gather(*pending)
+            await publish_batched(producer, INVENTORY_TOPIC, records)
             published = time.monotonic() - started
             say(f"  published {len(records):,} deltas in {published:.1f} s")
             parts = [
@@ -348,6 +343,32 @@ async def deltas_phase(
         "orders_placed_meanwhile": placed,
         "orders_per_s": options.sizes.orders_per_s,
     }
+
+
+async def publish_batched(
+    producer: AIOKafkaProducer, topic: str, records: list[tuple[bytes, bytes, list[tuple[str, bytes]]]]
+) -> None:
+    """Publish `records` in order, as whole record batches per partition.
+
+    A WMS feeding tens of millions of changes a day publishes from many producers; one `send` per
+    record from this one process topped out near 12,000/s with the order path running, so the
+    measurement was of this producer, not of the ledgers. Batches filled here go out about 3x faster.
+    Partitions are the ones the default partitioner gives the key, as for every other producer.
+    """
+    partitions = sorted(await producer.partitions_for(topic))
+    partition_of = DefaultPartitioner()
+    open_batches = {p: producer.create_batch() for p in partitions}
+    sent = []
+    for key, value, headers in records:
+        p = partition_of(key, partitions, partitions)
+        if open_batches[p].append(key=key, value=value, timestamp=None, headers=headers) is None:
+            sent.append(await producer.send_batch(open_batches[p], topic, partition=p))
+            open_batches[p] = producer.create_batch()
+            open_batches[p].append(key=key, value=value, timestamp=None, headers=headers)
+    for p, batch in open_batches.items():
+        if batch.record_count():
+            sent.append(await producer.send_batch(batch, topic, partition=p))
+    await asyncio.gather(*sent)
 
 
 async def view_catch_up(bootstrap: str) -> dict[str, Any]:

@@ -50,10 +50,12 @@ def apply_change(position: OnHandPosition, change: StockChange) -> None:
 
 def _fits(change: StockChange, trial: Counted, limit: int) -> bool:
     """Whether a 32-bit ledger holds the change's numbers and the position it makes (-limit-1..limit)."""
-    numbers = (
-        (change.change,) if isinstance(change, InventoryDelta) else (change.on_hand, change.safety_stock)
-    )
-    return all(-limit - 1 <= n <= limit for n in (*numbers, trial.on_hand, trial.safety_stock))
+    low = -limit - 1
+    if isinstance(change, InventoryDelta):
+        given = low <= change.change <= limit
+    else:
+        given = low <= change.on_hand <= limit and low <= change.safety_stock <= limit
+    return given and low <= trial.on_hand <= limit and low <= trial.safety_stock <= limit
 
 
 def apply_storable(position: OnHandPosition, change: StockChange, limit: int = INT4_MAX) -> bool:
