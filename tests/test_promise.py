@@ -213,6 +213,39 @@ def test_the_order_placed_with_the_promised_date_gets_the_promised_plan(
         assert promise_sentence(plan, option.promise_token).startswith("As promised")
 
 
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    stock=st.dictionaries(
+        st.tuples(
+            st.sampled_from(["DC-MANCHESTER", "DC-LONDON", "STORE-LEEDS-01"]),
+            st.sampled_from(["A", "B", "C"]),
+        ),
+        st.integers(0, 4),
+    ),
+    cart=st.lists(
+        st.tuples(st.sampled_from(["A", "B", "C"]), st.integers(1, 3)),
+        min_size=1,
+        max_size=3,
+        unique_by=lambda t: t[0],
+    ),
+    to=st.sampled_from(["leeds", "london", "glasgow", "york"]),
+    kind=st.sampled_from(["standard", "express", "next_day"]),
+)
+def test_a_plan_decided_without_node_verdicts_is_the_same_plan(
+    stock: dict[tuple[str, str], int], cart: list[tuple[str, int]], to: str, kind: str
+) -> None:
+    """Quotes leave out the per-node verdicts; nothing else of the plan may change with them."""
+    req = request(*cart, to=to, delivery_options=(HomeDelivery(kind=kind),))  # type: ignore[arg-type]
+    placed = cart_order(req, req.delivery_options[0], NOW)
+    network, policy = uk_network(), load_policy()
+    full = decide(placed, network=network, stock=stock, capacity_used={}, policy=policy, now=NOW)
+    lean = decide(
+        placed, network=network, stock=stock, capacity_used={}, policy=policy, now=NOW, verdicts=False
+    )
+    assert full.candidates and lean.candidates == ()
+    assert lean == full.model_copy(update={"candidates": ()})
+
+
 def test_the_order_says_how_and_why_it_differs_from_its_promise() -> None:
     req = request(("SKU-KETTLE", 2))
     network, policy = uk_network(), load_policy()

@@ -107,6 +107,9 @@ REASON_ORDER: tuple[str, ...] = (
     NO_STOCK,
 )
 
+#: Position of each reason code in REASON_ORDER.
+_REASON_RANK: Mapping[str, int] = {code: rank for rank, code in enumerate(REASON_ORDER)}
+
 #: The multiplication sign between a SKU and its units in explanations ("SKU-KETTLE-BLK x1").
 TIMES = "\u00d7"
 
@@ -367,8 +370,14 @@ class _Rate:
         return price.quantize(_CENT, rounding=ROUND_HALF_UP)
 
 
+_ORDINARY_ONLY = frozenset({0})
+
+
 def _classes(rates: list[_Rate], needed: frozenset[int]) -> tuple[tuple[_Rate, ...], ...]:
     """Rates usable by each handling class (index = bit mask), for the classes the order can need."""
+    if needed == _ORDINARY_ONLY:
+        # Most orders: every rate carries an ordinary shipment.
+        return (tuple(rates), (), (), ())
     return tuple(
         tuple(rate for rate in rates if not mask & ~rate.handles) if mask in needed else ()
         for mask in range(_CLASSES)
@@ -472,6 +481,7 @@ class _Context:
     # Nodes share time zones, cut-offs and so ship dates: each is worked out once.
     _ship_days: dict[tuple[str, time], tuple[date, datetime, date]] = field(default_factory=dict)
     _timed: dict[tuple[date, bool], list[tuple[_Quote, date, int, float]]] = field(default_factory=dict)
+    _rate_tables: dict[tuple[date, bool], list[_RateChoice]] = field(default_factory=dict)
 
     def all_quotes(self) -> list[_Quote]:
         """Quotes of every active service, outages ignored: tells a passing outage from a lasting gap."""
@@ -508,6 +518,49 @@ class _Context:
             self._timed[key] = timed
         return timed
 
+    def rate_table(self, ship_date: date, outages_ignored: bool) -> list[_RateChoice]:
+        """Per service that routing may use, its rate for goods leaving on `ship_date`: one rate for a
+        zone table, else one per distance band. A node only picks by its distance, so the rates of
+        tens of nodes are built once per decision instead of once per node."""
+        key = (ship_date, outages_ignored)
+        table = self._rate_tables.get(key)
+        if table is None:
+            table = []
+            for quote, delivery, late, base in self.timed_quotes(ship_date, outages_ignored):
+                service_id = quote.service.service_id
+                if service_id in self.risk.closed_services:
+                    continue  # out of routing: failing far above its normal
+                fixed = base + self.risk.service_cost.get(service_id, 0.0)
+                surcharge = quote.zone_surcharge
+                if surcharge is not None:
+                    rate = _Rate(
+                        quote,
+                        fixed + float(surcharge),
+                        quote.per_kg,
+                        surcharge,
+                        delivery,
+                        late,
+                        quote.handles,
+                    )
+                    table.append((rate, ()))
+                    continue
+                bands = tuple(
+                    (
+                        max_km,
+                        _Rate(
+                            quote, fixed + band_f, quote.per_kg, band_surcharge, delivery, late, quote.handles
+                        ),
+                    )
+                    for max_km, band_surcharge, band_f in quote.bands
+                )
+                table.append((None, bands))
+            self._rate_tables[key] = table
+        return table
+
+
+#: A service's rate from any node: (the zone table's rate, or None and (max_km, rate) per band).
+_RateChoice = tuple["_Rate | None", tuple[tuple[float, "_Rate"], ...]]
+
 
 def _after_working_days(start: date, days: int) -> date:
     """The date `days` working days (Monday to Friday) after `start`: transit times count working days."""
@@ -524,23 +577,15 @@ def _carrier_rates(
 ) -> list[_Rate]:
     """The services that carry from a node `distance` km away, priced and dated."""
     rates = []
-    for quote, delivery, late, fixed in ctx.timed_quotes(ship_date, outages_ignored):
-        service_id = quote.service.service_id
-        if service_id in ctx.risk.closed_services:
-            continue  # out of routing: failing far above its normal
-        fixed += ctx.risk.service_cost.get(service_id, 0.0)
-        surcharge = quote.zone_surcharge
-        if surcharge is None:
-            for max_km, band_surcharge, band_surcharge_f in quote.bands:
-                if distance <= max_km:
-                    surcharge = band_surcharge
-                    fixed += band_surcharge_f
-                    break
-            else:
-                continue  # beyond the last band: the service does not go that far
-        else:
-            fixed += float(surcharge)
-        rates.append(_Rate(quote, fixed, quote.per_kg, surcharge, delivery, late, quote.handles))
+    for zone_rate, bands in ctx.rate_table(ship_date, outages_ignored):
+        if zone_rate is not None:
+            rates.append(zone_rate)
+            continue
+        for max_km, rate in bands:
+            if distance <= max_km:
+                rates.append(rate)
+                break
+        # beyond the last band: the service does not go that far
     return rates
 
 
@@ -1399,6 +1444,7 @@ def decide(
     excluded_nodes: frozenset[str] = frozenset(),
     risk: RoutingRisk = NO_RISK,
     opportunity: Mapping[tuple[str, str], float] = NO_OPPORTUNITY,
+    verdicts: bool = True,
     _force_heuristic: bool = False,
 ) -> PlanDecided:
     """Decide where each line of `order` is fulfilled, by which carrier service, and why.
@@ -1410,6 +1456,8 @@ def decide(
     used when `policy.lookahead.enabled`: each unit the search places at a node costs
     `policy.lookahead.weight` x its price more. Empty (the default): the cheapest plan for this
     order alone. `total_cost` never includes the look-ahead term.
+    `verdicts=False` leaves out the plan's per-node `candidates` (the explanation still names
+    nodes and their reasons): a promise shows none, and they are a third of a decision's time.
     `_force_heuristic` runs the greedy search whatever the order's size (for tests).
     """
     if now.tzinfo is None:
@@ -1456,7 +1504,7 @@ def decide(
     else:
         exact = not _force_heuristic and len(order.lines) <= policy.exact_search_max_lines
         verdict = _decide_loads(ctx, cands, exact)
-    return _plan(ctx, cands, verdict, sequence=sequence, plan_version=plan_version)
+    return _plan(ctx, cands, verdict, sequence=sequence, plan_version=plan_version, verdicts=verdicts)
 
 
 # ---------------------------------------------------------------------------
@@ -1525,23 +1573,33 @@ def _alone_cost(ctx: _Context, cand: _Candidate) -> float | None:
     return None if cost == math.inf else round(cost, 4)
 
 
+def _reason_codes(cand: _Candidate) -> list[str]:
+    """The node's reason codes in REASON_ORDER."""
+    codes = list(cand.reasons)
+    if len(codes) > 1:
+        codes.sort(key=_REASON_RANK.__getitem__)
+    return codes
+
+
 def _candidate_verdict(ctx: _Context, cand: _Candidate) -> dict[str, object]:
     """A CandidateVerdict's fields (the plan is validated in one go, see `_plan`)."""
     return {
         "node_id": cand.node_id,
         "eligible": cand.usable and bool(cand.serves),
-        "reasons": [
-            {"code": code, "message": cand.reason_message(code)}
-            for code in REASON_ORDER
-            if code in cand.reasons
-        ],
+        "reasons": [{"code": code, "message": cand.reason_message(code)} for code in _reason_codes(cand)],
         "lines": [ctx.lines[pos].line_id for pos in sorted(cand.serves)],
         "best_cost": _alone_cost(ctx, cand),
     }
 
 
 def _plan(
-    ctx: _Context, cands: list[_Candidate], verdict: _Verdict, *, sequence: int, plan_version: int
+    ctx: _Context,
+    cands: list[_Candidate],
+    verdict: _Verdict,
+    *,
+    sequence: int,
+    plan_version: int,
+    verdicts: bool = True,
 ) -> PlanDecided:
     order = ctx.order
     plan_id = f"{order.order_id}-p{plan_version}"
@@ -1564,7 +1622,7 @@ def _plan(
             ],
             "total_cost": round(total, 4),
             "policy_version": ctx.policy.version,
-            "candidates": [_candidate_verdict(ctx, cand) for cand in cands],
+            "candidates": [_candidate_verdict(ctx, cand) for cand in cands] if verdicts else [],
             "explanation": [_text(s) for s in _explain(ctx, cands, verdict, shipments, total)],
             "decided_at": ctx.now,
             "excluded_nodes": sorted(ctx.excluded),
@@ -1664,12 +1722,12 @@ def _unused_sentences(ctx: _Context, cands: list[_Candidate], shipments: list[_S
     sentences = []
     if len(unused) <= _NAMED_UNUSED:
         for cand in unused:
-            messages = [cand.reason_message(code) for code in REASON_ORDER if code in cand.reasons]
+            messages = [cand.reason_message(code) for code in _reason_codes(cand)]
             sentences.append(f"{cand.node_id} was not used: {'; '.join(messages)}.")
     else:
         counts: dict[str, int] = {}
         for cand in unused:
-            first = next(code for code in REASON_ORDER if code in cand.reasons)
+            first = _reason_codes(cand)[0]
             counts[first] = counts.get(first, 0) + 1
         parts = [
             f"{_CODE_PHRASES[code]} ({n})" for code, n in sorted(counts.items(), key=lambda i: (-i[1], i[0]))

@@ -153,6 +153,7 @@ def quote(
             now=now,
             risk=risk,
             opportunity=opportunity,
+            verdicts=False,  # a promise shows shipments and sentences, not every node's verdict
         )
         made_up = None if request.deliver_by else order.promised_delivery_date
         options.append(_option(plan, delivery, now, made_up))
