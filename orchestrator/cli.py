@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from orchestrator.runtime.logging import redact_text
 from orchestrator.settings import Settings
@@ -188,8 +188,7 @@ def cmd_db(args: argparse.Namespace) -> int:
         applied = asyncio.run(migrate(settings.database_url))
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         # The URL may carry a password: name the server without it.
-        url = urlsplit(settings.database_url)
-        where = f"{url.hostname}:{url.port or 5432}{url.path}"
+        where = _database_address(settings.database_url)
         print(f"error: cannot migrate the database at {where}: {exc}", file=sys.stderr)
         return 2
     print("applied: " + ", ".join(applied) if applied else "database is up to date")
@@ -243,9 +242,12 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def _database_address(database_url: str) -> str:
-    # The URL may carry a password: name the server without it.
+    """Where the database is, for people: host, port and database, never a password the URL carries."""
     url = urlsplit(database_url)
-    return f"{url.hostname}:{url.port or 5432}{url.path}"
+    query = parse_qs(url.query)
+    host = url.hostname or (query.get("host") or ["localhost"])[0]
+    port = url.port or (query.get("port") or ["5432"])[0]
+    return f"{host}:{port}{url.path}"
 
 
 def cmd_timeline(args: argparse.Namespace) -> int:
@@ -341,8 +343,7 @@ def cmd_review(args: argparse.Namespace) -> int:
         return 2
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         # The URL may carry a password: name the server without it.
-        url = urlsplit(settings.database_url)
-        where = f"{url.hostname}:{url.port or 5432}{url.path}"
+        where = _database_address(settings.database_url)
         print(f"error: cannot read the review queue at {where}: {exc}", file=sys.stderr)
         return 2
     if not rows:

@@ -188,12 +188,21 @@ class LocalPostgres:
         return str(self.bin_dir / name)
 
     @property
+    def socket_fits(self) -> bool:
+        """Whether the kernel takes the path of the server's unix socket (a deep state folder cannot)."""
+        return len(str(self.socket_dir / f".s.PGSQL.{self.port}").encode()) <= _MAX_SOCKET_PATH
+
+    @property
     def ca_file(self) -> Path:
         return self.tls_dir / "ca.crt"
 
     @property
     def database_url(self) -> str:
         """The DSN clients use; in secure mode it names the CA and the password file, never the password."""
+        if not self.secure and self.socket_fits:
+            # The unix socket, not TCP loopback: a round trip costs the client about 47 us of CPU
+            # instead of 87 on this machine, and every stage makes thousands of them a second.
+            return f"postgresql://{SUPERUSER}@/{DATABASE_NAME}?host={quote(str(self.socket_dir))}&port={self.port}"
         url = f"postgresql://{SUPERUSER}@{_LOCALHOST}:{self.port}/{DATABASE_NAME}"
         if not self.secure:
             return url
@@ -438,8 +447,7 @@ class LocalPostgres:
                 f" -c ssl=on -c ssl_cert_file={shlex.quote(str(cert))}"
                 f" -c ssl_key_file={shlex.quote(str(key))} -c password_encryption=scram-sha-256"
             )
-        socket_path = self.socket_dir / f".s.PGSQL.{self.port}"
-        if len(str(socket_path).encode()) <= _MAX_SOCKET_PATH:
+        if self.socket_fits:
             return f"{options} -k {shlex.quote(str(self.socket_dir))}"
         # A deep state folder cannot hold a unix socket; TCP alone is enough for us.
         return f"{options} -c unix_socket_directories=''"
