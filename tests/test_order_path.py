@@ -271,6 +271,37 @@ async def test_a_cancellation_frees_the_stock(pipeline: Pipeline) -> None:
     await pipeline.out.final_state(again.order_id, "released")
 
 
+async def test_an_order_amended_and_cancelled_at_once_keeps_its_plans_in_order(pipeline: Pipeline) -> None:
+    """Placed, amended and cancelled in one breath, so decide-node reads them in one batch (one locked
+    read of the order's row for all three, its writes at the end): the row follows them in order."""
+    n = ids("T16")
+    dc = n("DC")
+    sku = n("S")
+    await pipeline.setup_network(node(dc, LONDON), stock={(dc, sku): 5})
+    o = order(n("ORD"), [(sku, 2)], to=LONDON)
+    await pipeline.publish(
+        o,
+        OrderAmended(order_id=o.order_id, ship_to=address(LEEDS, "Leeds")),
+        OrderCancelled(order_id=o.order_id, reason="customer_request"),
+    )
+    await pipeline.out.final_state(o.order_id, "cancelled")
+    row = await pipeline.db.fetchrow(
+        "SELECT latest_version, sequence, cancelled FROM decide_orders WHERE order_id = $1", o.order_id
+    )
+    plans = await pipeline.db.fetch(
+        "SELECT plan_version, sequence FROM decide_plans WHERE order_id = $1 ORDER BY plan_version",
+        o.order_id,
+    )
+    assert row["cancelled"]
+    assert [p["plan_version"] for p in plans] == list(range(1, row["latest_version"] + 1))
+    assert [p["sequence"] for p in plans] == sorted(p["sequence"] for p in plans)
+    assert row["sequence"] > plans[-1]["sequence"]  # the cancel came after the last plan
+    deadline = asyncio.get_running_loop().time() + 30
+    while await pipeline.db.fetchval("SELECT reserved FROM reserve_ledger WHERE sku = $1", sku):
+        assert asyncio.get_running_loop().time() < deadline, "the cancelled order's units were never freed"
+        await asyncio.sleep(0.1)
+
+
 async def test_an_invalid_order_is_rejected_with_all_its_reasons(pipeline: Pipeline) -> None:
     n = ids("T11")
     dc = n("DC")

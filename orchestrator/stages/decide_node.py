@@ -66,6 +66,7 @@ from orchestrator.stages.common import (
     OrderPathDeps,
     emit_status,
 )
+from orchestrator.stages.decide_reads import DecideReads, OrderRow, read_decisions
 from orchestrator.stages.learning_store import RiskView
 from orchestrator.stages.lookahead_view import LookaheadView
 from orchestrator.stages.policy_store import PolicyView
@@ -131,6 +132,11 @@ async def stock_view(
     """Units each node can promise per SKU. `behind_the_queue`: a new order comes after the lines
     already waiting for that SKU (back-orders, pre-orders; reserve's queue), so stock they are
     owed is not the new order's to take."""
+    reads = _reads(ctx)
+    if reads is not None:
+        read = reads.stock(order, behind_the_queue)
+        if read is not None:
+            return read
     skus = sorted({line.sku for line in order.lines})
     rows = await ctx.db.fetch(
         "SELECT node_id, sku, on_hand - reserved - safety_stock AS available FROM reserve_ledger"
@@ -162,6 +168,9 @@ async def with_additions(
 
 
 async def node_load(ctx: HandlerContext, today: datetime) -> dict[str, int]:
+    reads = _reads(ctx)
+    if reads is not None and reads.load_day == today.date():
+        return dict(reads.load)
     rows = await ctx.db.fetch("SELECT node_id, shipments FROM reserve_node_load WHERE day = $1", today.date())
     return {r["node_id"]: r["shipments"] for r in rows}
 
@@ -182,11 +191,45 @@ def status_of(plan: PlanDecided) -> tuple[OrderState, tuple[Reason, ...]]:
     )
 
 
+def _reads(ctx: HandlerContext) -> DecideReads | None:
+    return ctx.batch if isinstance(ctx.batch, DecideReads) else None
+
+
+async def order_row(ctx: HandlerContext, order_id: str) -> OrderRow | None:
+    """decide-node's row of the order, locked to the batch's commit (None: no plan or cancel yet)."""
+    reads = _reads(ctx)
+    if reads is not None and order_id in reads.orders:
+        return reads.orders[order_id]
+    row = await ctx.db.fetchrow(
+        "SELECT latest_version, sequence, cancelled FROM decide_orders WHERE order_id = $1 FOR UPDATE",
+        order_id,
+    )
+    return None if row is None else OrderRow(row["latest_version"], row["sequence"], row["cancelled"])
+
+
+_WRITE_ORDER = (
+    "INSERT INTO decide_orders (order_id, latest_version, sequence, cancelled) VALUES ($1, $2, $3, $4)"
+    " ON CONFLICT (order_id) DO UPDATE SET latest_version = $2, sequence = $3, cancelled = $4"
+)
+
+
+async def write_order(ctx: HandlerContext, order_id: str, row: OrderRow) -> None:
+    """Make `row` the order's row: with the batch's writes when the batch read it, else now.
+
+    One statement for plans and cancels alike, so the batch's writes of one order keep their order.
+    """
+    reads = _reads(ctx)
+    args = (order_id, row.latest_version, row.sequence, row.cancelled)
+    if reads is not None and order_id in reads.orders:
+        reads.wrote(order_id, row)
+        ctx.defer(_WRITE_ORDER, *args)
+    else:
+        await ctx.db.execute(_WRITE_ORDER, *args)
+
+
 async def record(ctx: HandlerContext, plan: PlanDecided) -> None:
     """Keep the plan for `explain`, and make it the order's latest version."""
-    await ctx.db.execute(
-        "INSERT INTO decide_plans (order_id, plan_version, sequence, outcome, plan_json, decided_at)"
-        " VALUES ($1, $2, $3, $4, $5, $6)",
+    args = (
         plan.order_id,
         plan.plan_version,
         plan.sequence,
@@ -194,13 +237,18 @@ async def record(ctx: HandlerContext, plan: PlanDecided) -> None:
         plan.model_dump_json(),
         ctx.now,
     )
-    await ctx.db.execute(
-        "INSERT INTO decide_orders (order_id, latest_version, sequence) VALUES ($1, $2, $3)"
-        " ON CONFLICT (order_id) DO UPDATE SET latest_version = $2, sequence = $3",
-        plan.order_id,
-        plan.plan_version,
-        plan.sequence,
+    statement = (
+        "INSERT INTO decide_plans (order_id, plan_version, sequence, outcome, plan_json, decided_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6)"
     )
+    # Nothing in decide-node reads a plan back; release reads it once this batch has committed.
+    if _reads(ctx) is not None:
+        ctx.defer(statement, *args)
+    else:
+        await ctx.db.execute(statement, *args)
+    previous = await order_row(ctx, plan.order_id)
+    cancelled = previous.cancelled if previous is not None else False
+    await write_order(ctx, plan.order_id, OrderRow(plan.plan_version, plan.sequence, cancelled))
 
 
 def decide_node_stage(deps: OrderPathDeps) -> Stage:
@@ -284,13 +332,10 @@ def decide_node_stage(deps: OrderPathDeps) -> Stage:
         attempt: int = 0,
         excluded: frozenset[str] = frozenset(),
     ) -> None:
-        row = await ctx.db.fetchrow(
-            "SELECT latest_version, sequence, cancelled FROM decide_orders WHERE order_id = $1 FOR UPDATE",
-            order.order_id,
-        )
-        if row is not None and (row["cancelled"] or sequence < row["sequence"]):
+        row = await order_row(ctx, order.order_id)
+        if row is not None and (row.cancelled or sequence < row.sequence):
             return  # the order moved on (amended again, or cancelled) since this request was made
-        version = (row["latest_version"] if row else 0) + 1
+        version = (row.latest_version if row else 0) + 1
         # Pre-order lines wait for their release date: only what is on sale today is planned now.
         # Policy additions never hold up or split the customer's order: the customer's lines are
         # planned alone, then each addition rides along on one of their shipments or is left out.
@@ -366,10 +411,8 @@ def decide_node_stage(deps: OrderPathDeps) -> Stage:
                 ),
             )
 
-        row = await ctx.db.fetchrow(
-            "SELECT latest_version, cancelled FROM decide_orders WHERE order_id = $1 FOR UPDATE", msg.order_id
-        )
-        if row is not None and row["cancelled"]:
+        row = await order_row(ctx, msg.order_id)
+        if row is not None and row.cancelled:
             failed("the order is cancelled")
             return
         try:
@@ -381,7 +424,7 @@ def decide_node_stage(deps: OrderPathDeps) -> Stage:
             return
         network = deps.network.state
         excluded = excluded_for(repair, frozenset(msg.excluded_nodes), frozenset(network.nodes))
-        version = (row["latest_version"] if row else 0) + 1
+        version = (row.latest_version if row else 0) + 1
         plan, _ = await decide_learning(
             ctx,
             customer_part,
@@ -413,13 +456,9 @@ def decide_node_stage(deps: OrderPathDeps) -> Stage:
             if msg.action == "plan":
                 await plan_order(ctx, msg.order, msg.sequence)
                 return
-            await ctx.db.execute(
-                "INSERT INTO decide_orders (order_id, latest_version, sequence, cancelled)"
-                " VALUES ($1, 0, $2, true)"
-                " ON CONFLICT (order_id) DO UPDATE SET sequence = $2, cancelled = true",
-                msg.order_id,
-                msg.sequence,
-            )
+            row = await order_row(ctx, msg.order_id)
+            latest = row.latest_version if row is not None else 0
+            await write_order(ctx, msg.order_id, OrderRow(latest, msg.sequence, True))
             ctx.emit(
                 PLANS,
                 PlanCancelled(order_id=msg.order_id, sequence=msg.sequence, reason=msg.reason or "cancelled"),
@@ -441,6 +480,7 @@ def decide_node_stage(deps: OrderPathDeps) -> Stage:
         outputs=(PLANS, STATUS, EXCEPTIONS),
         handler=handle,
         uses_database=True,
+        read_batch=read_decisions,
         accepts=frozenset({OrderValidated.event_type, RedecideRequested.event_type}),
         views=(deps.network, risk, policies, lookahead, measures),
         description="chooses nodes, shipments and carriers for each order, with the reasons",
