@@ -176,24 +176,28 @@ def test_a_cart_no_node_holds_whole_is_split_and_says_so() -> None:
     assert option.split and sorted(s.node_id for s in option.shipments) == ["DC-LONDON", "DC-MANCHESTER"]
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    stock=st.dictionaries(
+#: Random checkouts on the UK network: stock, a cart, a destination and a delivery speed.
+CHECKOUTS = {
+    "stock": st.dictionaries(
         st.tuples(
             st.sampled_from(["DC-MANCHESTER", "DC-LONDON", "STORE-LEEDS-01"]),
             st.sampled_from(["A", "B", "C"]),
         ),
         st.integers(0, 4),
     ),
-    cart=st.lists(
+    "cart": st.lists(
         st.tuples(st.sampled_from(["A", "B", "C"]), st.integers(1, 3)),
         min_size=1,
         max_size=3,
         unique_by=lambda t: t[0],
     ),
-    to=st.sampled_from(["leeds", "london", "glasgow", "york"]),
-    kind=st.sampled_from(["standard", "express", "next_day"]),
-)
+    "to": st.sampled_from(["leeds", "london", "glasgow", "york"]),
+    "kind": st.sampled_from(["standard", "express", "next_day"]),
+}
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(**CHECKOUTS)
 def test_the_order_placed_with_the_promised_date_gets_the_promised_plan(
     stock: dict[tuple[str, str], int], cart: list[tuple[str, int]], to: str, kind: str
 ) -> None:
@@ -214,23 +218,7 @@ def test_the_order_placed_with_the_promised_date_gets_the_promised_plan(
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    stock=st.dictionaries(
-        st.tuples(
-            st.sampled_from(["DC-MANCHESTER", "DC-LONDON", "STORE-LEEDS-01"]),
-            st.sampled_from(["A", "B", "C"]),
-        ),
-        st.integers(0, 4),
-    ),
-    cart=st.lists(
-        st.tuples(st.sampled_from(["A", "B", "C"]), st.integers(1, 3)),
-        min_size=1,
-        max_size=3,
-        unique_by=lambda t: t[0],
-    ),
-    to=st.sampled_from(["leeds", "london", "glasgow", "york"]),
-    kind=st.sampled_from(["standard", "express", "next_day"]),
-)
+@given(**CHECKOUTS)
 def test_a_plan_decided_without_node_verdicts_is_the_same_plan(
     stock: dict[tuple[str, str], int], cart: list[tuple[str, int]], to: str, kind: str
 ) -> None:
