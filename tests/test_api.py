@@ -24,8 +24,9 @@ import aiohttp
 import asyncpg
 import orjson
 import pytest
+from aiohttp import web
 
-from orchestrator.api.app import DEFAULT_HOST, build_app, serve_api, start_api
+from orchestrator.api.app import DEFAULT_HOST, RunningApi, build_app, serve_api, start_api
 from orchestrator.api.queries import order_explanation, order_state, order_timeline, timeline_text
 from orchestrator.contract.common import OrderState
 from orchestrator.contract.examples import example
@@ -433,9 +434,34 @@ async def test_api_command_serves_until_ctrl_c(database_url: str, order_id: str,
         status, state, _ = await get(f"http://127.0.0.1:{port}/orders/{order_id}")
         assert (status, state["state"]) == (200, "released")
         proc.send_signal(signal.SIGINT)
-        _, err = await asyncio.wait_for(proc.communicate(), 10)
+        stopped = asyncio.ensure_future(proc.communicate())
+        done, _ = await asyncio.wait({stopped}, timeout=15)
+        if not done:
+            proc.kill()
+            _, err = await stopped
+            raise AssertionError(f"the API did not stop within 15 s of Ctrl-C; its stderr:\n{err.decode()}")
+        _, err = stopped.result()
         assert proc.returncode == 0, err.decode()
     finally:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_stopping_the_api_gives_a_stuck_pool_seconds_not_forever() -> None:
+    """A graceful close waits on the database for every connection; past the grace it is cut."""
+
+    class StuckPool:
+        terminated = False
+
+        async def close(self) -> None:
+            await asyncio.Event().wait()  # the server never answers
+
+        def terminate(self) -> None:
+            self.terminated = True
+
+    runner = web.AppRunner(web.Application())
+    await runner.setup()
+    pool = StuckPool()
+    await asyncio.wait_for(RunningApi(runner, pool).close(pool_grace_s=0.2), 5)
+    assert pool.terminated

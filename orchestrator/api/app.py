@@ -116,9 +116,17 @@ class RunningApi:
         """(host, port) of every listening socket; the real port when 0 was asked for."""
         return [(str(a[0]), int(a[1])) for a in self.runner.addresses]
 
-    async def close(self) -> None:
+    async def close(self, pool_grace_s: float = 5.0) -> None:
+        """Stop listening, then close the pool: gracefully for `pool_grace_s`, then at once.
+
+        A graceful close waits on the server's answer for every connection; Ctrl-C must stop the
+        API within seconds even when the database is slow to answer or gone.
+        """
         await self.runner.cleanup()
-        await self.pool.close()
+        try:
+            await asyncio.wait_for(self.pool.close(), pool_grace_s)
+        except TimeoutError:
+            self.pool.terminate()
 
 
 async def start_api(database_url: str, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> RunningApi:
