@@ -412,6 +412,10 @@ async def test_timeline_command_exits_1_for_an_unknown_order(database_url: str, 
     assert "unknown order ORD-API-NOBODY" in err
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 async def test_api_command_serves_until_ctrl_c(database_url: str, order_id: str, tmp_path: Path) -> None:
     port = free_port()
     proc = await asyncio.create_subprocess_exec(
@@ -425,6 +429,9 @@ async def test_api_command_serves_until_ctrl_c(database_url: str, order_id: str,
         cwd=tmp_path,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        # Ctrl-C as a terminal delivers it: a suite started in the background (`cmd &`) has SIGINT
+        # ignored, which a child inherits, and Python then leaves it ignored.
+        preexec_fn=_default_sigint,
     )
     try:
         assert proc.stdout is not None
