@@ -242,13 +242,9 @@ async def record(ctx: HandlerContext, plan: PlanDecided) -> None:
         " VALUES ($1, $2, $3, $4, $5, $6)"
     )
     # Nothing in decide-node reads a plan back; release reads it once this batch has committed.
-    if _reads(ctx) is not None:
-        ctx.defer(statement, *args)
-    else:
-        await ctx.db.execute(statement, *args)
-    previous = await order_row(ctx, plan.order_id)
-    cancelled = previous.cancelled if previous is not None else False
-    await write_order(ctx, plan.order_id, OrderRow(plan.plan_version, plan.sequence, cancelled))
+    ctx.defer(statement, *args)
+    # Never cancelled here: both callers return before planning a cancelled order.
+    await write_order(ctx, plan.order_id, OrderRow(plan.plan_version, plan.sequence, cancelled=False))
 
 
 def decide_node_stage(deps: OrderPathDeps) -> Stage:
