@@ -27,6 +27,10 @@ async def test_the_end_to_end_benchmark_runs_and_reports_every_part(tmp_path: Pa
     assert [row["fraction"] for row in run["latency"]] == list(pipeline.LOAD_FRACTIONS)
     for row in run["latency"]:
         assert row["released"] > 0 and row["p50_ms"] is not None and row["p99_ms"] >= row["p50_ms"], row
+        # Which stages the paced orders waited behind: every order stage handled some of them.
+        paced_stages = {r["stage"]: r for r in row["stages"]}
+        assert set(ORDER_STAGES) <= set(paced_stages), paced_stages
+        assert all(0 <= (r["slow_batches"] or 0) for r in row["stages"]), row["stages"]
     assert run["orders_delivered"] > 0, "the simulated nodes and carriers delivered nothing"
     stages = {r["stage"] for r in run["maximum"]["stages"]}
     assert set(ORDER_STAGES) <= stages | {"returns"}, stages
@@ -39,7 +43,10 @@ async def test_the_end_to_end_benchmark_runs_and_reports_every_part(tmp_path: Pa
 
     quality = result["decision_quality"]
     assert quality["rows"] and all(r["optimum"] is not None for r in quality["rows"])
+    # No policy beats the optimum, so its distance below closest-node bounds the policy's.
+    assert quality["optimum_below_closest"] >= quality["below_closest"] - 0.001, quality
 
     report = (tmp_path / "pipeline.md").read_text()
     assert "pipeline ÷ ceiling" in report and "Decision quality" in report
+    assert "Batches per stage at 50% of the maximum" in report and "the optimum itself" in report
     assert (tmp_path / "pipeline.png").stat().st_size > 10_000
