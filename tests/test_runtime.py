@@ -17,12 +17,14 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaConnectionError
+from prometheus_client.parser import text_string_to_metric_families
 
 from orchestrator.contract.envelope import Envelope, encode
 from orchestrator.contract.examples import example
 from orchestrator.runtime.dead_letter import dead_letter_topic
+from orchestrator.runtime.kafka_client import client_kwargs
 from orchestrator.runtime.process import run_stages
-from orchestrator.runtime.stage import HandlerContext, RejectEvent, Stage
+from orchestrator.runtime.stage import HandlerContext, RejectEvent, Stage, TransientError
 from orchestrator.settings import Settings
 from orchestrator.stages.relay import relay_stage
 from tests.conftest import Servers
@@ -182,6 +184,68 @@ class _EndOffsets:
         return int(sum(ends.values()))
 
 
+def _flaky_relay(source: str, target: str, fail: dict[str, type[Exception]]) -> Stage:
+    """A relay whose handler raises `fail[order_id]` for those orders (a bug, or a dependency down)."""
+
+    async def handle(event: Envelope, ctx: HandlerContext) -> None:
+        error = fail.get(event.subject)
+        if error is not None:
+            raise error(f"{event.subject} cannot be handled yet")
+        ctx.emit(target, event.data)
+
+    return Stage(name="flaky-relay", inputs=(source,), outputs=(target,), handler=handle)
+
+
+async def _committed(bootstrap: str, group_id: str, tp: TopicPartition) -> int | None:
+    consumer = AIOKafkaConsumer(**client_kwargs(bootstrap), group_id=group_id, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        return await consumer.committed(tp)
+    finally:
+        await consumer.stop()
+
+
+async def test_a_rolled_back_batch_commits_none_of_its_offsets(bootstrap: str) -> None:
+    """A batch's consumed offsets join its transaction while it is handled; when a handler fails the
+    abort takes them back with its records, so nothing of the batch counts as consumed, and once
+    the handler recovers every event comes out once."""
+    source, target = unique("in"), unique("out")
+    await create_topics(bootstrap, [source, target], partitions=1)
+    events = orders(5)
+    flaky = _flaky_relay(source, target, {events[2].subject: TransientError})
+    settings = _settings(bootstrap)
+    async with running([flaky], settings):
+        await publish_events(bootstrap, source, events)
+        await asyncio.sleep(3)  # handled, failed and rolled back over and over meanwhile
+    assert await _committed(bootstrap, flaky.group_id, TopicPartition(source, 0)) in (None, 0)
+    assert await read_all(bootstrap, target, expect=0, timeout=3) == []
+
+    async with running([_flaky_relay(source, target, {})], settings):
+        outputs = await read_all(bootstrap, target, expect=5)
+    assert [headers_of(o)["ce_causationid"] for o in outputs] == [e.id for e in events]
+    assert await _committed(bootstrap, flaky.group_id, TopicPartition(source, 0)) == 5
+
+
+async def test_a_handler_that_keeps_failing_dead_letters_its_event_and_the_batch_comes_out_once(
+    bootstrap: str,
+) -> None:
+    """Each failed attempt aborts the whole batch, offsets and records; the last one sends the event
+    to the dead-letter topic and the rest of the batch comes out once."""
+    source, target = unique("in"), unique("out")
+    await create_topics(bootstrap, [source, target], partitions=1)
+    events = orders(5)
+    flaky = _flaky_relay(source, target, {events[2].subject: RuntimeError})
+    async with running([flaky], _settings(bootstrap)):
+        await publish_events(bootstrap, source, events)
+        outputs = await read_all(bootstrap, target, expect=4)
+        [dead] = await read_all(bootstrap, dead_letter_topic(source), expect=1)
+    assert [headers_of(o)["ce_causationid"] for o in outputs] == [
+        e.id for i, e in enumerate(events) if i != 2
+    ]
+    assert "handler failed 3 times" in headers_of(dead)["dlq_reason"]
+    assert await _committed(bootstrap, flaky.group_id, TopicPartition(source, 0)) == 5
+
+
 async def test_the_stage_pauses_while_the_broker_is_down_and_catches_up(
     servers: Servers, bootstrap: str
 ) -> None:
@@ -254,7 +318,10 @@ async def test_a_database_stage_replays_outputs_after_a_lost_kafka_commit_and_sk
         outputs = await read_all(bootstrap, target, expect=19, settle=2)
         dead = await read_all(bootstrap, dead_letter_topic(source), expect=1)
         metrics = (await _get(settings, "/metrics"))[1]
+        sessions = await db.fetch("SELECT application_name FROM pg_stat_activity")
     assert lost["count"] == 1
+    # An operator looking at PostgreSQL's sessions sees which stage holds each.
+    assert f"orchestrator ledger-{table}" in {r["application_name"] for r in sessions}
     rows = await db.fetch(f"SELECT event_id FROM {table}")
     assert len(rows) == 19, "each accepted event changed the database once"
     causes = [headers_of(o)["ce_causationid"] for o in outputs]
@@ -294,6 +361,7 @@ DOCUMENTED_METRICS = (
     "orchestrator_events_duplicate_total",
     "orchestrator_event_handling_seconds",
     "orchestrator_batch_commit_seconds",
+    "orchestrator_batch_phase_seconds",
     "orchestrator_consumer_lag_messages",
     "orchestrator_transient_faults_total",
     "orchestrator_stage_ready",
@@ -323,6 +391,19 @@ async def test_metrics_and_probes(bootstrap: str) -> None:
     dead = f'orchestrator_dead_letters_total{{reason="malformed",stage="relay",topic="{source}"}} 1.0'
     assert consumed in text and produced in text and dead in text
     assert f'orchestrator_consumer_lag_messages{{partition="0",stage="relay",topic="{source}"}} 0.0' in text
+    # Every committed batch has its four phases, and together they take no longer than the batch.
+    samples = {
+        (s.name, s.labels.get("phase")): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.labels.get("stage") == "relay"
+    }
+    batches = samples[("orchestrator_batch_commit_seconds_count", None)]
+    assert batches >= 1
+    phases = ("handle", "produce", "offsets", "commit")
+    assert all(samples[("orchestrator_batch_phase_seconds_count", p)] == batches for p in phases), samples
+    in_phases = sum(samples[("orchestrator_batch_phase_seconds_sum", p)] for p in phases)
+    assert 0 < in_phases <= samples[("orchestrator_batch_commit_seconds_sum", None)]
 
 
 async def test_sigterm_finishes_and_leaves_cleanly(bootstrap: str, tmp_path: Path) -> None:

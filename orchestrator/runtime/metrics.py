@@ -92,6 +92,13 @@ class RuntimeMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.batch_phase_seconds = Histogram(
+            "orchestrator_batch_phase_seconds",
+            "Time in each phase of a committed partition batch (handle, produce, offsets, commit), by stage.",
+            ["stage", "phase"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         self.consumer_lag = Gauge(
             "orchestrator_consumer_lag_messages",
             "Messages in a partition not yet handled by the stage's consumer group.",

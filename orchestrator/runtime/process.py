@@ -30,13 +30,23 @@ class StartupError(RuntimeError):
     """The process cannot start: a clear reason for the operator."""
 
 
-async def _connect_pool(settings: Settings, stop: asyncio.Event) -> asyncpg.Pool | None:
+def application_name(stages: Sequence[str]) -> str:
+    """How PostgreSQL names this process's sessions (pg_stat_activity, logs): its stages."""
+    # PostgreSQL keeps the first 63 bytes; ASCII names, so characters.
+    return f"orchestrator {'+'.join(stages)}"[:63]
+
+
+async def _connect_pool(settings: Settings, stop: asyncio.Event, name: str) -> asyncpg.Pool | None:
     log = structlog.get_logger("orchestrator.process")
     delay = settings.backoff_initial_s
     while not stop.is_set():
         try:
             pool: asyncpg.Pool = await asyncpg.create_pool(
-                settings.database_url, min_size=1, max_size=settings.db_pool_max, command_timeout=30
+                settings.database_url,
+                min_size=1,
+                max_size=settings.db_pool_max,
+                command_timeout=30,
+                server_settings={"application_name": name},
             )
             return pool
         except (OSError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError) as exc:
@@ -98,7 +108,11 @@ async def run_stages(
         )
 
     metrics = RuntimeMetrics()
-    pool = await _connect_pool(settings, stop) if any(s.uses_database for s in stages) else None
+    pool = (
+        await _connect_pool(settings, stop, application_name([s.name for s in stages]))
+        if any(s.uses_database for s in stages)
+        else None
+    )
     views = list({id(v): v for s in stages for v in s.views}.values())
     workers = [StageWorker(s, settings, metrics, pool) for s in stages]
     runner = await start_http(

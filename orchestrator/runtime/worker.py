@@ -92,6 +92,15 @@ class _BatchResult:
     duplicates: int = 0
     #: The handlers' `after_commit` callbacks, in the order they were given.
     on_commit: list[Callable[[], None]] = field(default_factory=list)
+    #: Seconds in each phase of the batch's transaction, in BATCH_PHASES order.
+    phases: tuple[float, ...] = ()
+
+
+#: The phases of a batch: handle (handlers and the database transaction), produce (sends until every
+#: record is acknowledged, the broker adding the partitions to the transaction first), offsets (what
+#: is left to wait, after that, for the consumed offsets to join the transaction: they are sent when
+#: the batch starts), commit (the broker ending the transaction).
+BATCH_PHASES = ("handle", "produce", "offsets", "commit")
 
 
 @dataclass
@@ -104,6 +113,12 @@ class _OwnedPartition:
 
 def transactional_id(stage: str, tp: TopicPartition) -> str:
     return f"orchestrator.{stage}.{tp.topic}.{tp.partition}"
+
+
+def _retrieve(task: asyncio.Future[None]) -> None:
+    """Mark a side task's failure as seen: the batch that started it reports its own."""
+    if not task.cancelled():
+        task.exception()
 
 
 class StageWorker:
@@ -206,7 +221,9 @@ class StageWorker:
             transactional_id=transactional_id(self.stage.name, tp),
             enable_idempotence=True,
             acks="all",
-            linger_ms=2,
+            # A batch's records are all queued before the sender next runs, so they go out together
+            # without waiting: lingering would only add to every hop.
+            linger_ms=0,
             request_timeout_ms=15000,
         )
         try:
@@ -331,6 +348,8 @@ class StageWorker:
         stage = self.stage.name
         m = self.metrics
         m.batch_seconds.labels(stage).observe(seconds)
+        for phase, phase_seconds in zip(BATCH_PHASES, result.phases, strict=False):
+            m.batch_phase_seconds.labels(stage, phase).observe(phase_seconds)
         for topic, event_type in result.consumed:
             m.events_consumed.labels(stage, topic, event_type).inc()
         for out in result.outgoing:
@@ -358,14 +377,23 @@ class StageWorker:
     async def _transact(
         self, tp: TopicPartition, producer: AIOKafkaProducer, records: list[Record]
     ) -> _BatchResult:
+        clock = time.perf_counter
         await asyncio.wait_for(producer.begin_transaction(), timeout=30)
+        # The consumed offsets join the transaction while the batch is handled: their two round trips
+        # to the broker need nothing from the handlers, and an abort discards them with the records.
+        offsets_added = asyncio.ensure_future(
+            producer.send_offsets_to_transaction({tp: records[-1].offset + 1}, self.stage.group_id)
+        )
+        offsets_added.add_done_callback(_retrieve)
         try:
+            began = clock()
             if self.stage.uses_database:
                 assert self.pool is not None
                 async with self.pool.acquire() as conn, conn.transaction():
                     result = await self._handle_batch(tp, records, conn)
             else:
                 result = await self._handle_batch(tp, records, None)
+            handled = clock()
             futures = [
                 await producer.send(o.topic, value=o.value, key=o.key, headers=o.headers)
                 for o in result.outgoing
@@ -374,9 +402,15 @@ class StageWorker:
             failure = next((d for d in delivered if isinstance(d, BaseException)), None)
             if failure is not None:
                 raise failure
-            await producer.send_offsets_to_transaction({tp: records[-1].offset + 1}, self.stage.group_id)
+            produced = clock()
+            await offsets_added
+            offsets = clock()
             await asyncio.wait_for(producer.commit_transaction(), timeout=30)
+            result.phases = (handled - began, produced - handled, offsets - produced, clock() - offsets)
         except BaseException:
+            # Not started yet: never added. In flight: the producer finishes adding them before the
+            # abort, which discards them.
+            offsets_added.cancel()
             try:
                 await asyncio.wait_for(producer.abort_transaction(), timeout=10)
             except BaseException:
