@@ -44,7 +44,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -62,6 +62,7 @@ from orchestrator.contract.examples import example
 from orchestrator.infra.ports import free_port
 from orchestrator.runtime.dead_letter import dead_letter_topic
 from orchestrator.runtime.kafka_client import client_kwargs
+from orchestrator.runtime.worker import BATCH_PHASES
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "bench-results" / "ceiling.json"
@@ -429,15 +430,17 @@ class BatchStats:
     events: float = 0.0
     #: Batches under SLOW_BATCH_S: the rest are the ones a latency tail waits behind.
     fast: float = 0.0
+    #: Seconds in each phase of the runtime's batches (handle, produce, offsets, commit).
+    handle: float = 0.0
+    produce: float = 0.0
+    offsets: float = 0.0
+    commit: float = 0.0
 
     def __add__(self, other: BatchStats) -> BatchStats:
-        return BatchStats(
-            self.batches + other.batches,
-            self.commit_seconds + other.commit_seconds,
-            self.events + other.events,
-            self.fast + other.fast,
-        )
+        return BatchStats(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
 
+
+BATCH_FIELDS = frozenset(f.name for f in fields(BatchStats))
 
 #: A batch slower than this (a histogram bound of the runtime's batch metric) is counted as slow.
 SLOW_BATCH_S = 0.5
@@ -466,7 +469,9 @@ async def batch_counters(http: aiohttp.ClientSession, metrics_url: str) -> dict[
                 and float(sample.labels.get("le", "nan")) == SLOW_BATCH_S
             ):
                 field_name = "fast"
-            if field_name is not None:
+            elif sample.name == "orchestrator_batch_phase_seconds_sum":
+                field_name = sample.labels.get("phase")
+            if field_name in BATCH_FIELDS:
                 stage = values.setdefault(sample.labels.get("stage", "?"), {})
                 stage[field_name] = stage.get(field_name, 0.0) + sample.value
     return {stage: BatchStats(**fields) for stage, fields in values.items()}
@@ -493,6 +498,11 @@ def batch_difference(before: BatchStats | None, after: BatchStats | None) -> dic
         "events_per_batch": round((after.events - before.events) / n, 1),
         "commit_ms": round((after.commit_seconds - before.commit_seconds) / n * 1000, 1),
         "slow_batches": n - (after.fast - before.fast),
+        # Mean ms per batch in each phase; they add up to a little less than commit_ms.
+        **{
+            f"{phase}_phase_ms": round((getattr(after, phase) - getattr(before, phase)) / n * 1000, 1)
+            for phase in BATCH_PHASES
+        },
     }
 
 

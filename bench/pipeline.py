@@ -65,6 +65,7 @@ from orchestrator.contract.envelope import Envelope, encode, header_map
 from orchestrator.db.migrate import migrate
 from orchestrator.faults.driver import RunServers, StageFleet
 from orchestrator.runtime.kafka_client import client_kwargs
+from orchestrator.runtime.worker import BATCH_PHASES
 from orchestrator.sim.live.behaviour import CarrierRates, NodeRates
 from orchestrator.sim.live.children import Child, ChildFailed
 from orchestrator.sim.live.driver import LiveOptions, NetworkSize, sim_flags, start_outside_world
@@ -432,6 +433,7 @@ def batch_rows(
                 "events_per_batch": diff.get("events_per_batch"),
                 "commit_ms": diff.get("commit_ms"),
                 "slow_batches": diff.get("slow_batches"),
+                **{f"{phase}_phase_ms": diff.get(f"{phase}_phase_ms") for phase in BATCH_PHASES},
             }
         )
     return sorted(rows, key=lambda r: -r["events_per_s"])
@@ -784,11 +786,12 @@ def render(result: dict[str, Any]) -> str:
 def batch_table(rows: list[dict[str, Any]]) -> list[str]:
     return [
         "| stage | events/s | batches/s | events/batch | ms/batch "
-        f"| batches over {ceiling.SLOW_BATCH_S:g} s |",
-        "|---|---:|---:|---:|---:|---:|",
+        f"| batches over {ceiling.SLOW_BATCH_S:g} s | of a batch, ms: handle / produce / offsets / commit |",
+        "|---|---:|---:|---:|---:|---:|---:|",
         *(
             f"| {r['stage']} | {r['events_per_s']:,.1f} | {r['batches_per_s']:,.1f} "
-            f"| {r['events_per_batch']} | {r['commit_ms']} | {_count(r.get('slow_batches'))} |"
+            f"| {r['events_per_batch']} | {r['commit_ms']} | {_count(r.get('slow_batches'))} "
+            f"| {' / '.join(str(r.get(f'{phase}_phase_ms', '?')) for phase in BATCH_PHASES)} |"
             for r in rows
         ),
     ]

@@ -30,7 +30,13 @@ async def test_the_end_to_end_benchmark_runs_and_reports_every_part(tmp_path: Pa
         # Which stages the paced orders waited behind: every order stage handled some of them.
         paced_stages = {r["stage"]: r for r in row["stages"]}
         assert set(ORDER_STAGES) <= set(paced_stages), paced_stages
-        assert all(0 <= (r["slow_batches"] or 0) for r in row["stages"]), row["stages"]
+        assert all((r["slow_batches"] or 0) >= 0 for r in row["stages"]), row["stages"]
+        # Where a batch's time went: the phases account for most of it and no more than all of it.
+        timed = [r for r in row["stages"] if r["commit_ms"] is not None]
+        assert timed, row["stages"]
+        for r in timed:
+            phases = sum(r[f"{phase}_phase_ms"] for phase in ("handle", "produce", "offsets", "commit"))
+            assert 0 < phases <= r["commit_ms"] + 0.5, r
     assert run["orders_delivered"] > 0, "the simulated nodes and carriers delivered nothing"
     stages = {r["stage"] for r in run["maximum"]["stages"]}
     assert set(ORDER_STAGES) <= stages | {"returns"}, stages
