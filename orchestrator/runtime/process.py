@@ -36,6 +36,16 @@ def application_name(stages: Sequence[str]) -> str:
     return f"orchestrator {'+'.join(stages)}"[:63]
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """What a connection going back to the pool needs beyond asyncpg's own rollback: nothing.
+
+    asyncpg's default reset is a query (close cursors, unlisten, reset settings, unlock session
+    advisory locks), one more round trip at the end of every batch. Stage code leaves no such
+    state: its advisory locks are transaction-scoped, it sets no session settings, listens to
+    nothing and keeps no cursor past a transaction. An open transaction is still rolled back.
+    """
+
+
 async def _connect_pool(settings: Settings, stop: asyncio.Event, name: str) -> asyncpg.Pool | None:
     log = structlog.get_logger("orchestrator.process")
     delay = settings.backoff_initial_s
@@ -47,6 +57,7 @@ async def _connect_pool(settings: Settings, stop: asyncio.Event, name: str) -> a
                 max_size=settings.db_pool_max,
                 command_timeout=30,
                 server_settings={"application_name": name},
+                reset=_keep_session,
             )
             return pool
         except (OSError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError) as exc:
