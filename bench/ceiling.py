@@ -43,8 +43,8 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import astuple, dataclass, field, fields
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -430,17 +430,18 @@ class BatchStats:
     events: float = 0.0
     #: Batches under SLOW_BATCH_S: the rest are the ones a latency tail waits behind.
     fast: float = 0.0
-    #: Seconds in each phase of the runtime's batches (handle, produce, offsets, commit).
-    handle: float = 0.0
-    produce: float = 0.0
-    offsets: float = 0.0
-    commit: float = 0.0
+    #: Seconds in each of the runtime's batch phases (BATCH_PHASES).
+    phases: Mapping[str, float] = field(default_factory=dict)
 
     def __add__(self, other: BatchStats) -> BatchStats:
-        return BatchStats(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
+        return BatchStats(
+            self.batches + other.batches,
+            self.commit_seconds + other.commit_seconds,
+            self.events + other.events,
+            self.fast + other.fast,
+            {p: self.phases.get(p, 0.0) + other.phases.get(p, 0.0) for p in BATCH_PHASES},
+        )
 
-
-BATCH_FIELDS = frozenset(f.name for f in fields(BatchStats))
 
 #: A batch slower than this (a histogram bound of the runtime's batch metric) is counted as slow.
 SLOW_BATCH_S = 0.5
@@ -461,20 +462,25 @@ async def batch_counters(http: aiohttp.ClientSession, metrics_url: str) -> dict[
     except (aiohttp.ClientError, TimeoutError):
         return None
     values: dict[str, dict[str, float]] = {}
+    phases: dict[str, dict[str, float]] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
+            stage = sample.labels.get("stage", "?")
+            if sample.name == "orchestrator_batch_phase_seconds_sum":
+                phase = sample.labels.get("phase", "?")
+                into = phases.setdefault(stage, {})
+                into[phase] = into.get(phase, 0.0) + sample.value
+                continue
             field_name = _BATCH_SAMPLES.get(sample.name)
             if (
                 sample.name == "orchestrator_batch_commit_seconds_bucket"
                 and float(sample.labels.get("le", "nan")) == SLOW_BATCH_S
             ):
                 field_name = "fast"
-            elif sample.name == "orchestrator_batch_phase_seconds_sum":
-                field_name = sample.labels.get("phase")
-            if field_name in BATCH_FIELDS:
-                stage = values.setdefault(sample.labels.get("stage", "?"), {})
-                stage[field_name] = stage.get(field_name, 0.0) + sample.value
-    return {stage: BatchStats(**fields) for stage, fields in values.items()}
+            if field_name is not None:
+                counts = values.setdefault(stage, {})
+                counts[field_name] = counts.get(field_name, 0.0) + sample.value
+    return {stage: BatchStats(**counts, phases=phases.get(stage, {})) for stage, counts in values.items()}
 
 
 async def scrape(chain: RelayChain) -> list[BatchStats | None]:
@@ -500,7 +506,9 @@ def batch_difference(before: BatchStats | None, after: BatchStats | None) -> dic
         "slow_batches": n - (after.fast - before.fast),
         # Mean ms per batch in each phase; they add up to a little less than commit_ms.
         **{
-            f"{phase}_phase_ms": round((getattr(after, phase) - getattr(before, phase)) / n * 1000, 1)
+            f"{phase}_phase_ms": round(
+                (after.phases.get(phase, 0.0) - before.phases.get(phase, 0.0)) / n * 1000, 1
+            )
             for phase in BATCH_PHASES
         },
     }

@@ -348,7 +348,7 @@ class StageWorker:
         stage = self.stage.name
         m = self.metrics
         m.batch_seconds.labels(stage).observe(seconds)
-        for phase, phase_seconds in zip(BATCH_PHASES, result.phases, strict=False):
+        for phase, phase_seconds in zip(BATCH_PHASES, result.phases, strict=True):
             m.batch_phase_seconds.labels(stage, phase).observe(phase_seconds)
         for topic, event_type in result.consumed:
             m.events_consumed.labels(stage, topic, event_type).inc()
