@@ -41,7 +41,14 @@ async def create_topics(
     admin = AIOKafkaAdminClient(**client_kwargs(bootstrap))
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(n, partitions, 1) for n in wanted])
+        response = await admin.create_topics([NewTopic(n, partitions, 1) for n in wanted])
+        refused = [e for e in response.to_object()["topic_errors"] if e["error_code"] != 0]
+        assert not refused, f"the broker refused to create topics: {refused}"
+        # Created is not yet listed: a stage started at once may find them missing from its metadata.
+        deadline = time.monotonic() + 30
+        while not set(wanted) <= set(await admin.list_topics()):
+            assert time.monotonic() < deadline, f"topics {wanted} not listed 30 s after creation"
+            await asyncio.sleep(0.1)
     finally:
         await admin.close()
 
