@@ -44,6 +44,7 @@ models are built only for the final plan (it runs for every order).
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
@@ -481,7 +482,7 @@ class _Context:
     # Nodes share time zones, cut-offs and so ship dates: each is worked out once.
     _ship_days: dict[tuple[str, time], tuple[date, datetime, date]] = field(default_factory=dict)
     _timed: dict[tuple[date, bool], list[tuple[_Quote, date, int, float]]] = field(default_factory=dict)
-    _rate_tables: dict[tuple[date, bool], list[_RateChoice]] = field(default_factory=dict)
+    _rate_tables: dict[tuple[date, bool], _RateTable] = field(default_factory=dict)
 
     def all_quotes(self) -> list[_Quote]:
         """Quotes of every active service, outages ignored: tells a passing outage from a lasting gap."""
@@ -518,14 +519,14 @@ class _Context:
             self._timed[key] = timed
         return timed
 
-    def rate_table(self, ship_date: date, outages_ignored: bool) -> list[_RateChoice]:
+    def rate_table(self, ship_date: date, outages_ignored: bool) -> _RateTable:
         """Per service that routing may use, its rate for goods leaving on `ship_date`: one rate for a
         zone table, else one per distance band. A node only picks by its distance, so the rates of
         tens of nodes are built once per decision instead of once per node."""
         key = (ship_date, outages_ignored)
         table = self._rate_tables.get(key)
         if table is None:
-            table = []
+            choices: list[_RateChoice] = []
             for quote, delivery, late, base in self.timed_quotes(ship_date, outages_ignored):
                 service_id = quote.service.service_id
                 if service_id in self.risk.closed_services:
@@ -542,7 +543,7 @@ class _Context:
                         late,
                         quote.handles,
                     )
-                    table.append((rate, ()))
+                    choices.append((rate, ()))
                     continue
                 bands = tuple(
                     (
@@ -553,13 +554,59 @@ class _Context:
                     )
                     for max_km, band_surcharge, band_f in quote.bands
                 )
-                table.append((None, bands))
-            self._rate_tables[key] = table
+                choices.append((None, bands))
+            table = self._rate_tables[key] = _RateTable(choices, self.classes)
         return table
 
 
 #: A service's rate from any node: (the zone table's rate, or None and (max_km, rate) per band).
 _RateChoice = tuple["_Rate | None", tuple[tuple[float, "_Rate"], ...]]
+
+
+class _RateTable:
+    """The services' rates for one ship date, looked up by a node's distance.
+
+    Between two neighbouring band limits (of any service) every service picks the same band, so
+    the rates, and their split by handling class, are worked out once per such interval, not
+    once per node.
+    """
+
+    __slots__ = ("_by_interval", "_choices", "_limits", "_needed")
+
+    def __init__(self, choices: list[_RateChoice], needed: frozenset[int]) -> None:
+        self._choices = choices
+        self._needed = needed
+        self._limits = sorted({max_km for _, bands in choices for max_km, _ in bands})
+        self._by_interval: dict[int, tuple[list[_Rate], tuple[tuple[_Rate, ...], ...], float]] = {}
+
+    def _at(self, distance: float) -> tuple[list[_Rate], tuple[tuple[_Rate, ...], ...], float]:
+        interval = bisect_left(self._limits, distance)
+        known = self._by_interval.get(interval)
+        if known is None:
+            rates = []
+            for zone_rate, bands in self._choices:
+                if zone_rate is not None:
+                    rates.append(zone_rate)
+                    continue
+                for max_km, rate in bands:
+                    if distance <= max_km:
+                        rates.append(rate)
+                        break
+                # beyond the last band: the service does not go that far
+            classes = _classes(rates, self._needed)
+            min_slope = min((rate.per_kg for rate in classes[0]), default=0.0)
+            known = self._by_interval[interval] = (rates, classes, min_slope)
+        return known
+
+    def rates(self, distance: float) -> list[_Rate]:
+        """The services that carry from a node `distance` km away, priced and dated (do not modify)."""
+        return self._at(distance)[0]
+
+    def by_class(self, distance: float) -> tuple[tuple[tuple[_Rate, ...], ...], float]:
+        """Those rates usable by each handling class the order can need (see `_classes`), and the
+        least cost per kg of an ordinary shipment among them (0 when none)."""
+        _, classes, min_slope = self._at(distance)
+        return classes, min_slope
 
 
 def _after_working_days(start: date, days: int) -> date:
@@ -576,17 +623,7 @@ def _carrier_rates(
     ctx: _Context, ship_date: date, distance: float, outages_ignored: bool = False
 ) -> list[_Rate]:
     """The services that carry from a node `distance` km away, priced and dated."""
-    rates = []
-    for zone_rate, bands in ctx.rate_table(ship_date, outages_ignored):
-        if zone_rate is not None:
-            rates.append(zone_rate)
-            continue
-        for max_km, rate in bands:
-            if distance <= max_km:
-                rates.append(rate)
-                break
-        # beyond the last band: the service does not go that far
-    return rates
+    return ctx.rate_table(ship_date, outages_ignored).rates(distance)
 
 
 def _assess_node(ctx: _Context, index: int, node: NodeUpserted, in_store: bool) -> _Candidate:
@@ -599,6 +636,7 @@ def _assess_node(ctx: _Context, index: int, node: NodeUpserted, in_store: bool) 
         # Handed over where it stands: no carrier, so every handling class has the one "rate".
         handover = (_Rate(None, late * ctx.late_rate, 0.0, Decimal(0), ship_date, late, _HAZMAT | _OVERSIZE),)
         cand.rates = (handover,) * _CLASSES
+        cand.min_slope = 0.0
     elif node.node_id == ctx.dest.collect_store_id:
         # Ship-to-store: the work order to the receiving store's own shelf would have no carrier,
         # which only BOPIS work orders may; so the store is where the goods go, not a source.
@@ -610,14 +648,13 @@ def _assess_node(ctx: _Context, index: int, node: NodeUpserted, in_store: bool) 
             _price_carriers(ctx, cand, ship_date)
             lasting = cand.never_all
     cand.usable = not cand.reasons
-    share = min(1.0, used / capacity) if capacity > 0 else 1.0
+    share = 1.0 if capacity <= 0 or used >= capacity else used / capacity
     cand.fixed = (
         ctx.policy.handling_cost(node.kind)
         + ctx.policy.capacity_pressure_weight * share
         - ctx.rank_bonuses.get(node.node_id, 0.0)
         + ctx.risk.node_cost.get(node.node_id, 0.0)
     )
-    cand.min_slope = min((rate.per_kg for rate in cand.rates[0]), default=0.0)
     if lasting is not None:
         # The node-wide reason says it all: no line can ever go from here.
         cand.never = dict.fromkeys(range(len(ctx.lines)), lasting)
@@ -635,7 +672,7 @@ def _assess_node(ctx: _Context, index: int, node: NodeUpserted, in_store: bool) 
 def _price_carriers(ctx: _Context, cand: _Candidate, ship_date: date) -> None:
     here, there = cand.node.location, ctx.dest.address
     cand.distance_km = haversine_km(here.latitude, here.longitude, there.latitude, there.longitude)
-    cand.rates = _classes(_carrier_rates(ctx, ship_date, cand.distance_km), ctx.classes)
+    cand.rates, cand.min_slope = ctx.rate_table(ship_date, False).by_class(cand.distance_km)
     if not cand.rates[0]:
         lasting_gap = not _carrier_rates(ctx, ship_date, cand.distance_km, outages_ignored=True)
         cand.reject(NO_CARRIER, _no_carrier_phrase(ctx, lasting_gap))
