@@ -19,7 +19,6 @@ from pydantic import ValidationError
 from orchestrator.contract.common import ContractModel, Identifier
 from orchestrator.contract.orders import OrderCreated
 from orchestrator.contract.pipeline import PlanDecided
-from orchestrator.promise.models import PromiseOption
 
 #: Longest token the order contract accepts; a cart's plan is far smaller.
 MAX_TOKEN_CHARS = 4000
@@ -40,23 +39,26 @@ class PromiseToken(ContractModel):
     shipments: tuple[TokenShipment, ...]
 
 
-def encode_token(option: PromiseOption, quoted_at: datetime, policy_version: str) -> str | None:
-    if not option.shipments:
+def encode_token(plan: PlanDecided, quoted_at: datetime) -> str | None:
+    """The token of a plan quoted at `quoted_at` (None when nothing ships)."""
+    if not plan.shipments:
         return None
-    token = PromiseToken(
-        at=quoted_at,
-        policy=policy_version,
-        shipments=tuple(
-            TokenShipment(
-                node=s.node_id,
-                service=s.carrier.service_id,
-                date=s.promised_delivery_date,
-                units=tuple((line.sku, line.quantity) for line in s.lines),
-            )
-            for s in option.shipments
-        ),
+    token = PromiseToken.model_validate(
+        {
+            "at": quoted_at,
+            "policy": plan.policy_version,
+            "shipments": [
+                {
+                    "node": s.node_id,
+                    "service": s.carrier.service_id,
+                    "date": s.promised_delivery_date,
+                    "units": [(line.sku, line.quantity) for line in s.lines],
+                }
+                for s in plan.shipments
+            ],
+        }
     )
-    return base64.urlsafe_b64encode(orjson.dumps(token.model_dump(mode="json"))).decode().rstrip("=")
+    return base64.urlsafe_b64encode(token.model_dump_json().encode()).decode().rstrip("=")
 
 
 def decode_token(raw: str) -> PromiseToken:
