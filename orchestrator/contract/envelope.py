@@ -143,7 +143,12 @@ def header_map(headers: Sequence[tuple[str, bytes]] | None) -> dict[str, str]:
     """Headers as text; a header that is not UTF-8 is kept with replacement characters."""
     if not headers:
         return {}
-    return {name: raw.decode("utf-8", errors="replace") if raw is not None else "" for name, raw in headers}
+    try:
+        # Nearly every record: all headers present and UTF-8. This runs for every record every
+        # stage and view reads, and the plain decode is twice as fast as the careful one below.
+        return {name: raw.decode() for name, raw in headers}
+    except (UnicodeDecodeError, AttributeError):
+        return {name: raw.decode("utf-8", "replace") if raw is not None else "" for name, raw in headers}
 
 
 def _unknown_type(event_type: str) -> DecodeError:

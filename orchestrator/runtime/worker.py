@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -36,6 +37,7 @@ import asyncpg
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError, ProducerFenced
+from prometheus_client import Histogram
 
 from orchestrator.contract.envelope import DecodeError, Envelope, decode, encode
 from orchestrator.runtime.dead_letter import (
@@ -145,6 +147,8 @@ class StageWorker:
         self._attempts: dict[tuple[TopicPartition, int], int] = {}
         self._doomed: dict[tuple[TopicPartition, int], tuple[str, str]] = {}
         self._waiting_since: dict[tuple[TopicPartition, int], float] = {}
+        #: The handling-time histogram's child per event type (labels() takes a lock per call).
+        self._handling_timers: dict[str, Histogram] = {}
         self.started = False
         self.healthy = False
 
@@ -350,10 +354,11 @@ class StageWorker:
         m.batch_seconds.labels(stage).observe(seconds)
         for phase, phase_seconds in zip(BATCH_PHASES, result.phases, strict=True):
             m.batch_phase_seconds.labels(stage, phase).observe(phase_seconds)
-        for topic, event_type in result.consumed:
-            m.events_consumed.labels(stage, topic, event_type).inc()
-        for out in result.outgoing:
-            m.events_produced.labels(stage, out.topic, out.event_type).inc()
+        # Counted per label set, not per event: a labelled child is looked up under a lock.
+        for (topic, event_type), n in Counter(result.consumed).items():
+            m.events_consumed.labels(stage, topic, event_type).inc(n)
+        for (topic, event_type), n in Counter((out.topic, out.event_type) for out in result.outgoing).items():
+            m.events_produced.labels(stage, topic, event_type).inc(n)
         for topic, category in result.dead_letters:
             m.dead_letters.labels(stage, topic, category).inc()
         if result.duplicates:
@@ -519,11 +524,13 @@ class StageWorker:
             batch=batch,
         )
         started = time.perf_counter()
+        # Bound for the handler's own loggers, and reset to what was bound before: half the cost of
+        # `bound_contextvars`, which reads every context variable first (5 us an event in every stage).
+        bound = structlog.contextvars.bind_contextvars(
+            stage=self.stage.name, order_id=env.subject, event_id=env.id, trace_id=env.trace_id
+        )
         try:
-            with structlog.contextvars.bound_contextvars(
-                stage=self.stage.name, order_id=env.subject, event_id=env.id, trace_id=env.trace_id
-            ):
-                await self.stage.handler(env, ctx)
+            await self.stage.handler(env, ctx)
         except RejectEvent as exc:
             raise _EventFailed(rec.offset, exc.category, exc.reason, permanent=True) from exc
         except RetryLater as exc:
@@ -543,9 +550,8 @@ class StageWorker:
                 rec.offset, "handler_error", f"{type(exc).__name__}: {exc}", permanent=False
             ) from exc
         finally:
-            self.metrics.handling_seconds.labels(self.stage.name, env.type).observe(
-                time.perf_counter() - started
-            )
+            structlog.contextvars.reset_contextvars(**bound)
+            self._handling_timer(env.type).observe(time.perf_counter() - started)
         for statement, args in ctx.deferred:
             deferred.setdefault(statement, []).append(args)
         on_commit.extend(ctx.on_commit)
@@ -555,6 +561,13 @@ class StageWorker:
             out.append(OutgoingRecord(emitted.topic, key, value, headers, emitted.envelope.type))
         out.extend(ctx.dead_letters)  # records the handler kept earlier and now gives up
         return out
+
+    def _handling_timer(self, event_type: str) -> Histogram:
+        timer = self._handling_timers.get(event_type)
+        if timer is None:
+            timer = self.metrics.handling_seconds.labels(self.stage.name, event_type)
+            self._handling_timers[event_type] = timer
+        return timer
 
     def _dead_letter(self, rec: Record, category: str, reason: str) -> OutgoingRecord:
         return logged_dead_letter(self.log, rec, stage=self.stage.name, category=category, reason=reason)
