@@ -12,7 +12,7 @@ import itertools
 import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -52,7 +52,7 @@ from orchestrator.domain.explain import explain_plan
 from orchestrator.domain.geo import haversine_km
 from orchestrator.domain.network import NetworkView, network_from_events
 from orchestrator.domain.policy import Policy, load_policy
-from orchestrator.domain.sourcing import IN_STORE_PICKUP, StockView, decide
+from orchestrator.domain.sourcing import IN_STORE_PICKUP, StockView, _after_working_days, decide
 
 NOW = datetime(2025, 3, 10, 9, 0, tzinfo=UTC)  # a Monday morning, before every cut-off
 TODAY = NOW.date()
@@ -1122,3 +1122,19 @@ def assert_every_search_optimal(decide_it: Callable[[], object]) -> None:
         choices = [[*options, *([None] if problem.allow_backorder else [])] for options in problem.options]
         best = min((problem.objective(assign) for assign in itertools.product(*choices)), default=0.0)
         assert found == pytest.approx(best, abs=1e-6) or found == best == math.inf
+
+
+def _working_days_one_by_one(start: date, days: int) -> date:
+    day = start
+    while days > 0:
+        day += timedelta(days=1)
+        if day.weekday() < 5:
+            days -= 1
+    return day
+
+
+@given(
+    st.dates(min_value=date(2000, 1, 1), max_value=date(2100, 1, 1)), st.integers(min_value=-3, max_value=60)
+)
+def test_transit_counted_in_weeks_lands_on_the_day_counted_one_by_one(start: date, days: int) -> None:
+    assert _after_working_days(start, days) == _working_days_one_by_one(start, days)

@@ -610,13 +610,19 @@ class _RateTable:
 
 
 def _after_working_days(start: date, days: int) -> date:
-    """The date `days` working days (Monday to Friday) after `start`: transit times count working days."""
-    day = start
-    while days > 0:
-        day += timedelta(days=1)
-        if day.weekday() < 5:
-            days -= 1
-    return day
+    """The date `days` working days (Monday to Friday) after `start`: transit times count working days.
+
+    Counted in whole weeks, not day by day: every decision dates every carrier service this way.
+    """
+    if days <= 0:
+        return start
+    weekday = start.weekday()
+    if weekday > 4:
+        # From a Saturday or Sunday the first working day after is Monday, as from the Friday before.
+        start -= timedelta(days=weekday - 4)
+        weekday = 4
+    weeks, rest = divmod(days, 5)
+    return start + timedelta(days=7 * weeks + rest + (2 if weekday + rest > 4 else 0))
 
 
 def _carrier_rates(
@@ -1776,7 +1782,7 @@ def _unused_sentences(ctx: _Context, cands: list[_Candidate], shipments: list[_S
     else:
         counts: dict[str, int] = {}
         for cand in unused:
-            first = _reason_codes(cand)[0]
+            first = min(cand.reasons, key=_REASON_RANK.__getitem__)  # the first of `_reason_codes`
             counts[first] = counts.get(first, 0) + 1
         parts = [
             f"{_CODE_PHRASES[code]} ({n})" for code, n in sorted(counts.items(), key=lambda i: (-i[1], i[0]))
