@@ -464,8 +464,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from orchestrator.sim import build_network, order_stream
     from orchestrator.sim.simulate import run_simulation
 
-    if args.orders < 1:
-        print("error: --orders must be at least 1", file=sys.stderr)
+    if args.orders < 1 or args.hours <= 0:
+        print("error: --orders must be at least 1 and --hours positive", file=sys.stderr)
         return 2
     try:
         # No --policy: the packaged default, not ORCHESTRATOR_POLICY_FILE, so runs compare alike.
@@ -489,7 +489,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             print("error: --stock-cover and --optimum-seconds must be positive", file=sys.stderr)
             return 2
     network = build_network(seed=args.seed)
-    orders = order_stream(network, seed=args.seed, count=args.orders)
+    orders = order_stream(network, seed=args.seed, count=args.orders, hours=args.hours)
     print(f"{len(network.nodes)} nodes, {len(orders)} orders, seed {args.seed}", file=sys.stderr)
     run_simulation(network, orders, policies, seed=args.seed, out=Path(args.out))
     if args.failing_node:
@@ -645,6 +645,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--policy", action="append", default=[], help="policy YAML (repeatable; default: the packaged one)"
     )
     simulate.add_argument("--orders", type=int, default=500, help="orders in the stream (default 500)")
+    simulate.add_argument(
+        "--hours", type=float, default=36.0, help="hours the stream's orders are placed over (default 36)"
+    )
     simulate.add_argument("--seed", type=int, default=1, help="seed of the network and the orders")
     simulate.add_argument("--out", default="bench-results", help="where simulate.json and simulate.png go")
     simulate.add_argument(

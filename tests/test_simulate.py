@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -117,3 +118,15 @@ def test_cli_writes_json_and_png(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "closest-node-with-stock" in printed and "offline optimum" in printed
     assert (out / "simulate.json").read_text().startswith("{")
     assert (out / "simulate.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_spreads_the_stream_over_the_hours_asked_and_refuses_none(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    network = build_network(seed=4)
+    spread = order_stream(network, seed=4, count=25, hours=200)
+    assert spread[-1].placed_at - spread[0].placed_at > timedelta(hours=36)
+    assert main(["simulate", "--orders", "25", "--hours", "200", "--seed", "4", "--out", str(tmp_path)]) == 0
+    capsys.readouterr()
+    assert main(["simulate", "--orders", "25", "--hours", "0", "--out", str(tmp_path)]) == 2
+    assert "--hours positive" in capsys.readouterr().err
