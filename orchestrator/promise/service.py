@@ -30,7 +30,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pydantic import ValidationError
 
 from orchestrator.api.app import json_response
-from orchestrator.contract.envelope import Envelope
+from orchestrator.contract.base import EventPayload
 from orchestrator.domain.network import NetworkView
 from orchestrator.domain.policy import Policy
 from orchestrator.promise.ledger import PromiseLedger
@@ -61,8 +61,8 @@ class PromiseLedgerView(FollowedTopics):
         super().__init__("promise-ledger", (INVENTORY_UPDATES, RESERVATIONS))
         self.ledger = PromiseLedger()
 
-    def apply(self, env: Envelope) -> None:
-        self.ledger.apply(env.data, env.time)
+    def apply(self, data: EventPayload, at: datetime) -> None:
+        self.ledger.apply(data, at)
 
 
 @dataclass

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
+from datetime import datetime
 from typing import Generic, Protocol, TypeVar
 
 import structlog
@@ -20,7 +21,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from orchestrator.contract.base import EventPayload
-from orchestrator.contract.envelope import DecodeError, Envelope, decode
+from orchestrator.contract.envelope import DecodeError, read_event
 from orchestrator.runtime.kafka_client import Bootstrap, client_kwargs
 from orchestrator.settings import Settings
 
@@ -61,7 +62,8 @@ class FollowedTopics:
         self.skipped = 0
         self.log = structlog.get_logger("orchestrator.view").bind(view=name, topics=",".join(topics))
 
-    def apply(self, env: Envelope) -> None:
+    def apply(self, data: EventPayload, at: datetime) -> None:
+        """Fold one event that happened `at`."""
         raise NotImplementedError
 
     @property
@@ -100,13 +102,14 @@ class FollowedTopics:
         for records in batches.values():
             for rec in records:
                 try:
-                    env = decode(rec.key, rec.value, rec.headers, timestamp_ms=rec.timestamp)
+                    # The checks of `decode`, without the envelope: a view folds the event alone.
+                    data, at, _, _ = read_event(rec.key, rec.value, rec.headers, timestamp_ms=rec.timestamp)
                 except DecodeError as exc:
                     # The stage that consumes this topic in a group dead-letters it; a view only skips it.
                     self.skipped += 1
                     self.log.warning("view skipped a record", offset=rec.offset, reason=exc.reason)
                     continue
-                self.apply(env)
+                self.apply(data, at)
 
     async def _follow(self, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -138,8 +141,8 @@ class TopicView(FollowedTopics, Generic[S]):
     def state(self) -> S:
         return self._state
 
-    def apply(self, env: Envelope) -> None:
-        self._state = self._fold(self._state, env.data)
+    def apply(self, data: EventPayload, at: datetime) -> None:
+        self._state = self._fold(self._state, data)
 
 
 async def _partitions_of(bootstrap: Bootstrap, topic: str) -> list[TopicPartition]:
