@@ -165,6 +165,8 @@ async def test_an_amendment_re_plans_the_additions_without_adding_them_twice(pip
         ("add-free-sample", SAMPLE, 1),
         ("add-fragile-packaging", SLEEVE, 3),
     ], "one sample still, a sleeve for each of the three vases"
+    # The cancel request and the order's state come on different topics, in no set order.
+    await pipeline.out.wait(lambda: bool(pipeline.out.cancel_requests(o.order_id)), "a cancel request")
     [cancel] = pipeline.out.cancel_requests(o.order_id)
     assert cancel["work_order_id"] == first["work_order_id"]
     # The first plan's units went back: the ledger holds exactly what the new work order carries.

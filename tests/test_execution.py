@@ -156,6 +156,8 @@ async def test_a_closed_node_with_open_work_is_re_routed(pipeline: Pipeline) -> 
         lambda: len(pipeline.out.released(o.order_id)) == 2, "work moved off the closed node"
     )
     assert pipeline.out.released(o.order_id)[1]["node_id"] == second
+    # The cancel request and the order's state come on different topics, in no set order.
+    await pipeline.out.wait(lambda: bool(pipeline.out.cancel_requests(o.order_id)), "a cancel request")
     [cancel] = pipeline.out.cancel_requests(o.order_id)
     assert cancel["work_order_id"] == wo["work_order_id"]
     rows = await pipeline.db.fetch("SELECT node_id, reserved FROM reserve_ledger WHERE sku = $1", sku)

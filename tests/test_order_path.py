@@ -245,6 +245,8 @@ async def test_an_address_change_re_decides(pipeline: Pipeline) -> None:
     await pipeline.publish(OrderAmended(order_id=o.order_id, ship_to=address(LONDON, "London")))
     await pipeline.out.wait(lambda: len(pipeline.out.released(o.order_id)) == 2, "a second work order")
     assert pipeline.out.released(o.order_id)[-1]["node_id"] == south
+    # The cancel request and the order's state come on different topics, in no set order.
+    await pipeline.out.wait(lambda: bool(pipeline.out.cancel_requests(o.order_id)), "a cancel request")
     [cancel] = pipeline.out.cancel_requests(o.order_id)
     assert cancel["work_order_id"] == wo["work_order_id"] and cancel["reason"] == "order_amended"
     rows = await pipeline.db.fetch("SELECT node_id, reserved FROM reserve_ledger WHERE sku = $1", sku)
@@ -263,6 +265,8 @@ async def test_a_cancellation_frees_the_stock(pipeline: Pipeline) -> None:
     await pipeline.publish(OrderCancelled(order_id=o.order_id, reason="customer_request"))
     await pipeline.out.final_state(o.order_id, "cancelled")
     assert await pipeline.db.fetchval("SELECT reserved FROM reserve_ledger WHERE sku = $1", sku) == 0
+    # The cancel request and the order's state come on different topics, in no set order.
+    await pipeline.out.wait(lambda: bool(pipeline.out.cancel_requests(o.order_id)), "a cancel request")
     [cancel] = pipeline.out.cancel_requests(o.order_id)
     assert cancel["reason"] == "order_cancelled"
     # The freed units serve the next order.
