@@ -52,7 +52,7 @@ from orchestrator.domain.explain import explain_plan
 from orchestrator.domain.geo import haversine_km
 from orchestrator.domain.network import NetworkView, network_from_events
 from orchestrator.domain.policy import Policy, load_policy
-from orchestrator.domain.sourcing import IN_STORE_PICKUP, StockView, _after_working_days, decide
+from orchestrator.domain.sourcing import IN_STORE_PICKUP, StockView, after_working_days, decide
 
 NOW = datetime(2025, 3, 10, 9, 0, tzinfo=UTC)  # a Monday morning, before every cut-off
 TODAY = NOW.date()
@@ -1137,4 +1137,4 @@ def _working_days_one_by_one(start: date, days: int) -> date:
     st.dates(min_value=date(2000, 1, 1), max_value=date(2100, 1, 1)), st.integers(min_value=-3, max_value=60)
 )
 def test_transit_counted_in_weeks_lands_on_the_day_counted_one_by_one(start: date, days: int) -> None:
-    assert _after_working_days(start, days) == _working_days_one_by_one(start, days)
+    assert after_working_days(start, days) == _working_days_one_by_one(start, days)

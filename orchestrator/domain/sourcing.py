@@ -513,7 +513,7 @@ class _Context:
         if timed is None:
             timed = []
             for quote in self.all_quotes() if outages_ignored else self.quotes:
-                delivery = _after_working_days(ship_date, quote.service.transit_days)
+                delivery = after_working_days(ship_date, quote.service.transit_days)
                 late = self.late_days(delivery)
                 timed.append((quote, delivery, late, quote.base + late * self.late_rate))
             self._timed[key] = timed
@@ -609,7 +609,7 @@ class _RateTable:
         return classes, min_slope
 
 
-def _after_working_days(start: date, days: int) -> date:
+def after_working_days(start: date, days: int) -> date:
     """The date `days` working days (Monday to Friday) after `start`: transit times count working days.
 
     Counted in whole weeks, not day by day: every decision dates every carrier service this way.
@@ -1827,5 +1827,6 @@ __all__ = [
     "REASON_ORDER",
     "TIMES",
     "StockView",
+    "after_working_days",
     "decide",
 ]

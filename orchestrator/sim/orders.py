@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TypeVar
 
@@ -28,6 +28,7 @@ from orchestrator.contract.common import (
     StorePickup,
 )
 from orchestrator.contract.orders import OrderCreated
+from orchestrator.domain.sourcing import after_working_days
 from orchestrator.sim.geography import SimNetwork, customer_address
 
 _CHANNELS = (
@@ -62,15 +63,6 @@ T = TypeVar("T")
 
 def _pick(rng: random.Random, table: tuple[tuple[T, float], ...]) -> T:
     return rng.choices([v for v, _ in table], weights=[w for _, w in table])[0]
-
-
-def _working_days_after(start: date, days: int) -> date:
-    day = start
-    while days > 0:
-        day += timedelta(days=1)
-        if day.weekday() < 5:
-            days -= 1
-    return day
 
 
 def order_total(lines: Sequence[OrderLine]) -> Decimal:
@@ -172,7 +164,7 @@ class OrderMaker:
             order_total=order_total(lines),
             currency=self.network.currency,
             delivery=delivery,
-            promised_delivery_date=_working_days_after(placed.date(), promised_days),
+            promised_delivery_date=after_working_days(placed.date(), promised_days),
             ship_complete=rng.random() < self.ship_complete_rate,
             priority=rng.random() < self.priority_rate,
         )
