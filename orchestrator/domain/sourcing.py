@@ -1724,7 +1724,11 @@ def _shipment_sentence(ctx: _Context, shipment: _Shipment) -> str:
 
 
 def _serves_everything(ctx: _Context, cand: _Candidate) -> bool:
-    return cand.usable and all(cand.serves.get(line.pos, 0) >= line.quantity for line in ctx.lines)
+    serves = cand.serves
+    # Most nodes serve one line or none: the count settles them without looking at each line.
+    if not cand.usable or len(serves) < len(ctx.lines):
+        return False
+    return all(serves.get(line.pos, 0) >= line.quantity for line in ctx.lines)
 
 
 def _split_sentence(ctx: _Context, cands: list[_Candidate], shipments: list[_Shipment], total: float) -> str:
