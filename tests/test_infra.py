@@ -31,6 +31,7 @@ from orchestrator.infra import (
     testcontainers_endpoints,
 )
 from orchestrator.infra.manager import docker_answers
+from orchestrator.infra.ports import free_port
 
 # Ports a developer's own servers may be using on this machine; never touch them.
 RESERVED_PORTS = {5432, 9092, 9093, 19092, 19093}
@@ -252,3 +253,13 @@ def test_testcontainers_is_skipped_without_a_docker_engine() -> None:
     started = time.monotonic()
     assert testcontainers_endpoints() is None
     assert time.monotonic() - started < 2
+
+
+def test_a_free_port_is_below_the_kernels_ephemeral_range_and_bindable() -> None:
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports = {free_port() for _ in range(20)}
+    assert all(10_000 <= port < low for port in ports), ports
+    assert len(ports) > 1, "drawn at random, not one port for everyone"
+    for port in ports:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", port))

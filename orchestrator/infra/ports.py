@@ -2,11 +2,47 @@
 
 from __future__ import annotations
 
+import random
 import socket
+from pathlib import Path
+
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+#: Ports below this are left alone: well-known and registered services live there.
+_LOWEST = 10_000
+_TRIES = 50
+
+
+def _ephemeral_low() -> int:
+    """The first port the kernel hands to outgoing connections (32768 on Linux by default)."""
+    try:
+        return int(_EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def free_port() -> int:
-    """A TCP port nothing listens on now (for a server or a stage's /metrics)."""
+    """A TCP port nothing listens on now (for a server or a stage's /metrics).
+
+    Drawn below the kernel's ephemeral range: a port the kernel picked for us from that range
+    could be handed to some process's outgoing connection before our child binds it, and a
+    stage then died with "address already in use".
+    """
+    rng = random.Random()
+    high = _ephemeral_low()
+    if high > _LOWEST + _TRIES:
+        for _ in range(_TRIES):
+            port = rng.randrange(_LOWEST, high)
+            if _bindable(port):
+                return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
