@@ -31,20 +31,11 @@ from orchestrator.infra import (
     testcontainers_endpoints,
 )
 from orchestrator.infra.manager import docker_answers
-from orchestrator.infra.ports import free_port
+from orchestrator.infra.ports import free_port, port_free
 
 # Ports a developer's own servers may be using on this machine; never touch them.
 RESERVED_PORTS = {5432, 9092, 9093, 19092, 19093}
 TOPIC = "infra-test.events"
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def _free_port(consecutive: int = 1) -> int:
@@ -54,7 +45,7 @@ def _free_port(consecutive: int = 1) -> int:
             sock.bind(("127.0.0.1", 0))
             port: int = sock.getsockname()[1]
         candidates = range(port, port + consecutive)
-        if not RESERVED_PORTS.intersection(candidates) and all(_port_free(p) for p in candidates):
+        if not RESERVED_PORTS.intersection(candidates) and all(port_free(p) for p in candidates):
             return port
     raise RuntimeError("no free port found")
 

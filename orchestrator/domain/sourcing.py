@@ -665,23 +665,11 @@ def _assess_node(ctx: _Context, index: int, node: NodeUpserted, in_store: bool) 
         # The node-wide reason says it all: no line can ever go from here.
         cand.never = dict.fromkeys(range(len(ctx.lines)), lasting)
         return cand
-    usable, is_vendor, serves, node_id = cand.usable, cand.is_vendor, cand.serves, cand.node_id
-    stock = ctx.stock
     for line in ctx.lines:
-        if line.vendor is None and not line.mask and not is_vendor:
+        if line.vendor is None and not line.mask and not cand.is_vendor:
             # The common case, inline: an ordinary line only needs stock (at a usable node).
-            if usable:
-                units = stock.get((node_id, line.sku), 0)
-                if units >= line.quantity:
-                    serves[line.pos] = line.quantity
-                elif units <= 0:
-                    # cand.reject(NO_STOCK, "no stock of", line.sku), inline: most nodes hold none of
-                    # most lines, so this runs for most (node, line) pairs.
-                    skus = cand.reasons.setdefault(NO_STOCK, {}).setdefault("no stock of", [])
-                    if line.sku not in skus:
-                        skus.append(line.sku)
-                else:
-                    _check_stock(ctx, cand, line)
+            if cand.usable:
+                _check_stock(ctx, cand, line)
         else:
             _assess_line(ctx, cand, line, ship_date)
     return cand

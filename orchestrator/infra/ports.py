@@ -20,7 +20,8 @@ def _ephemeral_low() -> int:
         return 32_768
 
 
-def _bindable(port: int) -> bool:
+def port_free(port: int) -> bool:
+    """Whether a server could bind `port` on 127.0.0.1 now."""
     with socket.socket() as s:
         try:
             s.bind(("127.0.0.1", port))
@@ -41,11 +42,11 @@ def free_port() -> int:
     if high > _LOWEST + _TRIES:
         for _ in range(_TRIES):
             port = rng.randrange(_LOWEST, high)
-            if _bindable(port):
+            if port_free(port):
                 return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
-__all__ = ["free_port"]
+__all__ = ["free_port", "port_free"]
