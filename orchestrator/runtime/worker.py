@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -149,6 +150,9 @@ class StageWorker:
         self._waiting_since: dict[tuple[TopicPartition, int], float] = {}
         #: The handling-time histogram's child per event type (labels() takes a lock per call).
         self._handling_timers: dict[str, Histogram] = {}
+        # Spreads retries: two batches rolled back by one deadlock, retried after the same delay,
+        # meet again in the same order.
+        self._jitter = random.Random()
         self.started = False
         self.healthy = False
 
@@ -338,7 +342,7 @@ class StageWorker:
                     retry_in_s=delay,
                 )
                 await self._release([tp])
-                if await sleep_unless(stop, delay):
+                if await sleep_unless(stop, delay * self._jitter.uniform(0.5, 1.0)):
                     return  # shutting down: nothing committed, the next owner redoes the batch
                 delay = min(delay * 2, self.settings.backoff_max_s)
                 continue
