@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
 import asyncpg
@@ -55,29 +56,38 @@ async def blocked(task: asyncio.Task[None]) -> bool:
     return not task.done()
 
 
+@asynccontextmanager
+async def holding(conn: asyncpg.Connection, events: list[Envelope]) -> AsyncIterator[None]:
+    """A batch of `events` that has locked what it is about and is still being handled."""
+    async with conn.transaction():
+        await lock_batch_orders(events, conn)
+        yield
+
+
+def batch(conn: asyncpg.Connection, events: list[Envelope]) -> asyncio.Task[None]:
+    """A whole batch, as the runtime runs it: read_batch, then each handler locks its order as it comes to it."""
+
+    async def run() -> None:
+        async with conn.transaction():
+            await lock_batch_orders(events, conn)
+            for e in events:
+                await _lock_order(conn, e.subject)
+
+    return asyncio.create_task(run())
+
+
 async def test_batches_meeting_two_orders_in_opposite_orders_wait_instead_of_deadlocking(
     db: asyncpg.Connection, connections: tuple[asyncpg.Connection, asyncpg.Connection]
 ) -> None:
     node = uid("N")
     x, y = await released(db, uid("O"), node), await released(db, uid("O"), node)
     first, second = connections
-
-    async def batch(conn: asyncpg.Connection, events: list[Envelope]) -> None:
-        # What the runtime does: read_batch, then each handler locks its order as it comes to it.
-        async with conn.transaction():
-            await lock_batch_orders(events, conn)
-            for e in events:
-                await _lock_order(conn, e.subject)
-
-    tx = first.transaction()
-    await tx.start()
-    await lock_batch_orders([x, y], first)
-    crossing = asyncio.create_task(batch(second, [y, x]))
-    assert await blocked(crossing), "the second batch took an order the first holds"
-    # The first batch's handlers now take their orders, the second order first: both held already.
-    for order_id in (y.subject, x.subject):
-        await asyncio.wait_for(_lock_order(first, order_id), WAIT_S)
-    await tx.commit()
+    async with holding(first, [x, y]):
+        crossing = batch(second, [y, x])
+        assert await blocked(crossing), "the second batch took an order the first holds"
+        # The first batch's handlers now take their orders, the second order first: both held already.
+        for order_id in (y.subject, x.subject):
+            await asyncio.wait_for(_lock_order(first, order_id), WAIT_S)
     await asyncio.wait_for(crossing, 10)  # no DeadlockDetectedError: it waited, then went ahead
 
 
@@ -92,23 +102,14 @@ async def test_a_node_closure_waits_for_the_batches_holding_that_nodes_orders(
         NodeStatusChanged(node_id=node, open=False, reason="storm", changed_at=datetime.now(UTC)),
         source="test/network",
     )
-
-    async def closure() -> None:
-        async with second.transaction():
-            await lock_batch_orders([closed], second)
-
-    tx = first.transaction()
-    await tx.start()
-    await lock_batch_orders([x], first)
-    waiting = asyncio.create_task(closure())
-    assert await blocked(waiting), "the closure's batch did not wait for an open work order at the node"
-    await tx.commit()
-    await asyncio.wait_for(waiting, 10)
+    async with holding(first, [x]):
+        closure = batch(second, [closed])
+        assert await blocked(closure), "the closure's batch did not wait for an open work order at the node"
+    await asyncio.wait_for(closure, 10)
 
     # Another node's orders are not held up by it.
-    async with first.transaction():
-        await lock_batch_orders([closed], first)
-        await asyncio.wait_for(lock_batch_orders([elsewhere], second), WAIT_S)
+    async with holding(first, [closed]):
+        await asyncio.wait_for(batch(second, [elsewhere]), WAIT_S)
 
 
 async def test_an_order_with_no_work_known_yet_is_serialised_by_its_parking_lock(
@@ -122,15 +123,7 @@ async def test_an_order_with_no_work_known_yet_is_serialised_by_its_parking_lock
         ),
         source="test/release",
     )
-
-    async def other() -> None:
-        async with second.transaction():
-            await lock_batch_orders([cancel], second)
-
-    tx = first.transaction()
-    await tx.start()
-    await lock_batch_orders([cancel], first)
-    waiting = asyncio.create_task(other())
-    assert await blocked(waiting), "no row to lock, and the parking lock was not taken"
-    await tx.commit()
-    await asyncio.wait_for(waiting, 10)
+    async with holding(first, [cancel]):
+        other = batch(second, [cancel])
+        assert await blocked(other), "no row to lock, and the parking lock was not taken"
+    await asyncio.wait_for(other, 10)
