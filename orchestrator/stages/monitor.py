@@ -151,6 +151,8 @@ _ORDER_EVENTS = (
     *_NODE_EVENTS,
     *_CARRIER_EVENTS,
 )
+#: Work a node closure strands, as the text the state column holds.
+_OPEN_STATE_VALUES = tuple(sorted(s.value for s in OPEN_STATES))
 
 
 def _seconds(env: Mapping[str, str], name: str) -> timedelta | None:
@@ -310,7 +312,7 @@ async def lock_batch_orders(events: Sequence[Envelope], conn: asyncpg.Connection
         " ORDER BY order_id, work_order_id FOR UPDATE",
         orders,
         closed,
-        sorted(s.value for s in OPEN_STATES),
+        _OPEN_STATE_VALUES,
     )
     if orders:
         await conn.execute(
@@ -748,7 +750,7 @@ def monitor_stage(deps: OrderPathDeps, timers: MonitorTimers | None = None) -> S
             f"SELECT {_COLUMNS} FROM monitor_shipments WHERE node_id = $1 AND state = ANY($2::text[])"
             " ORDER BY order_id, work_order_id FOR UPDATE",
             ev.node_id,
-            sorted(s.value for s in OPEN_STATES),
+            _OPEN_STATE_VALUES,
         )
         stranded = [Shipment.from_record(r) for r in rows]
         for s in stranded:
@@ -927,18 +929,7 @@ def monitor_stage(deps: OrderPathDeps, timers: MonitorTimers | None = None) -> S
         outputs=(EXCEPTIONS, STATUS),
         handler=handle,
         uses_database=True,
-        accepts=frozenset(
-            m.event_type
-            for m in (
-                WorkOrderReleased,
-                WorkOrderCancelRequested,
-                TimerDue,
-                ParkedEventExpired,
-                *_NODE_EVENTS,
-                *_CARRIER_EVENTS,
-                *_NETWORK_EVENTS,
-            )
-        ),
+        accepts=frozenset(m.event_type for m in (*_ORDER_EVENTS, *_NETWORK_EVENTS)),
         views=(ticker,),
         read_batch=lock_batch_orders,
         description="watches released work and raises exceptions when it goes off plan",
