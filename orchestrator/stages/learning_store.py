@@ -38,6 +38,11 @@ from orchestrator.runtime.periodic import read_periodically
 from orchestrator.runtime.views import cancel_task
 from orchestrator.settings import Settings
 
+#: Taken before a breaker row is locked to move it. A batch may fail at several nodes and services,
+#: and two batches meeting them in opposite orders would each hold one breaker the other waits for;
+#: under one lock the second waits for the first instead. Only failures (and probes) take it.
+BREAKERS_LOCK = 0x4C45_4152_4E42_524B  # "LEARNBRK"
+
 _SUMS = ", ".join(f"COALESCE(sum({c}), 0)::int AS {c}" for c in COUNTERS)
 
 
@@ -138,6 +143,7 @@ async def learn(
         # Only a failure can trip a closed breaker, and an open one waits for its cool-down: most
         # events (successes) need no more than the count above.
         return None
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", BREAKERS_LOCK)
     row = await conn.fetchrow("SELECT * FROM learning_breakers WHERE subject = $1 FOR UPDATE", subject)
     current = _breaker(row) if row else Breaker(subject)
     recent_from = recent_window_start(current, now, policy)
