@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from orchestrator.cli import main
-from orchestrator.contract.common import NodeKind, ServiceLevel, StorePickup
+from orchestrator.contract.common import Channel, NodeKind, ServiceLevel, StorePickup
 from orchestrator.contract.network import NodeUpserted
 from orchestrator.contract.pipeline import PlanOutcome
 from orchestrator.domain import sourcing
@@ -41,7 +41,9 @@ from orchestrator.domain.network import NetworkView, network_from_events
 from orchestrator.domain.policy import LookaheadPolicy, Policy, ShipFromStoreRule, load_policy
 from orchestrator.settings import Settings
 from orchestrator.sim import build_network, order_stream
+from orchestrator.sim.costing import BACKORDER_PENALTY_PER_UNIT, order_options, yardstick_policy
 from orchestrator.sim.lookahead_sim import compare_lookahead, format_lookahead_table, scarce_stock
+from orchestrator.sim.optimum import solve_optimum
 from orchestrator.stages.lookahead_view import LookaheadView
 from tests.test_sourcing import (
     NOW,
@@ -507,7 +509,8 @@ def test_the_look_ahead_comparison_reports_every_row_and_plans_feasibly(tmp_path
     assert [s["strategy"] for s in strategies] == ["default-2", "ahead-test"]
     assert {"clairvoyant", "gap_closed_vs_lower_bound", "gap_closed_vs_best_plan"} <= set(data)
     best = report.clairvoyant
-    # The hindsight optimum (a relaxation of the engine's rules) is never worse than either strategy.
+    # The hindsight optimum (their rules and max_shipments kept, capacity left out) is never worse
+    # than either strategy.
     for strategy in (report.myopic, report.lookahead):
         assert best.lower_bound <= strategy.result.objective + 1e-6 * max(1.0, strategy.result.objective)
     table = format_lookahead_table(report)
@@ -516,6 +519,31 @@ def test_the_look_ahead_comparison_reports_every_row_and_plans_feasibly(tmp_path
     json.dumps(data)
     with pytest.raises(ValueError, match="look-ahead on"):
         compare_lookahead(network, orders, ahead, ahead, seed=4)
+
+
+def test_the_clairvoyant_keeps_the_policies_max_shipments_and_channel_rules() -> None:
+    network = uk_network()
+    policy = load_policy()
+    # Three lines, each stocked at one node only: all three ship only as three shipments.
+    scattered = order(line("1", "SKU-A"), line("2", "SKU-B"), line("3", "SKU-C"))
+    stock = {("DC-MANCHESTER", "SKU-A"): 1, ("DC-LONDON", "SKU-B"): 1, ("STORE-LEEDS-01", "SKU-C"): 1}
+    stream = [order_options(scattered, network=network, policy=yardstick_policy(policy), now=NOW)]
+    free = solve_optimum(stream, stock)
+    capped = solve_optimum(stream, stock, max_shipments=2)
+    assert free.objective < BACKORDER_PENALTY_PER_UNIT
+    # Two shipments at most: one line waits, and its unit is charged as back-ordered.
+    assert capped.objective > BACKORDER_PENALTY_PER_UNIT
+    assert capped.objective - BACKORDER_PENALTY_PER_UNIT < free.objective
+    # Marketplace orders never ship from stores under the default policy; the yardstick alone would.
+    market = order(line("1", "SKU-C"), channel=Channel.MARKETPLACE)
+    physical = order_options(market, network=network, policy=yardstick_policy(policy), now=NOW)
+    ruled = order_options(market, network=network, policy=policy, now=NOW, rules=True)
+    assert "STORE-LEEDS-01" in physical.nodes and "STORE-LEEDS-01" not in ruled.nodes
+    allowed = [{node_id: set(c.serves) for node_id, c in ruled.nodes.items()}]
+    assert solve_optimum([physical], stock).objective < BACKORDER_PENALTY_PER_UNIT
+    assert solve_optimum([physical], stock, allowed=allowed).objective == BACKORDER_PENALTY_PER_UNIT
+    with pytest.raises(ValueError, match="allowed has"):
+        solve_optimum([physical], stock, allowed=[])
 
 
 def test_cli_simulate_lookahead_writes_its_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -150,9 +150,13 @@ class OrderOptions:
 
 
 def order_options(
-    order: OrderCreated, *, network: NetworkView, policy: Policy, now: datetime
+    order: OrderCreated, *, network: NetworkView, policy: Policy, now: datetime, rules: bool = False
 ) -> OrderOptions:
-    """What each node could do for the order under `policy` (a `yardstick_policy`), stock aside."""
+    """What each node could do for the order under `policy` (a `yardstick_policy`), stock aside.
+
+    `rules=True` keeps the policy's channel rules too (which node kinds an order's channel may
+    ship from): what a routing policy may do, not only what is physically possible.
+    """
     lines = _digest_lines(order, policy)
     dest = _destination(order, network, policy)
     if isinstance(dest, str):
@@ -174,8 +178,8 @@ def order_options(
         quotes=_quotes(network.services_available(now), dest),
         rank_bonuses={},
         classes=_handling_classes(lines),
-        excluded_kinds=(),
-        ship_from_store=True,
+        excluded_kinds=policy.excluded_kinds(order.channel) if rules else (),
+        ship_from_store=policy.ship_from_store.allows(order.channel) if rules else True,
     )
     nodes = {c.node_id: c for c in _candidates(ctx) if c.usable and c.serves}
     there = dest.address

@@ -21,8 +21,11 @@ orders were placed, consuming what they plan:
   already placed in the last `window_hours` (never a later one) and the
   strategy's own stock at that moment;
 - clairvoyant: the offline optimum over the whole stream at once
-  (`orchestrator.sim.optimum`, the MIP with hindsight), stopped at a time
-  limit. HiGHS then reports the best plan it found (an upper bound of the
+  (`orchestrator.sim.optimum`, the MIP with hindsight), under the rules
+  the two policies keep: their `max_shipments`, and for each order only the
+  nodes their channel and tier rules let it ship from (either policy's).
+  Node capacity is left out; it never binds in these streams. Stopped at a
+  time limit, HiGHS then reports the best plan it found (an upper bound of the
   optimum) and its proven lower bound. The share of the gap closed,
   (myopic - look-ahead) / (myopic - clairvoyant), is reported against the
   lower bound: the gap to a lower bound can only be larger than the true
@@ -169,6 +172,17 @@ class LookaheadRun:
         }
 
 
+def _permitted(order: OrderCreated, network: NetworkView, policies: Sequence[Policy]) -> dict[str, set[int]]:
+    """The line positions each node may ship under the rules of any of `policies`: the clairvoyant
+    keeps the rules the strategies it is compared with keep, so it is a plan either could make."""
+    permitted: dict[str, set[int]] = {}
+    for policy in policies:
+        options = order_options(order, network=network, policy=policy, now=order.placed_at, rules=True)
+        for node_id, cand in options.nodes.items():
+            permitted.setdefault(node_id, set()).update(cand.serves)
+    return permitted
+
+
 def _plan_stream(
     name: str,
     network: NetworkView,
@@ -281,7 +295,14 @@ def compare_lookahead(
             file=progress,
             flush=True,
         )
-    best = solve_optimum(stream, stock, time_limit_s=time_limit_s, rel_gap=_OPTIMUM_REL_GAP)
+    best = solve_optimum(
+        stream,
+        stock,
+        time_limit_s=time_limit_s,
+        rel_gap=_OPTIMUM_REL_GAP,
+        max_shipments=max(myopic.max_shipments, lookahead.max_shipments),
+        allowed=[_permitted(order, view, (myopic, lookahead)) for order in orders],
+    )
     settings = lookahead.lookahead.model_dump()
     return LookaheadReport(
         seed=seed,

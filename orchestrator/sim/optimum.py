@@ -7,14 +7,16 @@ its handling cost plus the cheapest eligible carrier service (fixed part
 and per-kg part, the service chosen by the solver among those that carry
 every line's handling class), `split_cost` per extra shipment of an order,
 and a penalty per back-ordered unit. Ship-complete orders ship from one
-node, all or nothing, as the engine plans them. Not modelled: the policy's
-`max_shipments` and node capacity (a relaxation: the optimum stays a lower
-bound of every policy).
+node, all or nothing, as the engine plans them. Optionally, as the policies
+compared must: at most `max_shipments` shipments an order, and only the
+(node, line) pairs `allowed` (the policies' channel and tier rules). Not
+modelled: node capacity (a relaxation: the optimum stays a lower bound of
+every policy that keeps those rules).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import highspy
@@ -78,8 +80,13 @@ def solve_optimum(
     *,
     time_limit_s: float = 60.0,
     rel_gap: float = 1e-7,
+    max_shipments: int | None = None,
+    allowed: Sequence[Mapping[str, Collection[int]]] | None = None,
 ) -> Optimum:
     """The offline optimum of the yardstick over the whole stream, from the starting `stock`.
+
+    `max_shipments` caps the shipments of an order that may split; `allowed`, one mapping per
+    order of `stream`, the line positions each node may ship (None: all the yardstick's options).
 
     The solver stops at `time_limit_s` or once its best plan is proven within `rel_gap` of the lower
     bound; `Optimum` then holds both (a longer stream may stop at the limit, not proven optimal).
@@ -87,8 +94,11 @@ def solve_optimum(
     m = _Model()
     offset = 0.0
     usage: dict[tuple[str, str], list[int]] = {}
-    for options in stream:
+    if allowed is not None and len(allowed) != len(stream):
+        raise ValueError(f"allowed has {len(allowed)} entries for {len(stream)} orders")
+    for k, options in enumerate(stream):
         lines = options.lines
+        permitted = None if allowed is None else allowed[k]
         if not options.nodes:
             offset += BACKORDER_PENALTY_PER_UNIT * sum(line.quantity for line in lines)
             continue
@@ -96,6 +106,8 @@ def solve_optimum(
         for line in lines:
             for node_id, cand in sorted(options.nodes.items()):
                 upper = min(line.quantity, stock.get((node_id, line.sku), 0))
+                if permitted is not None and line.pos not in permitted.get(node_id, ()):
+                    continue
                 if line.pos in cand.serves and upper > 0:
                     x[(line.pos, node_id)] = m.var(0.0, upper, integer=True)
                     usage.setdefault((node_id, line.sku), []).append(x[(line.pos, node_id)])
@@ -133,6 +145,8 @@ def solve_optimum(
         m.row(-_INF, 1.0, [*((y, 1.0) for y in opened), (split, -1.0)])
         if held is not None:
             m.row(-_INF, 1.0, [(y, 1.0) for y in opened])
+        elif max_shipments is not None:
+            m.row(-_INF, float(max_shipments), [(y, 1.0) for y in opened])
     for (node_id, sku), variables in usage.items():
         m.row(-_INF, float(stock.get((node_id, sku), 0)), [(v, 1.0) for v in variables])
     if m.integers:
