@@ -32,7 +32,7 @@ from orchestrator import __version__
 from orchestrator.contract.envelope import CONTENT_TYPE, SPEC_VERSION
 from orchestrator.contract.registry import EVENT_TYPES
 from orchestrator.runtime.dead_letter import MAX_DEAD_LETTER_VALUE
-from orchestrator.topics import STAGE_NAMES, TopicCatalog, TopicSpec, format_retention
+from orchestrator.topics import SERVICE_NAMES, STAGE_NAMES, TopicCatalog, TopicSpec, format_retention
 
 ASYNCAPI_VERSION = "3.0.0"
 KAFKA_BINDING_VERSION = "0.5.0"
@@ -307,15 +307,20 @@ def _party_id(party: str) -> str:
 
 
 def _who(party: str) -> str:
-    return f"Stage {party}" if party in STAGE_NAMES else f"Outside system {party.removeprefix('external:')}"
+    if party in STAGE_NAMES:
+        return f"Stage {party}"
+    if party in SERVICE_NAMES:
+        return f"Service {party}"
+    return f"Outside system {party.removeprefix('external:')}"
 
 
 def _operations(spec: TopicSpec) -> dict[str, Any]:
-    """One `send` per producer and one `receive` per consumer or observer, named party.action.topic."""
+    """One `send` per producer, one `receive` per consumer, observer or reader: party.action.topic."""
     messages = [{"$ref": _pointer("channels", spec.name, "messages", m)} for m in _message_ids(spec)]
     channel = {"$ref": _pointer("channels", spec.name)}
     readers = [(p, "consumes") for p in spec.consumers]
     readers += [(p, "observes") for p in spec.observers if p not in spec.consumers]
+    readers += [(p, "views") for p in spec.readers]
     out: dict[str, Any] = {}
     for party in spec.producers:
         out[f"{_party_id(party)}.send.{spec.name}"] = {
@@ -328,7 +333,12 @@ def _operations(spec: TopicSpec) -> dict[str, Any]:
         }
     for party, how in readers:
         group = f"orchestrator.{party}"  # Stage.group_id, and the group the stage's ACLs name
-        if party not in STAGE_NAMES:
+        if how == "views":
+            description = (
+                f"{_who(party)} reads {spec.name} whole, from the beginning and with no consumer group, "
+                "into a view in memory; it skips what it cannot read and dead-letters nothing."
+            )
+        elif party not in STAGE_NAMES:
             description = f"{_who(party)} reads {spec.name}."
         elif how == "consumes":
             description = f"{_who(party)} consumes {spec.name} in consumer group {group}."

@@ -5,8 +5,11 @@ what its rows of the catalog say: read the topics it consumes or observes,
 write the topics it produces (its dead-letter topics included), use its
 consumer group `orchestrator.<stage>`, its transactional ids
 (`orchestrator.<stage>.` + topic + partition, see runtime/worker.py) and
-idempotent writes. Outside systems (`external:<system>` in the catalog) get
-`external-<system>` with their topics and groups named `external.<system>.*`.
+idempotent writes. The services beside the stages (the promise API) run as
+`orchestrator-<service>` too, allowed only to read the topics they follow
+whole (`readers` in the catalog): no group, no writes. Outside systems
+(`external:<system>` in the catalog) get `external-<system>` with their
+topics and groups named `external.<system>.*`.
 
 `orchestrator topics acls` prints the `kafka-acls.sh` commands (and writes
 deploy/kafka/acls.sh); local secure mode applies the same list directly.
@@ -24,7 +27,7 @@ from aiokafka.errors import IncompatibleBrokerVersion, for_code
 from aiokafka.protocol.admin import CreateAclsRequest, CreateAclsRequestStruct
 
 from orchestrator.runtime.kafka_client import Bootstrap, client_kwargs
-from orchestrator.topics import STAGE_NAMES, TopicCatalog
+from orchestrator.topics import SERVICE_NAMES, STAGE_NAMES, TopicCatalog
 
 #: Kafka's one cluster resource name.
 CLUSTER = "kafka-cluster"
@@ -60,12 +63,13 @@ class Acl:
 
 
 def stage_user(stage: str) -> str:
-    """The SCRAM user (principal name without `User:`) a stage runs as."""
+    """The SCRAM user (principal name without `User:`) a stage or a service runs as."""
     return f"orchestrator-{stage}"
 
 
 def stage_users() -> tuple[str, ...]:
-    return tuple(stage_user(s) for s in STAGE_NAMES)
+    """Every stage's and every service's user."""
+    return tuple(stage_user(s) for s in (*STAGE_NAMES, *SERVICE_NAMES))
 
 
 def _external_user(party: str) -> str:
@@ -90,6 +94,14 @@ def stage_acls(catalog: TopicCatalog, stage: str) -> list[Acl]:
     return sorted(set(acls))
 
 
+def service_acls(catalog: TopicCatalog, service: str) -> list[Acl]:
+    """A service reads the topics it follows whole, with no consumer group: READ on them, nothing else."""
+    principal = f"User:{stage_user(service)}"
+    return sorted(
+        Acl(principal, "TOPIC", t.name, "READ") for t in catalog.all_topics() if service in t.readers
+    )
+
+
 def external_acls(catalog: TopicCatalog) -> list[Acl]:
     """The outside systems' rules: their topics, their groups `external.<system>.*`, idempotent writes."""
     acls: set[Acl] = set()
@@ -109,8 +121,9 @@ def external_acls(catalog: TopicCatalog) -> list[Acl]:
 
 
 def catalog_acls(catalog: TopicCatalog, *, externals: bool = True) -> list[Acl]:
-    """Every stage's rules, then (by default) the outside systems'."""
+    """Every stage's rules, the services', then (by default) the outside systems'."""
     acls = [a for s in STAGE_NAMES for a in stage_acls(catalog, s)]
+    acls += [a for s in SERVICE_NAMES for a in service_acls(catalog, s)]
     return acls + (external_acls(catalog) if externals else [])
 
 

@@ -56,6 +56,8 @@ STAGE_NAMES: tuple[str, ...] = (
     "status-sync",
     "returns",
 )
+#: Services beside the stages that read topics whole as views (no consumer group, no dead letters).
+SERVICE_NAMES: tuple[str, ...] = ("promise",)
 #: Same rule as `orchestrator.runtime.dead_letter.dead_letter_topic` (a test keeps them equal);
 #: not imported from there so the runtime may import the catalog without a cycle.
 DEAD_LETTER_SUFFIX = ".dlq"
@@ -174,6 +176,11 @@ class TopicSpec(BaseModel):
         description="Stages that read the topic only to record it (status-sync's event store); the "
         "consumers own its dead letters.",
     )
+    readers: tuple[str, ...] = Field(
+        default=(),
+        description="Services that read the topic whole as a view, with no consumer group and no dead "
+        "letters (the promise API).",
+    )
     retention_ms: RetentionMs = Field(
         default=DEFAULT_RETENTION_MS,
         validation_alias=AliasChoices("retention", "retention_ms"),
@@ -205,6 +212,16 @@ class TopicSpec(BaseModel):
             )
         if len(set(v)) != len(v):
             raise ValueError("a party is listed twice")
+        return v
+
+    @field_validator("readers")
+    @classmethod
+    def _known_services(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [p for p in v if p not in SERVICE_NAMES]
+        if bad:
+            raise ValueError(f"{', '.join(map(repr, bad))}: not a service ({', '.join(SERVICE_NAMES)})")
+        if len(set(v)) != len(v):
+            raise ValueError("a service is listed twice")
         return v
 
     @field_validator("config", mode="before")
@@ -469,7 +486,8 @@ def format_catalog(catalog: TopicCatalog) -> str:
                 [str(t.partitions)],
                 [t.key],
                 list(t.producers) or ["-"],
-                [*t.consumers, *(f"{o} (observes)" for o in t.observers)] or ["-"],
+                [*t.consumers, *(f"{o} (observes)" for o in t.observers), *(f"{r} (view)" for r in t.readers)]
+                or ["-"],
                 [format_retention(t.retention_ms)],
                 schemas,
             )

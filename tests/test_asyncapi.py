@@ -188,7 +188,7 @@ def test_every_producer_sends_and_every_consumer_and_observer_receives(
             assert operations[name]["action"] == "send"
             assert operations[name]["channel"] == channel
             assert operations[name]["messages"] == messages
-        for party in (*spec.consumers, *spec.observers):
+        for party in (*spec.consumers, *spec.observers, *spec.readers):
             name = f"{_party(party)}.receive.{spec.name}"
             expected.add(name)
             assert operations[name]["action"] == "receive"

@@ -10,29 +10,44 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
+import aiohttp
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import GroupAuthorizationFailedError, TopicAuthorizationFailedError
 
+from orchestrator.contract.envelope import Envelope
+from orchestrator.contract.inventory import InventorySnapshot
 from orchestrator.db.migrate import migrate
+from orchestrator.domain.policy import load_policy
 from orchestrator.infra import Endpoints, InfraError, LocalKafka, infra_down, infra_up
 from orchestrator.infra.manager import recorded_kafka_security
-from orchestrator.kafka_acls import AclApplyError, apply_acls, catalog_acls, stage_acls, stage_user
+from orchestrator.kafka_acls import (
+    AclApplyError,
+    apply_acls,
+    catalog_acls,
+    service_acls,
+    stage_acls,
+    stage_user,
+)
+from orchestrator.promise.service import promise_state, start_promise
 from orchestrator.runtime.dead_letter import dead_letter_topic
 from orchestrator.runtime.kafka_client import KafkaConnection, KafkaSecurity, client_kwargs
 from orchestrator.runtime.logging import configure_logging, redact_secrets, redact_text, register_secret
 from orchestrator.runtime.process import run_stages
+from orchestrator.runtime.views import FollowedTopics
 from orchestrator.settings import Settings
 from orchestrator.stages import ORDER_STAGES, build_stages, order_path_deps
 from orchestrator.topics import apply_topics, load_catalog
 from tests.harness import CARRIERS, LONDON, Outputs, Pipeline, _collect, ids, node, order
-from tests.support import free_port
+from tests.support import free_port, publish_events
 
 pytestmark = pytest.mark.integration
 
@@ -224,6 +239,67 @@ async def test_a_stage_principal_is_refused_what_its_acls_do_not_allow(secure: S
         await apply_acls(ingest, stage_acls(load_catalog(), "release"))
 
 
+async def test_the_promise_api_follows_the_ledger_as_its_own_principal_and_may_do_nothing_else(
+    secure: SecureServers,
+) -> None:
+    admin = secure.endpoints.kafka
+    dsn = secure.endpoints.database_url
+    await apply_topics(admin, load_catalog())
+    await migrate(dsn)
+    n = ids("SECP")
+    dc, sku = n("DC"), n("SKU")
+    await publish_events(
+        admin, "network.updates.v1", [Envelope.new(node(dc, LONDON), source="test/upstream")]
+    )
+    counted = InventorySnapshot(node_id=dc, sku=sku, on_hand=7, safety_stock=0, as_of=datetime.now(UTC))
+    await publish_events(admin, "inventory.updates.v1", [Envelope.new(counted, source="test/upstream")])
+    promise = secure.stage("promise")
+    settings = Settings(
+        kafka_bootstrap=admin.bootstrap,
+        kafka_security=promise.security,
+        database_url=dsn,
+        instance_id="secure-promise",
+        http_port=0,
+    )
+    running = await start_promise(settings, load_policy(), port=0)
+    try:
+        host, port = running.addresses[0]
+        deadline = time.monotonic() + 60
+        async with aiohttp.ClientSession() as http:
+            while (await http.get(f"http://{host}:{port}/healthz")).status != 200:
+                assert time.monotonic() < deadline, "the promise views never caught up as their principal"
+                await asyncio.sleep(0.1)
+            async with http.get(f"http://{host}:{port}/v1/availability", params={"sku": sku}) as resp:
+                assert resp.status == 200
+                (answer,) = (await resp.json())["skus"]
+        assert {x["node_id"]: x["available"] for x in answer["nodes"]} == {dc: 7}
+        assert dc in running.state.network.state.nodes
+    finally:
+        await running.close()
+    # It writes nothing, joins no group and reads no topic but its own three.
+    producer = AIOKafkaProducer(**client_kwargs(promise), request_timeout_ms=10000)
+    await producer.start()
+    try:
+        with pytest.raises(TopicAuthorizationFailedError):
+            await producer.send_and_wait("inventory.updates.v1", b"{}", key=sku.encode())
+    finally:
+        await producer.stop()
+    grouped = AIOKafkaConsumer(
+        "inventory.updates.v1", **client_kwargs(promise), group_id="orchestrator.reserve"
+    )
+    with pytest.raises(GroupAuthorizationFailedError):
+        async with asyncio.timeout(20):
+            await grouped.start()
+            await grouped.getmany(timeout_ms=5000)
+    await grouped.stop()
+    # A view of a topic it may not read stops with the reason, not a hang or "no partitions".
+    probe = FollowedTopics("probe", ("oms.orders.v1",))
+    with pytest.raises(RuntimeError, match=r"not authorised to read topic oms\.orders\.v1"):
+        async with asyncio.timeout(20):
+            await probe.start(settings, asyncio.Event())
+    await probe.close()
+
+
 async def test_postgres_refuses_connections_without_tls_or_without_the_password(
     secure: SecureServers,
 ) -> None:
@@ -257,6 +333,16 @@ def test_every_stage_s_acls_cover_what_the_stage_touches() -> None:
         assert needs_write <= writes, f"{stage.name} writes {sorted(needs_write - writes)} without an ACL"
         assert any(a.resource_type == "GROUP" and a.resource_name == stage.group_id for a in acls)
     assert len(catalog_acls(catalog)) > len(catalog_acls(catalog, externals=False))
+
+
+def test_the_promise_api_s_acls_are_exactly_the_topics_its_views_read() -> None:
+    catalog = load_catalog()
+    acls = service_acls(catalog, "promise")
+    assert {a.operation for a in acls} == {"READ"} and {a.resource_type for a in acls} == {"TOPIC"}
+    reads = {a.resource_name for a in acls}
+    assert reads == promise_state(load_policy()).topics
+    assert reads == {"inventory.updates.v1", "orchestrator.reservations.v1", "network.updates.v1"}
+    assert set(acls) <= set(catalog_acls(catalog, externals=False))
 
 
 def test_secrets_are_masked_in_log_lines_and_reprs(tmp_path: Path) -> None:

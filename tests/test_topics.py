@@ -229,6 +229,7 @@ def test_minimal_catalog_loads(tmp_path: Path) -> None:
         ("partitions: 6", "partitions: 6\n    config: {retention.ms: 1000}", "retention:"),
         ("partitions: 6", "partitions: 6\n    config: {cleanup.policy: shred}", "cleanup.policy"),
         ("    producers: [external:oms]\n", "", "producers"),
+        ("partitions: 6", "partitions: 6\n    readers: [reserve]", "'reserve': not a service (promise)"),
     ],
 )
 def test_bad_topic_is_named_in_the_error(tmp_path: Path, replace: str, with_: str, expected: str) -> None:

@@ -278,7 +278,8 @@ class LocalKafka:
         users: Sequence[str] = (),
     ) -> None:
         """`secure`: clients must speak SASL_SSL (SCRAM-SHA-512) and are authorised by ACLs, with
-        `admin` as super user; `users` are further SCRAM principals (the stages') to create."""
+        `admin` as super user; `users` are further SCRAM principals to create (the stages', the
+        promise API's)."""
         self.home = Path(state_dir).absolute() / "kafka"
         self.secure = secure
         self.users = tuple(users)

@@ -116,6 +116,11 @@ class PromiseState:
     def ready(self) -> bool:
         return all(view.ready for view in self.views)
 
+    @property
+    def topics(self) -> frozenset[str]:
+        """The Kafka topics the views read whole (the catalog's `readers: [promise]`, its ACLs)."""
+        return frozenset(t for view in self.views if isinstance(view, FollowedTopics) for t in view.topics)
+
 
 STATE: web.AppKey[PromiseState] = web.AppKey("promise_state", PromiseState)
 
@@ -244,20 +249,25 @@ class RunningPromise:
                 await view.close()
 
 
-async def start_promise(
-    settings: Settings, policy: Policy, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT
-) -> RunningPromise:
-    """Start the views (they read their topics from the beginning in the background) and the server."""
-    stop = asyncio.Event()
+def promise_state(policy: Policy) -> PromiseState:
+    """The views a promise service answers from, not started yet."""
     network = network_view()
     policies = PolicyView(policy)
-    state = PromiseState(
+    return PromiseState(
         ledger=PromiseLedgerView(),
         network=network,
         risk=RiskView(policy.learning),
         policies=policies,
         lookahead=LookaheadView(lambda: (policies.active,), lambda: network.state),
     )
+
+
+async def start_promise(
+    settings: Settings, policy: Policy, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT
+) -> RunningPromise:
+    """Start the views (they read their topics from the beginning in the background) and the server."""
+    stop = asyncio.Event()
+    state = promise_state(policy)
     runner = web.AppRunner(build_app(state), access_log=None, shutdown_timeout=5)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
@@ -317,6 +327,7 @@ __all__ = [
     "PromiseState",
     "RunningPromise",
     "build_app",
+    "promise_state",
     "serve_promise",
     "start_promise",
 ]

@@ -26,6 +26,8 @@ from orchestrator.runtime.kafka_client import Bootstrap, client_kwargs
 from orchestrator.settings import Settings
 
 S = TypeVar("S")
+#: Kafka's error code for a topic the principal may not describe (no READ, no DESCRIBE).
+_TOPIC_AUTHORIZATION_FAILED = 29
 
 
 class View(Protocol):
@@ -152,6 +154,11 @@ async def _partitions_of(bootstrap: Bootstrap, topic: str) -> list[TopicPartitio
         described = await admin.describe_topics([topic])
     finally:
         await admin.close()
+    if any(d.get("topic") == topic and d.get("error_code") == _TOPIC_AUTHORIZATION_FAILED for d in described):
+        raise RuntimeError(
+            f"not authorised to read topic {topic}: this principal has no READ on it "
+            "(topics.yaml lists who reads it; `orchestrator topics acls` makes the rules)"
+        )
     parts = [p["partition"] for d in described if d.get("topic") == topic for p in d.get("partitions", [])]
     if not parts:
         raise RuntimeError(
