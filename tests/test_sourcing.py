@@ -636,6 +636,35 @@ def test_max_shipments_is_respected() -> None:
     assert held.outcome is PlanOutcome.HOLD_FOR_STOCK
 
 
+def test_when_max_shipments_leaves_a_line_behind_it_is_the_one_with_fewest_units() -> None:
+    # Three lines at three nodes, two shipments allowed: one line waits. The store is the dearest
+    # node, but its line has 3 units; leaving either 1-unit line behind back-orders fewer.
+    stock = {("DC-MANCHESTER", "SKU-A"): 9, ("DC-LONDON", "SKU-B"): 9, ("STORE-LEEDS-01", "SKU-C"): 9}
+    the_order = order(line("1", "SKU-A"), line("2", "SKU-B"), line("3", "SKU-C", 3))
+    plan = plan_for(the_order, stock, the_policy=policy(max_shipments=2))
+    assert plan.outcome is PlanOutcome.PARTIAL
+    assert shipped(plan)["STORE-LEEDS-01"] == {"3": 3}
+    assert [b.quantity for b in plan.backordered] == [1]
+
+
+def test_a_line_spread_over_nodes_leaves_shipments_for_the_whole_lines() -> None:
+    # SKU-C is one unit at each node: spread first over both shipments allowed, it would leave
+    # no shipment for line 1, which only Leeds holds (3 units behind). One unit of line 2 and all
+    # of line 1 ship instead: 2 behind.
+    stock = {
+        ("DC-MANCHESTER", "SKU-C"): 1,
+        ("DC-LONDON", "SKU-C"): 1,
+        ("STORE-LEEDS-01", "SKU-C"): 1,
+        ("STORE-LEEDS-01", "SKU-A"): 5,
+    }
+    the_order = order(line("1", "SKU-A", 2), line("2", "SKU-C", 3))
+    plan = plan_for(the_order, stock, the_policy=policy(max_shipments=2))
+    assert plan.outcome is PlanOutcome.PARTIAL
+    assert sum(b.quantity for b in plan.backordered) == 2
+    assert shipped(plan)["STORE-LEEDS-01"]["1"] == 2
+    assert len(plan.shipments) <= 2
+
+
 def test_next_day_delivery_never_uses_a_slower_service() -> None:
     stock = {("DC-MANCHESTER", "SKU-A"): 9, ("DC-LONDON", "SKU-B"): 9}
     the_order = order(line("1", "SKU-A"), line("2", "SKU-B"), delivery=HomeDelivery(kind="next_day"))
@@ -1077,8 +1106,8 @@ def test_plans_respect_stock_nodes_and_quantities(scenario: dict[str, Any]) -> N
 
 
 def _objective(plan: PlanDecided) -> float:
-    """The search's own objective: back-ordered lines dominate, then the cost."""
-    return len({b.line_id for b in plan.backordered}) * 1_000_000.0 + plan.total_cost
+    """The search's own objective: back-ordered units dominate, then the cost."""
+    return sum(b.quantity for b in plan.backordered) * 1_000_000.0 + plan.total_cost
 
 
 @PROPERTY_SETTINGS

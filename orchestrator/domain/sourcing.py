@@ -135,8 +135,9 @@ _HAZMAT = 1
 _OVERSIZE = 2
 _CLASSES = 4
 
-# The search's price of leaving a line behind: larger than any real plan, so a
-# plan that ships a line always beats one that back-orders it.
+# The search's price of leaving one unit behind: larger than any real plan, so a
+# plan that ships more units always beats one that back-orders them. Per unit, not
+# per line: when max_shipments leaves one line out, it is the line with fewest units.
 _BACKORDER_PENALTY = 1_000_000.0
 # Branch and bound is exact, but a pathological order (many lines, many equal
 # nodes) must not stall a stage: past this many search nodes it keeps the best so far.
@@ -893,7 +894,7 @@ class _Problem:
         total = 0.0
         for line, k in zip(self.lines, assign, strict=True):
             if k is None:
-                total += _BACKORDER_PENALTY
+                total += _BACKORDER_PENALTY * line.quantity
                 continue
             weight, mask = loads.get(k, (0.0, 0))
             loads[k] = (weight + line.weight, mask | line.mask)
@@ -922,7 +923,16 @@ class _Prepared:
     split_lines: list[int]
 
 
-def _prepare(ctx: _Context, cands: list[_Candidate], max_shipments: int, allow_backorder: bool) -> _Prepared:
+def _prepare(
+    ctx: _Context,
+    cands: list[_Candidate],
+    max_shipments: int,
+    allow_backorder: bool,
+    split_budget: int | None = None,
+) -> _Prepared:
+    """Fix the loads that come before the search: BOPIS lines pinned to the pickup store, and lines
+    no node holds in full spread over nodes (opening at most `split_budget` of them; default
+    `max_shipments`). The lines some node holds in full are left for the search."""
     loads: dict[int, _Load] = {}
     avail: dict[tuple[int, str], int] = {}
     for cand in cands:
@@ -943,7 +953,8 @@ def _prepare(ctx: _Context, cands: list[_Candidate], max_shipments: int, allow_b
             continue
         partial = [c.index for c in cands if line.pos in c.serves]
         prices = _unit_prices(ctx, cands, line, partial) if ctx.opportunity else None
-        missing = _split_line(cands, line, partial, loads, avail, max_shipments, prices)
+        budget = max_shipments if split_budget is None else split_budget
+        missing = _split_line(cands, line, partial, loads, avail, budget, prices)
         if len(partial) > 0 and missing < line.quantity:
             split_lines.append(line.pos)
         if missing:
@@ -1202,6 +1213,8 @@ class _BranchAndBound:
                     opening.append((ship if extra is None else ship + extra.get(k, 0.0), k, ship))
             self.openings.append(sorted(opening))
         self.min_open = [opening[0][0] if opening else math.inf for opening in self.openings]
+        #: Per line: what leaving it behind costs the search.
+        self.penalty = [_BACKORDER_PENALTY * line.quantity for line in self.lines]
         fixed = [p.cands[k].fixed for k in {k for options in p.options for k in options}]
         self.neg_floor = min(0.0, min((f + p.split_cost for f in fixed), default=0.0))
         self.min_slope = min((c.min_slope for c in p.cands), default=0.0)
@@ -1245,8 +1258,8 @@ class _BranchAndBound:
             if self.option_sets[j].isdisjoint(open_nodes):
                 # Some new node must take the line (or it waits): at least the cheapest opening.
                 new = self.min_open[j] + extra if slots > 0 else math.inf
-                if p.allow_backorder and new > _BACKORDER_PENALTY:
-                    new = _BACKORDER_PENALTY
+                if p.allow_backorder and new > self.penalty[j]:
+                    new = self.penalty[j]
                 worst_new = max(worst_new, new)
             else:
                 bound += self.weights[j] * self.min_slope
@@ -1268,11 +1281,11 @@ class _BranchAndBound:
         open_nodes = self.load.keys()
         slots = p.max_shipments - len(self.load)
         extra_split = p.split_cost if self.load else 0.0
-        cap = _BACKORDER_PENALTY if p.allow_backorder else math.inf
         bound = 0.0
         worst_new = 0.0
         for j in range(i, len(self.lines)):
-            least = min(self.min_extra[j], _BACKORDER_PENALTY)
+            cap = self.penalty[j] if p.allow_backorder else math.inf
+            least = min(self.min_extra[j], self.penalty[j])
             if self.option_sets[j].isdisjoint(open_nodes):
                 new = min(self.min_open[j] + extra_split if slots > 0 else math.inf, cap)
                 bound += least
@@ -1294,7 +1307,7 @@ class _BranchAndBound:
         self._place_on_new_nodes(i, cost)
         if self.p.allow_backorder:
             self.assign[i] = None
-            self._visit(i + 1, cost + _BACKORDER_PENALTY)
+            self._visit(i + 1, cost + self.penalty[i])
 
     def _place_on_open_nodes(self, i: int, cost: float) -> None:
         line, weight = self.lines[i], self.weights[i]
@@ -1396,8 +1409,10 @@ def _decide_loads(ctx: _Context, cands: list[_Candidate], exact: bool) -> _Verdi
         return _waiting(ctx, hold, prepared.short_why, _shortage_cause(ctx, prepared.short))
     if not hold and len(prepared.short) == len(ctx.lines) and not prepared.problem.loads:
         return _waiting(ctx, hold, prepared.short_why, "no eligible node has stock of any line")
+    assign = _search(prepared.problem, exact)
+    if not hold and assign is not None and prepared.split_lines and None in assign:
+        prepared, assign = _fewest_left_behind(ctx, cands, max_shipments, exact, prepared, assign)
     problem = prepared.problem
-    assign = _search(problem, exact)
     lookahead = None if assign is None or problem.extra is None else _lookahead_note(problem, assign, exact)
     if assign is None:
         cause = (
@@ -1428,6 +1443,31 @@ def _decide_loads(ctx: _Context, cands: list[_Candidate], exact: bool) -> _Verdi
         split_lines=prepared.split_lines,
         lookahead=lookahead,
     )
+
+
+def _fewest_left_behind(
+    ctx: _Context,
+    cands: list[_Candidate],
+    max_shipments: int,
+    exact: bool,
+    prepared: _Prepared,
+    assign: list[int | None],
+) -> tuple[_Prepared, list[int | None]]:
+    """Lines no node holds in full are spread before the search, and may take shipments that whole
+    lines then lack (3 shipments for 3 units of one line; a 2-unit line left behind). Let them
+    open fewer nodes, down to none, and keep the plan that leaves the fewest units behind, then
+    the cheapest; the first plan when none is better."""
+
+    def score(candidate: _Prepared, found: list[int | None]) -> float:
+        return candidate.problem.objective(found) + _BACKORDER_PENALTY * sum(candidate.short.values())
+
+    best = (score(prepared, assign), prepared, assign)
+    for budget in range(len(prepared.problem.loads) - 1, -1, -1):
+        trial = _prepare(ctx, cands, max_shipments, allow_backorder=True, split_budget=budget)
+        found = _search(trial.problem, exact)
+        if found is not None and (cost := score(trial, found)) < best[0] - _EPS:
+            best = (cost, trial, found)
+    return best[1], best[2]
 
 
 def _lookahead_note(problem: _Problem, assign: list[int | None], exact: bool) -> str | None:
