@@ -406,8 +406,12 @@ async def maximum(run: Run) -> dict[str, Any]:
 
 
 async def stage_counters(fleet: StageFleet) -> dict[str, ceiling.BatchStats]:
-    """Per stage, summed over its live instances: batches committed, seconds in them, events."""
-    out: dict[str, ceiling.BatchStats] = {}
+    """Per stage, summed over its live instances: batches committed, seconds in them, events.
+
+    Every stage has a row: one that has committed no batch yet (exceptions, early in a run, when
+    nothing has failed) exports no batch series, and shows as 0 events/s, not as missing.
+    """
+    out: dict[str, ceiling.BatchStats] = {stage: ceiling.BatchStats() for stage in fleet.partitions}
     async with aiohttp.ClientSession() as http:
         for name in fleet.alive():
             for stage, stats in (
