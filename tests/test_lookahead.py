@@ -513,7 +513,16 @@ def test_the_look_ahead_comparison_reports_every_row_and_plans_feasibly(tmp_path
     # than either strategy.
     for strategy in (report.myopic, report.lookahead):
         assert best.lower_bound <= strategy.result.objective + 1e-6 * max(1.0, strategy.result.objective)
+    # The gap's parts add up: units held at the yardstick's price, and the rest.
+    parts = report.gap_parts()
+    assert parts["held"] + parts["rest"] == pytest.approx(
+        report.myopic.result.objective - best.objective, abs=0.02
+    )
+    saved = report.myopic.result.objective - report.lookahead.result.objective
+    assert parts["held_saved"] + parts["rest_saved"] == pytest.approx(saved, abs=0.02)
+    assert data["gap_parts"] == parts and data["clairvoyant"]["backordered_units"] == best.backordered_units
     table = format_lookahead_table(report)
+    assert "units held" in table
     for row in ("| myopic (", "| look-ahead (", "| clairvoyant (", "Gap closed"):
         assert row in table
     json.dumps(data)
@@ -534,6 +543,7 @@ def test_the_clairvoyant_keeps_the_policies_max_shipments_and_channel_rules() ->
     # Two shipments at most: one line waits, and its unit is charged as back-ordered.
     assert capped.objective > BACKORDER_PENALTY_PER_UNIT
     assert capped.objective - BACKORDER_PENALTY_PER_UNIT < free.objective
+    assert (free.backordered_units, capped.backordered_units) == (0, 1)
     # Marketplace orders never ship from stores under the default policy; the yardstick alone would.
     market = order(line("1", "SKU-C"), channel=Channel.MARKETPLACE)
     physical = order_options(market, network=network, policy=yardstick_policy(policy), now=NOW)
@@ -541,7 +551,8 @@ def test_the_clairvoyant_keeps_the_policies_max_shipments_and_channel_rules() ->
     assert "STORE-LEEDS-01" in physical.nodes and "STORE-LEEDS-01" not in ruled.nodes
     allowed = [{node_id: set(c.serves) for node_id, c in ruled.nodes.items()}]
     assert solve_optimum([physical], stock).objective < BACKORDER_PENALTY_PER_UNIT
-    assert solve_optimum([physical], stock, allowed=allowed).objective == BACKORDER_PENALTY_PER_UNIT
+    ruled_out = solve_optimum([physical], stock, allowed=allowed)
+    assert ruled_out.objective == BACKORDER_PENALTY_PER_UNIT and ruled_out.backordered_units == 1
     with pytest.raises(ValueError, match="allowed has"):
         solve_optimum([physical], stock, allowed=[])
 

@@ -29,12 +29,14 @@ _INF = highspy.kHighsInf
 
 @dataclass(frozen=True, slots=True)
 class Optimum:
-    """The best objective found, the solver's proven lower bound and whether it is proven optimal."""
+    """The best objective found, the solver's proven lower bound and whether it is proven optimal;
+    and the units the best plan found leaves back-ordered."""
 
     objective: float
     lower_bound: float
     optimal: bool
     seconds: float
+    backordered_units: int = 0
 
 
 class _Model:
@@ -94,12 +96,15 @@ def solve_optimum(
     m = _Model()
     offset = 0.0
     usage: dict[tuple[str, str], list[int]] = {}
+    backs: list[int] = []
+    unplaceable = 0
     if allowed is not None and len(allowed) != len(stream):
         raise ValueError(f"allowed has {len(allowed)} entries for {len(stream)} orders")
     for k, options in enumerate(stream):
         lines = options.lines
         permitted = None if allowed is None else allowed[k]
         if not options.nodes:
+            unplaceable += sum(line.quantity for line in lines)
             offset += BACKORDER_PENALTY_PER_UNIT * sum(line.quantity for line in lines)
             continue
         x: dict[tuple[int, str], int] = {}
@@ -114,6 +119,7 @@ def solve_optimum(
         held = m.var(0.0, 1.0, integer=True) if options.order.ship_complete else None
         for line in lines:
             back = m.var(BACKORDER_PENALTY_PER_UNIT, line.quantity)
+            backs.append(back)
             mine = [(x[(line.pos, n)], 1.0) for n in options.nodes if (line.pos, n) in x]
             m.row(line.quantity, line.quantity, [*mine, (back, 1.0)])
             if held is not None:
@@ -159,7 +165,7 @@ def solve_optimum(
     status = m.h.getModelStatus()
     optimal = status == highspy.HighsModelStatus.kOptimal
     if m.count == 0:
-        return Optimum(offset, offset, True, 0.0)
+        return Optimum(offset, offset, True, 0.0, unplaceable)
     if info.primal_solution_status == 0:
         raise RuntimeError(f"HiGHS found no solution: {m.h.modelStatusToString(status)}")
     bound = info.mip_dual_bound if info.mip_dual_bound > -_INF else info.objective_function_value
@@ -168,6 +174,7 @@ def solve_optimum(
         lower_bound=bound + offset,
         optimal=optimal,
         seconds=m.h.getRunTime(),
+        backordered_units=unplaceable + round(sum(m.h.getSolution().col_value[i] for i in backs)),
     )
 
 
