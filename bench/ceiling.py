@@ -59,7 +59,7 @@ from bench.procfs import peak_rss_kib
 from orchestrator.contract.base import EventPayload
 from orchestrator.contract.envelope import Envelope, Headers, encode
 from orchestrator.contract.examples import example
-from orchestrator.infra.ports import free_port
+from orchestrator.infra.ports import free_ports
 from orchestrator.runtime.dead_letter import dead_letter_topic
 from orchestrator.runtime.kafka_client import client_kwargs
 from orchestrator.runtime.worker import BATCH_PHASES
@@ -187,8 +187,9 @@ class RelayChain:
     def __init__(self, bootstrap: str, topics: Sequence[str], log_dir: Path, run_id: str) -> None:
         self.bootstrap = bootstrap
         self.run_id = run_id
+        ports = free_ports(len(topics) - 1)
         self.relays = [
-            Relay(i, topics[i], topics[i + 1], free_port(), log_dir / f"relay-{i}.log")
+            Relay(i, topics[i], topics[i + 1], ports[i], log_dir / f"relay-{i}.log")
             for i in range(len(topics) - 1)
         ]
 
@@ -258,7 +259,8 @@ def kafka_for(bootstrap: str | None) -> Iterator[tuple[str, bool]]:
     from orchestrator.infra import LocalKafka
 
     state = Path(tempfile.mkdtemp(prefix="bench-kafka-"))
-    kafka = LocalKafka(state, port=free_port(), controller_port=free_port())
+    kafka_port, controller_port = free_ports(2)
+    kafka = LocalKafka(state, port=kafka_port, controller_port=controller_port)
     say(f"starting a temporary local Kafka in {state} ...")
     try:
         kafka.start(timeout=120)

@@ -19,7 +19,7 @@ import pytest
 
 from orchestrator.db.migrate import migrate
 from orchestrator.infra import Endpoints, LocalKafka, LocalPostgres, testcontainers_endpoints
-from tests.support import free_port
+from tests.support import free_ports
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -68,8 +68,9 @@ def servers() -> Iterator[Servers]:
         yield Servers(from_containers)
         return
     state = _fresh_state_dir()
-    kafka = LocalKafka(state / "kafka", port=free_port(), controller_port=free_port())
-    postgres = LocalPostgres(state / "postgres", port=free_port())
+    kafka_port, controller_port, postgres_port = free_ports(3)
+    kafka = LocalKafka(state / "kafka", port=kafka_port, controller_port=controller_port)
+    postgres = LocalPostgres(state / "postgres", port=postgres_port)
     kafka.start()
     postgres.start()
     try:

@@ -20,6 +20,7 @@ from aiokafka.structs import ConsumerRecord
 
 from orchestrator.contract.envelope import Envelope, encode
 from orchestrator.infra.ports import free_port as free_port  # re-exported for the tests
+from orchestrator.infra.ports import free_ports as free_ports
 from orchestrator.runtime.dead_letter import dead_letter_topic
 from orchestrator.runtime.kafka_client import Bootstrap, client_kwargs
 

@@ -1,6 +1,9 @@
-"""The fault schedule and the audit of the guarantees: pure, no servers."""
+"""The fault schedule, the audit of the guarantees and the run's ports: no servers started."""
 
 from __future__ import annotations
+
+import socket
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -8,6 +11,7 @@ from hypothesis import strategies as st
 
 from orchestrator.faults.audit import RunFacts, StatusSeen, WorkOrderSeen, audit
 from orchestrator.faults.commands import recovery_by_kind
+from orchestrator.faults.driver import RunServers, StageFleet
 from orchestrator.faults.plan import FaultBudget, FaultKind, fault_schedule
 from orchestrator.topics import STAGE_NAMES
 
@@ -172,3 +176,24 @@ def test_recovery_is_summarised_per_kind_of_fault() -> None:
         "flow_max": 2.0,
     }
     assert summary["PostgreSQL crashed, restarted"]["flow_median"] == 6.5
+
+
+def test_every_stage_instance_and_server_of_a_fault_run_listens_on_its_own_port(tmp_path: Path) -> None:
+    servers = RunServers(tmp_path)
+    fleet = StageFleet(2, {}, tmp_path, avoid=servers.ports)
+    ports = list(fleet.ports.values())
+    assert len(set(ports)) == len(fleet.names) == 2 * len(STAGES)
+    assert not servers.ports & set(ports)
+
+
+def test_a_restarted_instance_whose_port_was_taken_meanwhile_gets_another(tmp_path: Path) -> None:
+    fleet = StageFleet(1, {}, tmp_path)
+    name = fleet.names[0]
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", fleet.ports[name]))
+        squatter.listen()
+        taken = fleet.ports[name]
+        port = fleet.claim_port(name)
+        assert port != taken
+        assert fleet.url(name, "/readyz") == f"http://127.0.0.1:{port}/readyz"
+    assert len(set(fleet.ports.values())) == len(fleet.names)

@@ -31,7 +31,7 @@ from orchestrator.infra import (
     testcontainers_endpoints,
 )
 from orchestrator.infra.manager import docker_answers
-from orchestrator.infra.ports import free_port, port_free
+from orchestrator.infra.ports import free_port, free_ports, port_free
 
 # Ports a developer's own servers may be using on this machine; never touch them.
 RESERVED_PORTS = {5432, 9092, 9093, 19092, 19093}
@@ -254,3 +254,13 @@ def test_a_free_port_is_below_the_kernels_ephemeral_range_and_bindable() -> None
     for port in ports:
         with socket.socket() as s:
             s.bind(("127.0.0.1", port))
+
+
+def test_ports_drawn_together_are_all_different_and_clear_of_the_ones_to_avoid() -> None:
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports = free_ports(300, avoid={low - 1})
+    assert len(set(ports)) == 300
+    assert low - 1 not in ports
+    # With every port below the ephemeral range ruled out, the kernel's pick is the way out.
+    (fallback,) = free_ports(1, avoid=set(range(10_000, low)))
+    assert fallback >= low

@@ -47,7 +47,7 @@ from orchestrator.settings import Settings
 from orchestrator.stages import ORDER_STAGES, build_stages, order_path_deps
 from orchestrator.topics import apply_topics, load_catalog
 from tests.harness import CARRIERS, LONDON, Outputs, Pipeline, _collect, ids, node, order
-from tests.support import free_port, publish_events
+from tests.support import free_ports, publish_events
 
 pytestmark = pytest.mark.integration
 
@@ -73,7 +73,7 @@ class SecureServers:
 @pytest.fixture(scope="module")
 def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureServers]:
     state = tmp_path_factory.mktemp("secure")
-    kafka_port, controller_port, pg_port = free_port(), free_port(), free_port()
+    kafka_port, controller_port, pg_port = free_ports(3)
     with pytest.MonkeyPatch.context() as env:
         # Servers of our own, whatever the session's servers are.
         env.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)

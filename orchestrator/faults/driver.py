@@ -35,7 +35,7 @@ from orchestrator.db.migrate import migrate
 from orchestrator.faults.audit import Audit, audit, collect_facts
 from orchestrator.faults.plan import Fault, FaultBudget, FaultKind, fault_schedule, instance_name
 from orchestrator.infra import LocalKafka, LocalPostgres
-from orchestrator.infra.ports import free_port
+from orchestrator.infra.ports import free_port, free_ports, port_free
 from orchestrator.sim.live.behaviour import CarrierRates, NodeRates
 from orchestrator.sim.live.children import Child, ChildFailed, spawn, wait_ready
 from orchestrator.sim.live.driver import LiveOptions, NetworkSize, sim_flags, start_outside_world
@@ -96,10 +96,13 @@ class RunServers:
     def __init__(self, state_dir: Path) -> None:
         env_kafka = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
         env_db = os.environ.get("DATABASE_URL", "").strip()
+        kafka_port, controller_port, postgres_port = free_ports(3)
+        #: Ports the run's own servers listen on, which no stage instance may draw for its /metrics.
+        self.ports = frozenset((kafka_port, controller_port, postgres_port))
         self.kafka = (
-            None if env_kafka else LocalKafka(state_dir, port=free_port(), controller_port=free_port())
+            None if env_kafka else LocalKafka(state_dir, port=kafka_port, controller_port=controller_port)
         )
-        self.postgres = None if env_db else LocalPostgres(state_dir, port=free_port())
+        self.postgres = None if env_db else LocalPostgres(state_dir, port=postgres_port)
         self.bootstrap = env_kafka or (self.kafka.bootstrap if self.kafka else "")
         self.database_url = env_db or (self.postgres.database_url if self.postgres else "")
         #: One server fault at a time: a crash while the previous restart is still starting the broker
@@ -132,9 +135,17 @@ class RunServers:
 class StageFleet:
     """Every stage instance as its own process, each on its own /metrics port."""
 
-    def __init__(self, instances: int, env: dict[str, str], log_dir: Path, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        instances: int,
+        env: dict[str, str],
+        log_dir: Path,
+        host: str = "127.0.0.1",
+        avoid: frozenset[int] = frozenset(),
+    ) -> None:
         self.names = [instance_name(stage, i) for stage in ORDER_STAGES for i in range(instances)]
-        self.ports = {name: free_port() for name in self.names}
+        self.avoid = avoid
+        self.ports = dict(zip(self.names, free_ports(len(self.names), avoid), strict=True))
         self.env = env
         self.log_dir = log_dir
         self.host = host
@@ -150,7 +161,16 @@ class StageFleet:
     def url(self, name: str, path: str) -> str:
         return f"http://{self.host}:{self.ports[name]}{path}"
 
+    def claim_port(self, name: str) -> int:
+        """The instance's /metrics port, drawn again if something else bound it meanwhile."""
+        if not port_free(self.ports[name]):
+            # Taken while the instance was down: a supervisor's new pod gets a new address too,
+            # and the readiness probe must not reach whoever holds the old one.
+            self.ports[name] = free_port({*self.avoid, *self.ports.values()})
+        return self.ports[name]
+
     async def start(self, name: str) -> None:
+        self.claim_port(name)
         env = {**self.env, "ORCHESTRATOR_INSTANCE_ID": name, "ORCHESTRATOR_HTTP_PORT": str(self.ports[name])}
         self.children[name] = await spawn(name, ["run", _stage_of(name)], env, self.log_dir)
 
@@ -355,7 +375,7 @@ async def _run(
     start = await end_offsets(bootstrap, watched_topics(load_catalog()))
     started_at = datetime.now(UTC)
     await publish_network(bootstrap, network)
-    fleet = StageFleet(options.instances, env, log_dir)
+    fleet = StageFleet(options.instances, env, log_dir, avoid=servers.ports)
     say(
         f"{len(fleet.names)} stage processes ({options.instances} of each of {len(ORDER_STAGES)} stages), "
         f"{options.orders} orders at {options.rate:g}/s (~{duration:.0f} s), {len(schedule)} faults; "

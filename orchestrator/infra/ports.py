@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import socket
+from collections.abc import Collection
 from pathlib import Path
 
 _EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
@@ -30,8 +31,8 @@ def port_free(port: int) -> bool:
         return True
 
 
-def free_port() -> int:
-    """A TCP port nothing listens on now (for a server or a stage's /metrics).
+def free_port(avoid: Collection[int] = ()) -> int:
+    """A TCP port nothing listens on now (for a server or a stage's /metrics), not one of `avoid`.
 
     Drawn below the kernel's ephemeral range: a port the kernel picked for us from that range
     could be handed to some process's outgoing connection before our child binds it, and a
@@ -42,11 +43,31 @@ def free_port() -> int:
     if high > _LOWEST + _TRIES:
         for _ in range(_TRIES):
             port = rng.randrange(_LOWEST, high)
-            if port_free(port):
+            if port not in avoid and port_free(port):
                 return port
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    for _ in range(_TRIES):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in avoid:
+            return port
+    raise OSError("no free local port found")
 
 
-__all__ = ["free_port", "port_free"]
+def free_ports(count: int, avoid: Collection[int] = ()) -> list[int]:
+    """`count` different free ports, none of them in `avoid`.
+
+    Nothing binds a port between `free_port` calls, so ports drawn one by one for servers started
+    together can repeat: two stage instances once drew the same /metrics port, the second died
+    with "address already in use" and the first answered its readiness probe.
+    """
+    taken = set(avoid)
+    ports: list[int] = []
+    for _ in range(count):
+        port = free_port(taken)
+        taken.add(port)
+        ports.append(port)
+    return ports
+
+
+__all__ = ["free_port", "free_ports", "port_free"]
