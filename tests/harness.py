@@ -186,15 +186,18 @@ class Pipeline:
                 await asyncio.sleep(0.1)
 
 
-def _policy_without_learning(tmp: pytest.TempPathFactory) -> str:
-    """The packaged routing policy, learning off."""
+def _policy_without_learning(
+    tmp: pytest.TempPathFactory, packaged_file: str = "default.yaml", lookahead: dict[str, Any] | None = None
+) -> str:
+    """A packaged routing policy (`default.yaml` unless named), learning off, `lookahead` settings changed."""
     import yaml
 
     import orchestrator.policies as packaged
 
-    policy = yaml.safe_load(Path(packaged.__file__).with_name("default.yaml").read_text())
+    policy = yaml.safe_load(Path(packaged.__file__).with_name(packaged_file).read_text())
     policy["learning"] = {**policy.get("learning", {}), "enabled": False}
-    path = tmp.mktemp("policy") / "default-without-learning.yaml"
+    policy["lookahead"] = {**policy.get("lookahead", {}), **(lookahead or {})}
+    path = tmp.mktemp("policy") / f"{Path(packaged_file).stem}-without-learning.yaml"
     path.write_text(yaml.safe_dump(policy))
     return str(path)
 
@@ -206,13 +209,17 @@ async def pipeline(
     database_url: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[Pipeline]:
-    """Every stage in one process. A test module may set `PIPELINE_ENV` (e.g. short timers), and
-    `PIPELINE_METRICS = True` to learn where the process serves /metrics (`Pipeline.metrics_port`)."""
+    """Every stage in one process. A test module may set `PIPELINE_ENV` (e.g. short timers),
+    `PIPELINE_METRICS = True` to learn where the process serves /metrics (`Pipeline.metrics_port`),
+    and `PIPELINE_POLICY` to decide with another packaged policy: (file name, look-ahead settings)."""
     await apply_topics(bootstrap, load_catalog())
     env = dict(getattr(request.module, "PIPELINE_ENV", {}))
+    packaged_file, lookahead = getattr(request.module, "PIPELINE_POLICY", ("default.yaml", {}))
     # Test modules share one database, and learning from execution would carry one module's short
     # picks and lost parcels into another's routing: it is on only where a module asks for it.
-    env.setdefault("ORCHESTRATOR_POLICY_FILE", _policy_without_learning(tmp_path_factory))
+    env.setdefault(
+        "ORCHESTRATOR_POLICY_FILE", _policy_without_learning(tmp_path_factory, packaged_file, lookahead)
+    )
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:

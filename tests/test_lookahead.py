@@ -34,6 +34,7 @@ from orchestrator.domain.lookahead import (
     opportunity_costs,
     region_of,
     sales_of,
+    ship_complete_prices,
     shipping_nodes,
     unit_costs,
 )
@@ -243,6 +244,93 @@ def test_stores_without_ship_from_store_and_closed_nodes_are_not_priced() -> Non
     assert [n.node_id for n in shipping_nodes(network, looking_ahead())] == ["DC-LONDON", "STORE-SHIPS"]
     no_stores = looking_ahead().model_copy(update={"ship_from_store": ShipFromStoreRule(enabled=False)})
     assert [n.node_id for n in shipping_nodes(network, no_stores)] == ["DC-LONDON"]
+
+
+# ---------------------------------------------------------------------------
+# Protecting ship-complete orders
+# ---------------------------------------------------------------------------
+
+
+def _sold(sku: str, units: int, *, ship_complete: bool = True) -> Sale:
+    return Sale(53.48, -2.24, "M1 1AA", "GB", sku, units, ship_complete)
+
+
+def _protect(
+    sales: list[Sale], supply: dict[tuple[str, str], int], **given: Any
+) -> dict[tuple[str, str], float]:
+    options: dict[str, Any] = {"observed_hours": 24, "horizon_hours": 24, "hold_cost": 10.0, "lines": 3}
+    return ship_complete_prices(sales, supply, _nodes("A", "B", "C"), **{**options, **given})
+
+
+def test_the_only_node_that_can_fill_a_ship_complete_order_keeps_its_units() -> None:
+    # Ship-complete orders want X and Y. A holds both: it fills every such order (chance 1). B holds
+    # X only, half of the demand: it fills one with chance 0.5 ** 2.
+    sales = [_sold("X", 5), _sold("Y", 5)]
+    supply = {("A", "X"): 2, ("A", "Y"): 2, ("B", "X"): 10}
+    prices = _protect(sales, supply)
+    # A's X is needed when B cannot fill (0.75); A's Y always (no one else has Y). B's X never: A
+    # fills any order B could. 5 units wanted over the horizon take all of A's 2.
+    assert prices == {("A", "X"): pytest.approx(10 * 3 * 0.75), ("A", "Y"): pytest.approx(10 * 3)}
+    # A node whose units the ship-complete demand cannot use up is priced for the share it can.
+    plenty = _protect(sales, {**supply, ("A", "Y"): 20})
+    assert plenty[("A", "Y")] == pytest.approx(10 * 3 * 5 / 20)
+
+
+def test_only_the_ship_complete_share_of_demand_is_protected() -> None:
+    supply = {("A", "X"): 20, ("A", "Y"): 20}
+    every_order = _protect([_sold("X", 5), _sold("Y", 5)], supply)
+    half = _protect(
+        [
+            _sold("X", 5),
+            _sold("Y", 5),
+            _sold("X", 5, ship_complete=False),
+            _sold("Y", 5, ship_complete=False),
+        ],
+        supply,
+    )
+    # Twice the demand, half of it ship-complete: as many ship-complete units, the same prices.
+    assert half == pytest.approx(every_order)
+    assert _protect([_sold("X", 5, ship_complete=False)], supply) == {}
+    assert _protect([_sold("X", 5)], supply, hold_cost=0.0) == {}
+    # A node that ships no parcels (not among the shipping nodes) is left out.
+    assert _protect([_sold("X", 5)], {("D", "X"): 1}) == {}
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.tuples(st.sampled_from("XYZW"), st.integers(1, 9), st.booleans()), min_size=1, max_size=12),
+    st.dictionaries(
+        st.tuples(st.sampled_from("ABC"), st.sampled_from("XYZW")), st.integers(0, 30), max_size=12
+    ),
+    st.integers(2, 6),
+)
+def test_protection_prices_are_bounded_by_holding_the_whole_order(
+    sold: list[tuple[str, int, bool]], supply: dict[tuple[str, str], int], lines: int
+) -> None:
+    prices = _protect([_sold(sku, units, ship_complete=sc) for sku, units, sc in sold], supply, lines=lines)
+    assert all(0 < price <= 10 * lines + 1e-9 for price in prices.values())
+    assert all(supply.get(key, 0) > 0 for key in prices)
+
+
+def test_the_policy_adds_the_protection_to_the_transportation_prices() -> None:
+    network = uk_network()
+    sales = [
+        *sales_of(
+            order(line("1", "SKU-A", 3), line("2", "SKU-B", 3), to="leeds", ship_complete=True), network
+        )
+    ]
+    assert all(sale.ship_complete for sale in sales)
+    supply = {("DC-MANCHESTER", "SKU-A"): 2, ("DC-MANCHESTER", "SKU-B"): 2, ("DC-LONDON", "SKU-A"): 50}
+    options: dict[str, Any] = {"network": network, "now": NOW, "observed_hours": 24}
+    plain = lookahead_prices(sales, supply, policy=looking_ahead(), **options)
+    protecting = lookahead_prices(
+        sales, supply, policy=looking_ahead(ship_complete_hold_cost=10.0), **options
+    )
+    assert set(protecting) >= set(plain)
+    assert (
+        protecting[("DC-MANCHESTER", "SKU-B")] >= plain.get(("DC-MANCHESTER", "SKU-B"), 0.0) + 10 * 3 - 1e-6
+    )
+    assert all(protecting[key] >= price for key, price in plain.items())
 
 
 # ---------------------------------------------------------------------------
@@ -577,10 +665,10 @@ def test_cli_simulate_lookahead_writes_its_json(tmp_path: Path, capsys: pytest.C
         == 0
     )
     printed = capsys.readouterr().out
-    assert "| look-ahead (lookahead-1)" in printed and "Gap closed" in printed
+    assert "| look-ahead (lookahead-2)" in printed and "Gap closed" in printed
     data = json.loads((out / "lookahead.json").read_text())
     assert data["orders"] == 30 and data["stock_cover"] == 1.5
-    assert [s["strategy"] for s in data["strategies"]] == ["default-2", "lookahead-1"]
+    assert [s["strategy"] for s in data["strategies"]] == ["default-2", "lookahead-2"]
     # The first policy must be the myopic one.
     assert (
         main(["simulate", "--orders", "5", "--out", str(out), "--policy", str(LOOKAHEAD_YAML), "--lookahead"])
@@ -636,6 +724,45 @@ async def test_the_view_prices_recent_orders_against_the_ledger(db: asyncpg.Conn
         assert await view.refresh(db, now=now + timedelta(days=2)) == {}
     finally:
         await db.execute("DELETE FROM validate_orders WHERE order_id = ANY($1::text[])", order_ids)
+        await db.execute("DELETE FROM reserve_ledger WHERE node_id = ANY($1::text[])", [glasgow, london])
+
+
+@pytest.mark.integration
+async def test_the_view_knows_which_recent_orders_ship_complete(db: asyncpg.Connection) -> None:
+    tag = uuid.uuid4().hex[:8].upper()
+    glasgow, london, x, y = f"DC-GLA-{tag}", f"DC-LON-{tag}", f"SKU-X-{tag}", f"SKU-Y-{tag}"
+    network = network_from_events(
+        [
+            node(glasgow, "glasgow"),
+            node(london, "london"),
+            service("royal-mail-48", ServiceLevel.STANDARD, 2, "3.00"),
+        ]
+    )
+    now = datetime(2020, 7, 1, 12, 0, tzinfo=UTC)
+    complete = order(
+        line("1", x, 2), line("2", y, 2), to="glasgow", ship_complete=True, order_id=f"ORD-SC-{tag}"
+    )
+    await db.execute(
+        "INSERT INTO validate_orders (order_id, sequence, status, order_json, updated_at)"
+        " VALUES ($1, 1, 'validated', $2, $3)",
+        complete.order_id,
+        complete.model_dump_json(),
+        now - timedelta(hours=1),
+    )
+    # Glasgow has one of each: only it can fill an order for both. London has plenty of X alone.
+    await db.executemany(
+        "INSERT INTO reserve_ledger (node_id, sku, on_hand, reserved, safety_stock) VALUES ($1, $2, $3, 0, 0)",
+        [(glasgow, x, 1), (glasgow, y, 1), (london, x, 60)],
+    )
+    try:
+        plain = await LookaheadView(looking_ahead(), lambda: network).refresh(db, now=now)
+        protecting = LookaheadView(looking_ahead(ship_complete_hold_cost=10.0), lambda: network)
+        prices = await protecting.refresh(db, now=now)
+        extra = {key: prices[key] - plain.get(key, 0.0) for key in prices}
+        # Glasgow's Y: no one else has it (10 x 3 lines); its X: London fills with chance 0.5 ** 2.
+        assert extra == {(glasgow, x): pytest.approx(22.5), (glasgow, y): pytest.approx(30.0)}
+    finally:
+        await db.execute("DELETE FROM validate_orders WHERE order_id = $1", complete.order_id)
         await db.execute("DELETE FROM reserve_ledger WHERE node_id = ANY($1::text[])", [glasgow, london])
 
 

@@ -80,6 +80,8 @@ class Sale:
     country: str
     sku: str
     units: int
+    #: The order ships complete or not at all (one node must have every line).
+    ship_complete: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +128,13 @@ def sales_of(order: OrderCreated, network: NetworkView) -> list[Sale]:
         return []
     return [
         Sale(
-            address.latitude, address.longitude, address.postal_code, address.country, line.sku, line.quantity
+            address.latitude,
+            address.longitude,
+            address.postal_code,
+            address.country,
+            line.sku,
+            line.quantity,
+            order.ship_complete,
         )
         for line in order.lines
         if line.addition is None
@@ -330,6 +338,79 @@ def opportunity_costs(
     return MappingProxyType(prices)
 
 
+def ship_complete_prices(
+    sales: Iterable[Sale],
+    supply: Mapping[tuple[str, str], int],
+    nodes: Sequence[NodeUpserted],
+    *,
+    observed_hours: float,
+    horizon_hours: float,
+    hold_cost: float,
+    lines: int,
+) -> dict[tuple[str, str], float]:
+    """What a unit at a node is worth to the ship-complete orders to come (>= 0; missing keys 0).
+
+    The transportation prices see units, not orders: a ship-complete order needs one node with
+    every one of its lines, and an ordinary order that takes the last units of one SKU at the
+    only node holding the rest breaks it whole, though other nodes have that SKU to spare. So:
+
+    - a node fills a coming ship-complete order with the chance that it holds the order's other
+      `lines - 1` SKUs, each drawn as demand draws SKUs: the share of recent units its SKUs
+      make up, to the power `lines - 1`;
+    - a unit of SKU s at node n is needed when n can fill the order and no other node holding s
+      can (their chances taken as independent);
+    - it is needed as often as the ship-complete share of s's demand over the horizon takes
+      n's units of s (at most all of them);
+    - and an order held costs `hold_cost` per unit, for `lines` units.
+
+    A heuristic, not an optimum (see the README for what it closes); `nodes` are the shipping
+    nodes, whose stock alone ships parcels.
+    """
+    if hold_cost <= 0 or observed_hours <= 0 or horizon_hours <= 0:
+        return {}
+    per_sku: dict[str, int] = {}
+    units = complete = 0
+    for sale in sales:
+        if sale.units <= 0:
+            continue
+        per_sku[sale.sku] = per_sku.get(sale.sku, 0) + sale.units
+        units += sale.units
+        complete += sale.units if sale.ship_complete else 0
+    if complete == 0:
+        return {}
+    shipping = {node.node_id for node in nodes}
+    held: dict[str, dict[str, int]] = {}
+    for (node_id, sku), available in sorted(supply.items()):
+        if available > 0 and node_id in shipping and sku in per_sku:
+            held.setdefault(node_id, {})[sku] = available
+    fills = {
+        node_id: (sum(per_sku[sku] for sku in skus) / units) ** (lines - 1) for node_id, skus in held.items()
+    }
+    holders: dict[str, list[str]] = {}
+    for node_id, skus in held.items():
+        for sku in skus:
+            holders.setdefault(sku, []).append(node_id)
+    scale = horizon_hours / observed_hours * complete / units
+    prices: dict[tuple[str, str], float] = {}
+    for sku, at in holders.items():
+        expected = per_sku[sku] * scale
+        misses = [1.0 - fills[node_id] for node_id in at]
+        # The chance that no other holder fills it: the product of the others' misses, without
+        # dividing by this node's own (a node holding every SKU misses with chance 0).
+        before = [1.0]
+        for miss in misses[:-1]:
+            before.append(before[-1] * miss)
+        after = 1.0
+        for k in range(len(at) - 1, -1, -1):
+            node_id = at[k]
+            only = fills[node_id] * before[k] * after
+            after *= misses[k]
+            price = hold_cost * lines * only * min(1.0, expected / held[node_id][sku])
+            if price > _TINY:
+                prices[(node_id, sku)] = round(price, 6)
+    return prices
+
+
 def lookahead_prices(
     sales: Iterable[Sale],
     supply: Mapping[tuple[str, str], int],
@@ -345,6 +426,7 @@ def lookahead_prices(
     policy's window; less while there is less history), `supply` the units available now.
     """
     settings = policy.lookahead
+    sales = list(sales)
     forecast = forecast_demand(
         sales,
         observed_hours=observed_hours,
@@ -355,7 +437,24 @@ def lookahead_prices(
         return NO_OPPORTUNITY
     nodes = shipping_nodes(network, policy)
     costs = unit_costs(network, nodes, forecast.regions, policy, now)
-    return opportunity_costs(forecast, supply, nodes, costs, unmet_cost=settings.unmet_cost)
+    prices = opportunity_costs(forecast, supply, nodes, costs, unmet_cost=settings.unmet_cost)
+    if settings.ship_complete_hold_cost <= 0:
+        return prices
+    protection = ship_complete_prices(
+        sales,
+        supply,
+        nodes,
+        observed_hours=observed_hours,
+        horizon_hours=settings.horizon_hours,
+        hold_cost=settings.ship_complete_hold_cost,
+        lines=settings.ship_complete_lines,
+    )
+    if not protection:
+        return prices
+    merged = dict(prices)
+    for key, price in protection.items():
+        merged[key] = round(merged.get(key, 0.0) + price, 6)
+    return MappingProxyType(merged)
 
 
 __all__ = [
@@ -369,6 +468,7 @@ __all__ = [
     "opportunity_costs",
     "region_of",
     "sales_of",
+    "ship_complete_prices",
     "shipping_nodes",
     "unit_costs",
 ]

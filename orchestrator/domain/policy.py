@@ -105,6 +105,9 @@ class LookaheadPolicy(_Rule):
     is scaled to the next `horizon_hours` and set against the stock on hand in a transportation
     problem per SKU; its dual prices say what one unit fewer at each node would cost the
     orders to come, and each unit a plan takes from a node costs `weight` x that price more.
+    With `ship_complete_hold_cost` above 0, a second price is added for the ship-complete orders
+    to come, which per-SKU prices cannot see: a unit at a node that may be the only one holding
+    all of such an order costs what holding the order would, times the chance that it is needed.
     """
 
     enabled: bool = Field(
@@ -136,6 +139,19 @@ class LookaheadPolicy(_Rule):
         description="Cost per forecast unit the network cannot serve from its stock within the horizon "
         "(lost, or waiting for supply); set above any cost of shipping one unit, so the forecast is "
         "served wherever the stock allows.",
+    )
+    ship_complete_hold_cost: _Cost = Field(
+        default=0.0,
+        description="What one unit of a ship-complete order held for want of a node that has all of it "
+        "costs, as the look-ahead weighs it (0: ship-complete orders are not protected). A unit of a "
+        "SKU at a node that may be the only one able to fill a coming ship-complete order costs this x "
+        "`ship_complete_lines` x the chance of that x the share of the node's units those orders want.",
+    )
+    ship_complete_lines: Annotated[int, Field(ge=2, le=20)] = Field(
+        default=3,
+        description="Lines of the ship-complete order the protection has in mind: a node fills one if "
+        "it holds this many SKUs of the demand, so the share of demand its SKUs cover, to the power "
+        "of this less one, is its chance to.",
     )
 
 

@@ -6,7 +6,8 @@ The arithmetic is in `orchestrator.domain.lookahead`; this view feeds it:
   the last `window_hours` (`validate_orders`: one row per order, the order as
   it stands with its address; a held, rejected or cancelled order is no
   demand to plan for), each sent where the order goes (the customer's
-  address, or the store it is collected at);
+  address, or the store it is collected at), and whether its order ships
+  complete;
 - stock: what each node can promise of those SKUs now, from reserve's
   ledger (on hand less reserved less safety stock), as decide-node's own
   stock view reads it.
@@ -49,7 +50,8 @@ PolicySource = Policy | Callable[[], Iterable[Policy | None]]
 # Lines the policy added (`addition` set) are the orchestrator's, not the customer's demand.
 _RECENT_LINES = """
 SELECT o.updated_at AS at, o.order_json -> 'delivery' AS delivery, o.order_json -> 'ship_to' AS ship_to,
-       line ->> 'sku' AS sku, (line ->> 'quantity')::int AS units
+       line ->> 'sku' AS sku, (line ->> 'quantity')::int AS units,
+       coalesce((o.order_json ->> 'ship_complete')::boolean, false) AS ship_complete
 FROM validate_orders AS o
 CROSS JOIN LATERAL jsonb_array_elements(o.order_json -> 'lines') AS line
 WHERE o.status = 'validated' AND o.updated_at >= $1 AND o.updated_at < $2
@@ -91,6 +93,7 @@ def sale_of_row(row: asyncpg.Record | dict[str, Any], network: NetworkView) -> S
             country=str(address["country"]),
             sku=str(row["sku"]),
             units=int(row["units"]),
+            ship_complete=bool(row.get("ship_complete", False)),
         )
     except (KeyError, TypeError, ValueError):
         return None  # validate lets no such order through; a bad row must not stop the prices
