@@ -4,6 +4,8 @@ planned and released through the normal path when the stock arrives or the relea
 
 from __future__ import annotations
 
+import asyncio
+import time
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -154,7 +156,13 @@ async def test_an_order_of_unreleased_products_is_held_with_the_reason(pipeline:
     assert status["reasons"][0]["code"] == "preorder"
     assert release.isoformat() in status["reasons"][0]["message"]
     assert not pipeline.out.released(o.order_id)
-    row = await pipeline.db.fetchrow(
-        "SELECT release_on, expected_date FROM reserve_waiting WHERE order_id = $1", o.order_id
-    )
+    # decide-node says "on hold" as it emits the plan; reserve queues the line when the plan reaches it.
+    row = None
+    deadline = time.monotonic() + 60
+    while row is None:
+        assert time.monotonic() < deadline, "the pre-order line never joined its SKU's queue"
+        await asyncio.sleep(0.1)
+        row = await pipeline.db.fetchrow(
+            "SELECT release_on, expected_date FROM reserve_waiting WHERE order_id = $1", o.order_id
+        )
     assert row["release_on"] == release and row["expected_date"] == release  # stock is there: due that day
