@@ -6,14 +6,20 @@ the beginning with no consumer group (so every instance sees everything),
 is ready once it has caught up with the end offsets it found at start, and
 then keeps following. The topic is the source of truth; a view is a cache
 rebuilt at every start, so it needs no table and no migration.
+
+Following is a moment behind the topic. Where that moment matters, a stage
+asks the view to `catch_up`: to fold everything its topics held when asked
+(decide-node does, before it back-orders or holds an order for want of a
+node: a node set up just before the order must not be missed).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Generic, Protocol, TypeVar
 
 import structlog
@@ -62,6 +68,12 @@ class FollowedTopics:
         self._task: asyncio.Task[None] | None = None
         self._ready = False
         self.skipped = 0
+        #: Events folded so far: a caller learns from it whether the state moved.
+        self.folded = 0
+        #: The view holds every event its topics held at this time (its last `catch_up`).
+        self._complete_as_of: datetime | None = None
+        #: After a `catch_up` that timed out, callers are not kept waiting again until then.
+        self._no_wait_until = 0.0
         self.log = structlog.get_logger("orchestrator.view").bind(view=name, topics=",".join(topics))
 
     def apply(self, data: EventPayload, at: datetime) -> None:
@@ -112,6 +124,37 @@ class FollowedTopics:
                     self.log.warning("view skipped a record", offset=rec.offset, reason=exc.reason)
                     continue
                 self.apply(data, at)
+                self.folded += 1
+
+    async def catch_up(self, since: datetime, timeout: float) -> bool:
+        """Fold every event the topics hold now, unless the view already held all of those of `since`.
+
+        Returns whether any event was folded meanwhile (state read before the call is then stale).
+        Waits at most `timeout` seconds (the broker away, a huge backlog): the caller goes on with
+        what the view has, as it would have without asking; and for the next `timeout` seconds
+        nobody waits, so a stream of callers is not held up one `timeout` each.
+        """
+        consumer = self._consumer
+        if consumer is None or self._task is None or time.monotonic() < self._no_wait_until:
+            return False
+        if self._complete_as_of is not None and self._complete_as_of >= since:
+            return False
+        asked, folded = datetime.now(UTC), self.folded
+        deadline = time.monotonic() + timeout
+        try:
+            ends = await asyncio.wait_for(consumer.end_offsets(list(consumer.assignment())), timeout)
+            # The follow task folds what it fetches before it awaits again: once the position is
+            # past an offset, that event is in the state.
+            while not await self._caught_up(consumer, ends):
+                if time.monotonic() >= deadline:
+                    raise TimeoutError
+                await asyncio.sleep(0.005)
+        except Exception as exc:  # never a reason to fail the caller's event
+            self.log.warning("view did not catch up in time", timeout_s=timeout, error=repr(exc))
+            self._no_wait_until = time.monotonic() + timeout
+            return self.folded != folded
+        self._complete_as_of = max(asked, self._complete_as_of or asked)
+        return self.folded != folded
 
     async def _follow(self, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> None:
         while not stop.is_set():

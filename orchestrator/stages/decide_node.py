@@ -175,6 +175,10 @@ async def node_load(ctx: HandlerContext, today: datetime) -> dict[str, int]:
     return {r["node_id"]: r["shipments"] for r in rows}
 
 
+#: How long a decision that would leave lines unplanned waits for the network view to catch up.
+NETWORK_CATCH_UP_S = 5.0
+
+
 def status_of(plan: PlanDecided) -> tuple[OrderState, tuple[Reason, ...]]:
     if plan.outcome in (PlanOutcome.SHIP, PlanOutcome.PARTIAL):
         return OrderState.PLANNED, ()
@@ -367,6 +371,12 @@ def decide_node_stage(deps: OrderPathDeps) -> Stage:
             excluded_nodes=excluded,
         )
         plan, learned = await decide_learning(ctx, on_sale, policy=policy, **inputs)
+        if plan.outcome is not PlanOutcome.SHIP and await deps.network.catch_up(ctx.now, NETWORK_CATCH_UP_S):
+            # The network view was a moment behind the topic: a node or carrier service set up just
+            # before this order may be what it lacked, and a back-order would then wait for stock
+            # that is already there. Decided again on the network as the topic has it now.
+            network = inputs["network"] = deps.network.state
+            plan, learned = await decide_learning(ctx, on_sale, policy=policy, **inputs)
         if on_sale is not order:
             plan = with_preorders(plan, order, ctx.now.date())
         if shadow is not None:
