@@ -203,11 +203,15 @@ async def test_a_closed_node_is_never_chosen(pipeline: Pipeline) -> None:
     assert wo["node_id"] == far
 
 
+@pytest.mark.parametrize(
+    "pickup", [False, True], ids=["home-delivery-from-a-new-dc", "pickup-at-a-new-store"]
+)
 async def test_an_order_right_behind_its_nodes_setup_ships_from_it_though_the_view_lags(
-    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch, pickup: bool
 ) -> None:
-    # A busy process: decide-node's network view folds what it fetches three seconds late. The node
-    # and its stock are published, then at once the order, as the integration guide does.
+    # A busy process: the network view of validate and decide-node folds what it fetches three
+    # seconds late. The node and its stock are published, then at once the order, as the integration
+    # guide does.
     view = pipeline.deps.network
     follow = view._poll
 
@@ -218,19 +222,23 @@ async def test_an_order_right_behind_its_nodes_setup_ships_from_it_though_the_vi
     monkeypatch.setattr(view, "_poll", behind)
     await asyncio.sleep(0.5)  # the fetch already under way (200 ms at most) ends first
     n = ids("T7B")
-    dc, sku = n("DC-NEW"), n("S")
-    await pipeline.publish(node(dc, LEEDS))
+    new, sku = n("NODE"), n("S")
+    if pickup:
+        await pipeline.publish(node(new, LEEDS, NodeKind.STORE, NodeCapability.BOPIS_PICKUP))
+    else:
+        await pipeline.publish(node(new, LEEDS))
     await pipeline.publish(
-        InventorySnapshot(node_id=dc, sku=sku, on_hand=4, safety_stock=0, as_of=datetime.now(UTC))
+        InventorySnapshot(node_id=new, sku=sku, on_hand=4, safety_stock=0, as_of=datetime.now(UTC))
     )
-    o = order(n("ORD"), [(sku, 1)])
+    delivery = StorePickup(kind="bopis", pickup_store_id=new) if pickup else None
+    o = order(n("ORD"), [(sku, 1)], to=LEEDS, delivery=delivery)
     await pipeline.publish(o)
-    # Not "cannot be fulfilled" nor back-ordered for want of a node the view had not folded yet (the
-    # stock is already there and would never come again to release it).
-    await pipeline.out.final_state(o.order_id, "released", "back_ordered", "needs_attention")
-    assert pipeline.out.states(o.order_id)[-1] == "released", pipeline.out.states(o.order_id)
+    # Not rejected for an unknown pickup store, nor "cannot be fulfilled" or back-ordered for want of
+    # a node the view had not folded yet (the stock is there and would never come again to release it).
+    await pipeline.out.final_state(o.order_id, "released", "back_ordered", "needs_attention", "rejected")
+    assert pipeline.out.states(o.order_id)[-1] == "released", pipeline.out.statuses[o.order_id][-1]
     [wo] = pipeline.out.released(o.order_id)
-    assert wo["node_id"] == dc
+    assert wo["node_id"] == new
 
 
 async def test_200_orders_for_50_units_reserve_exactly_50(pipeline: Pipeline) -> None:

@@ -28,6 +28,11 @@ EXCEPTIONS = "orchestrator.exceptions.v1"
 SUPPLY = "orchestrator.supply.v1"
 
 
+#: How long a verdict that the network view's moment of delay could make wrong (a rejection, lines
+#: left unplanned) waits for the view to catch up with its topic (`FollowedTopics.catch_up`).
+NETWORK_CATCH_UP_S = 5.0
+
+
 def network_view() -> TopicView[NetworkView]:
     """The network (nodes, carrier services, outages) folded from `network.updates.v1`."""
     return TopicView("network", NETWORK_UPDATES, NetworkView.empty(), lambda view, event: view.apply(event))

@@ -59,6 +59,7 @@ from orchestrator.runtime.metrics import RuntimeMetrics
 from orchestrator.runtime.stage import HandlerContext, RejectEvent, Stage
 from orchestrator.stages.common import (
     EXCEPTIONS,
+    NETWORK_CATCH_UP_S,
     PLANS,
     REROUTES,
     STATUS,
@@ -173,10 +174,6 @@ async def node_load(ctx: HandlerContext, today: datetime) -> dict[str, int]:
         return dict(reads.load)
     rows = await ctx.db.fetch("SELECT node_id, shipments FROM reserve_node_load WHERE day = $1", today.date())
     return {r["node_id"]: r["shipments"] for r in rows}
-
-
-#: How long a decision that would leave lines unplanned waits for the network view to catch up.
-NETWORK_CATCH_UP_S = 5.0
 
 
 def status_of(plan: PlanDecided) -> tuple[OrderState, tuple[Reason, ...]]:

@@ -22,7 +22,15 @@ from orchestrator.contract.pipeline import OrderChange, OrderIngested, OrderVali
 from orchestrator.domain.additions import add_lines
 from orchestrator.domain.validation import validate_order
 from orchestrator.runtime.stage import HandlerContext, RejectEvent, Stage
-from orchestrator.stages.common import INGESTED, STATUS, VALIDATED, OrderPathDeps, emit_status, order_json
+from orchestrator.stages.common import (
+    INGESTED,
+    NETWORK_CATCH_UP_S,
+    STATUS,
+    VALIDATED,
+    OrderPathDeps,
+    emit_status,
+    order_json,
+)
 
 
 def validate_stage(deps: OrderPathDeps) -> Stage:
@@ -76,13 +84,16 @@ def validate_stage(deps: OrderPathDeps) -> Stage:
         )
 
     async def check(ctx: HandlerContext, msg: OrderIngested, reason: str | None) -> None:
+        skus = await known_skus(ctx, msg.order)
         verdict = validate_order(
-            msg.order,
-            network=deps.network.state,
-            known_skus=await known_skus(ctx, msg.order),
-            policy=deps.policy,
-            now=ctx.now,
+            msg.order, network=deps.network.state, known_skus=skus, policy=deps.policy, now=ctx.now
         )
+        if not verdict.valid and await deps.network.catch_up(ctx.now, NETWORK_CATCH_UP_S):
+            # A rejection is final: not for a pickup store or carrier service the network view had
+            # not folded yet. Checked again on the network as the topic has it now.
+            verdict = validate_order(
+                msg.order, network=deps.network.state, known_skus=skus, policy=deps.policy, now=ctx.now
+            )
         if not verdict.valid:
             await save(ctx, msg, "rejected", (), verdict.reasons)
             emit_status(
