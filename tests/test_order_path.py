@@ -386,7 +386,38 @@ async def test_an_oms_redelivery_has_one_effect_and_a_change_for_an_unknown_orde
     dead = await read_all(pipeline.bootstrap, "oms.orders.v1.dlq", expect=1, timeout=30)
     reasons = [dict((k, v.decode()) for k, v in d.headers) for d in dead]
     mine = [r for r in reasons if r.get("ce_id") == stray.id]
-    assert mine and mine[0]["dlq_reason"] == f"order.cancelled.v1 for unknown order {stray.subject}"
+    assert mine and mine[0]["dlq_reason"].startswith(f"order.cancelled.v1 for unknown order {stray.subject}")
+
+
+async def test_an_order_whose_cancellation_came_first_is_cancelled_on_arrival_not_fulfilled(
+    pipeline: Pipeline,
+) -> None:
+    n = ids("T12B")
+    dc, sku = n("DC"), n("S")
+    await pipeline.setup_network(node(dc, LONDON), stock={(dc, sku): 5})
+    o = order(n("ORD"), [(sku, 1)])
+    # The OMS's events out of order: the cancellation, then the order it cancels.
+    cancel = Envelope.new(OrderCancelled(order_id=o.order_id, reason="customer_request"), source="test/oms")
+    await publish_events(pipeline.bootstrap, "oms.orders.v1", [cancel])
+    dead = await read_all(pipeline.bootstrap, "oms.orders.v1.dlq", expect=1, timeout=30)
+    assert any(dict(d.headers).get("ce_id") == cancel.id.encode() for d in dead), "an operator hears of it"
+    await pipeline.publish(o)
+    status = await pipeline.out.final_state(o.order_id, "cancelled")
+    assert pipeline.out.states(o.order_id) == ["received", "cancelled"]
+    assert status["reasons"][0]["code"] == "cancelled_before_created"
+    await asyncio.sleep(2)
+    assert pipeline.out.released(o.order_id) == [], "a cancelled order is never fulfilled"
+    assert await pipeline.db.fetchval("SELECT reserved FROM reserve_ledger WHERE sku = $1", sku) == 0
+    assert (
+        await pipeline.db.fetchval(
+            "SELECT count(*) FROM ingest_early_cancels WHERE order_id = $1", o.order_id
+        )
+        == 0
+    )
+    # The same create again is the duplicate it always was; the order stays cancelled.
+    await pipeline.publish(o)
+    await asyncio.sleep(1)
+    assert pipeline.out.states(o.order_id) == ["received", "cancelled"]
 
 
 async def test_explain_says_why_an_order_ships_from_where_it_does(

@@ -8,11 +8,19 @@ the reason), whether it is small enough to travel (an order of more than
 every change into the whole current order, so later stages never merge
 partial updates.
 
-Owns `ingest_orders`: each order's current shape and sequence.
+A cancellation that comes before its order (the OMS published them out of
+order) is dead-lettered too, so someone sees it, but it is also kept: when
+the order's create arrives, the order is cancelled there and then (received,
+then cancelled, on `oms.status.v1`) and goes no further. Fulfilling an order
+the customer had already cancelled would be the worse mistake.
+
+Owns `ingest_orders` (each order's current shape and sequence) and
+`ingest_early_cancels` (cancellations waiting for their order).
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from orchestrator.contract.common import OrderState, Reason
@@ -70,6 +78,27 @@ def apply_amendment(order: OrderCreated, amendment: OrderAmended) -> tuple[Order
     return normalise(OrderCreated.model_validate(data)), tuple(changed)
 
 
+async def cancelled_on_arrival(
+    ctx: HandlerContext, order: OrderCreated, reason: str, since: datetime
+) -> None:
+    """The order whose cancellation came first: kept as cancelled, and the OMS told so; nothing more."""
+    await ctx.db.execute(
+        "INSERT INTO ingest_orders (order_id, sequence, cancelled, order_json) VALUES ($1, 2, true, $2)",
+        order.order_id,
+        order_json(order),
+    )
+    emit_status(ctx, order.order_id, OrderState.RECEIVED, 1)
+    message = f"the OMS cancelled it ({reason}) at {since:%Y-%m-%d %H:%M:%S} UTC, before the order arrived"
+    emit_status(
+        ctx,
+        order.order_id,
+        OrderState.CANCELLED,
+        2,
+        reasons=(Reason(code="cancelled_before_created", message=message),),
+        detail=message,
+    )
+
+
 def ingest_stage() -> Stage:
     async def handle(event: Envelope, ctx: HandlerContext) -> None:
         data = event.data
@@ -93,6 +122,13 @@ def ingest_stage() -> Stage:
                 )
                 return
             order = normalise(data)
+            early = await ctx.db.fetchrow(
+                "DELETE FROM ingest_early_cancels WHERE order_id = $1 RETURNING reason, received_at",
+                order.order_id,
+            )
+            if early is not None:
+                await cancelled_on_arrival(ctx, order, early["reason"], early["received_at"])
+                return
             await ctx.db.execute(
                 "INSERT INTO ingest_orders (order_id, sequence, order_json) VALUES ($1, 1, $2)",
                 order.order_id,
@@ -103,6 +139,22 @@ def ingest_stage() -> Stage:
                 OrderIngested(order_id=order.order_id, sequence=1, change=OrderChange.CREATED, order=order),
             )
             emit_status(ctx, order.order_id, OrderState.RECEIVED, 1)
+            return
+        if row is None and isinstance(data, OrderCancelled) and ctx.record is not None:
+            await ctx.db.execute(
+                "INSERT INTO ingest_early_cancels (order_id, reason, event_id, received_at)"
+                " VALUES ($1, $2, $3, $4) ON CONFLICT (order_id) DO NOTHING",
+                data.order_id,
+                data.reason,
+                event.id,
+                ctx.now,
+            )
+            ctx.dead_letter(
+                ctx.record,
+                "unknown_order",
+                f"{event.type} for unknown order {event.subject}: kept, so the order is cancelled "
+                "the moment it is created",
+            )
             return
         if row is None:
             raise RejectEvent(f"{event.type} for unknown order {event.subject}", "unknown_order")
