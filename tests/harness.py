@@ -79,15 +79,22 @@ class Outputs:
     #: The stages' task: a wait fails at once, with the cause, if the stages died.
     runner: asyncio.Task[None] | None = None
 
-    async def wait(self, check: Callable[[], bool], what: str, timeout: float = 60) -> None:
+    async def wait(
+        self, check: Callable[[], bool], what: str | Callable[[], str], timeout: float = 60
+    ) -> None:
+        """Until `check()`; `what` says what was awaited (a function: worked out when it failed)."""
         deadline = time.monotonic() + timeout
+
+        def said() -> str:
+            return what() if callable(what) else what
+
         while not check():
             if self.runner is not None and self.runner.done():
                 raise AssertionError(
-                    f"the stages stopped while waiting for {what}"
+                    f"the stages stopped while waiting for {said()}"
                 ) from self.runner.exception()
             if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what}")
+                raise AssertionError(f"timed out waiting for {said()}")
             await asyncio.sleep(0.1)
 
     def states(self, order_id: str) -> list[str]:
@@ -102,7 +109,7 @@ class Outputs:
     async def final_state(self, order_id: str, *states: str, timeout: float = 60) -> dict[str, Any]:
         await self.wait(
             lambda: bool(self.statuses[order_id]) and self.statuses[order_id][-1]["state"] in states,
-            f"{order_id} to reach {states} (so far {self.states(order_id)})",
+            lambda: f"{order_id} to reach {states} (so far {self.states(order_id)})",
             timeout,
         )
         return self.statuses[order_id][-1]

@@ -38,7 +38,7 @@ import orchestrator.policies as packaged
 from orchestrator.contract.envelope import Envelope
 from orchestrator.contract.examples import example
 from orchestrator.contract.execution import NodeRejectReason, WorkOrderRejected
-from orchestrator.contract.orders import OrderCancelled
+from orchestrator.contract.orders import OrderAmended
 from orchestrator.contract.status import ExceptionRaised
 from orchestrator.domain.exception_handling import Attempt
 from orchestrator.domain.learning import Override
@@ -496,9 +496,10 @@ async def scenario(p: Pipeline, promise: str, cleaned: list[str]) -> None:
     split = e2e_order(n("SPLIT"), [(cup, 1), (lamp, 1)], to=LONDON)  # no node has both
     waiting = e2e_order(n("BACK"), [(rare, 1)], to=LONDON)
     created = Envelope.new(shipped, source="test/oms")
-    # The OMS sends one order twice (one effect), and a cancellation for an order nobody knows.
+    # The OMS sends one order twice (one effect), and an amendment for an order nobody knows (a failed
+    # event, dead-lettered; a cancellation would be kept for the order it names).
     await publish_events(p.bootstrap, "oms.orders.v1", [created, created])
-    stray = OrderCancelled(order_id=n("GHOST"), reason="customer_request")
+    stray = OrderAmended(order_id=n("GHOST"), priority=True)
     await p.publish(split, waiting, stray)
     await p.out.final_state(shipped.order_id, "released")
     await p.out.final_state(split.order_id, "released")
