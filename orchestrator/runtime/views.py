@@ -9,8 +9,8 @@ rebuilt at every start, so it needs no table and no migration.
 
 Following is a moment behind the topic. Where that moment matters, a stage
 asks the view to `catch_up`: to fold everything its topics held when asked
-(decide-node does, before it back-orders or holds an order for want of a
-node: a node set up just before the order must not be missed).
+(validate before it rejects an order, decide-node before it leaves lines
+unplanned: a node set up just before the order must not be missed).
 """
 
 from __future__ import annotations
@@ -74,6 +74,8 @@ class FollowedTopics:
         self._complete_as_of: datetime | None = None
         #: After a `catch_up` that timed out, callers are not kept waiting again until then.
         self._no_wait_until = 0.0
+        #: Set after every poll, for a `catch_up` waiting on the follow task.
+        self._polled = asyncio.Event()
         self.log = structlog.get_logger("orchestrator.view").bind(view=name, topics=",".join(topics))
 
     def apply(self, data: EventPayload, at: datetime) -> None:
@@ -125,6 +127,7 @@ class FollowedTopics:
                     continue
                 self.apply(data, at)
                 self.folded += 1
+        self._polled.set()
 
     async def catch_up(self, since: datetime, timeout: float) -> bool:
         """Fold every event the topics hold now, unless the view already held all of those of `since`.
@@ -140,15 +143,16 @@ class FollowedTopics:
         if self._complete_as_of is not None and self._complete_as_of >= since:
             return False
         asked, folded = datetime.now(UTC), self.folded
-        deadline = time.monotonic() + timeout
         try:
-            ends = await asyncio.wait_for(consumer.end_offsets(list(consumer.assignment())), timeout)
-            # The follow task folds what it fetches before it awaits again: once the position is
-            # past an offset, that event is in the state.
-            while not await self._caught_up(consumer, ends):
-                if time.monotonic() >= deadline:
-                    raise TimeoutError
-                await asyncio.sleep(0.005)
+            async with asyncio.timeout(timeout):
+                ends = await consumer.end_offsets(list(consumer.assignment()))
+                # The follow task folds what it fetches before it awaits again: once the position
+                # is past an offset, that event is in the state. Looked at again after each poll.
+                while True:
+                    self._polled.clear()
+                    if await self._caught_up(consumer, ends):
+                        break
+                    await self._polled.wait()
         except Exception as exc:  # never a reason to fail the caller's event
             self.log.warning("view did not catch up in time", timeout_s=timeout, error=repr(exc))
             self._no_wait_until = time.monotonic() + timeout

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
+from typing import TypeVar
 
 from orchestrator.contract.common import OrderState, Reason
 from orchestrator.contract.orders import OrderCreated
@@ -31,6 +34,23 @@ SUPPLY = "orchestrator.supply.v1"
 #: How long a verdict that the network view's moment of delay could make wrong (a rejection, lines
 #: left unplanned) waits for the view to catch up with its topic (`FollowedTopics.catch_up`).
 NETWORK_CATCH_UP_S = 5.0
+
+V = TypeVar("V")
+
+
+async def on_the_latest_network(
+    network: TopicView[NetworkView],
+    since: datetime,
+    judge: Callable[[NetworkView], Awaitable[V]],
+    doubtful: Callable[[V], bool],
+) -> V:
+    """`judge` on the network view; judged again if the verdict is `doubtful` and catching the view
+    up with its topic brought anything (a node or service set up just before the event: a rejection
+    or a back-order for want of it would be final, or wait for stock already there)."""
+    verdict = await judge(network.state)
+    if doubtful(verdict) and await network.catch_up(since, NETWORK_CATCH_UP_S):
+        verdict = await judge(network.state)
+    return verdict
 
 
 def network_view() -> TopicView[NetworkView]:

@@ -59,13 +59,13 @@ from orchestrator.runtime.metrics import RuntimeMetrics
 from orchestrator.runtime.stage import HandlerContext, RejectEvent, Stage
 from orchestrator.stages.common import (
     EXCEPTIONS,
-    NETWORK_CATCH_UP_S,
     PLANS,
     REROUTES,
     STATUS,
     VALIDATED,
     OrderPathDeps,
     emit_status,
+    on_the_latest_network,
 )
 from orchestrator.stages.decide_reads import DecideReads, OrderRow, read_decisions
 from orchestrator.stages.learning_store import RiskView
@@ -355,10 +355,8 @@ def decide_node_stage(deps: OrderPathDeps) -> Stage:
             state, reasons = status_of(plan)
             emit_status(ctx, order.order_id, state, sequence, reasons=reasons, detail=plan.explanation[0])
             return
-        network = deps.network.state
         capacity_used = await node_load(ctx, ctx.now)
         inputs: dict[str, Any] = dict(
-            network=network,
             stock=await stock_view(ctx, on_sale, behind_the_queue=True),
             capacity_used=capacity_used,
             now=ctx.now,
@@ -367,13 +365,16 @@ def decide_node_stage(deps: OrderPathDeps) -> Stage:
             attempt=attempt,
             excluded_nodes=excluded,
         )
-        plan, learned = await decide_learning(ctx, on_sale, policy=policy, **inputs)
-        if plan.outcome is not PlanOutcome.SHIP and await deps.network.catch_up(ctx.now, NETWORK_CATCH_UP_S):
-            # The network view was a moment behind the topic: a node or carrier service set up just
-            # before this order may be what it lacked, and a back-order would then wait for stock
-            # that is already there. Decided again on the network as the topic has it now.
-            network = inputs["network"] = deps.network.state
-            plan, learned = await decide_learning(ctx, on_sale, policy=policy, **inputs)
+
+        async def judge(network: NetworkView) -> tuple[PlanDecided, RoutingRisk]:
+            inputs["network"] = network
+            return await decide_learning(ctx, on_sale, policy=policy, **inputs)
+
+        # Lines left unplanned may be for want of a node the network view has not folded yet.
+        plan, learned = await on_the_latest_network(
+            deps.network, ctx.now, judge, lambda decided: decided[0].outcome is not PlanOutcome.SHIP
+        )
+        network = inputs["network"]
         if on_sale is not order:
             plan = with_preorders(plan, order, ctx.now.date())
         if shadow is not None:

@@ -20,15 +20,16 @@ from orchestrator.contract.envelope import Envelope
 from orchestrator.contract.orders import OrderCreated
 from orchestrator.contract.pipeline import OrderChange, OrderIngested, OrderValidated
 from orchestrator.domain.additions import add_lines
-from orchestrator.domain.validation import validate_order
+from orchestrator.domain.network import NetworkView
+from orchestrator.domain.validation import Validation, validate_order
 from orchestrator.runtime.stage import HandlerContext, RejectEvent, Stage
 from orchestrator.stages.common import (
     INGESTED,
-    NETWORK_CATCH_UP_S,
     STATUS,
     VALIDATED,
     OrderPathDeps,
     emit_status,
+    on_the_latest_network,
     order_json,
 )
 
@@ -85,15 +86,14 @@ def validate_stage(deps: OrderPathDeps) -> Stage:
 
     async def check(ctx: HandlerContext, msg: OrderIngested, reason: str | None) -> None:
         skus = await known_skus(ctx, msg.order)
-        verdict = validate_order(
-            msg.order, network=deps.network.state, known_skus=skus, policy=deps.policy, now=ctx.now
-        )
-        if not verdict.valid and await deps.network.catch_up(ctx.now, NETWORK_CATCH_UP_S):
-            # A rejection is final: not for a pickup store or carrier service the network view had
-            # not folded yet. Checked again on the network as the topic has it now.
-            verdict = validate_order(
-                msg.order, network=deps.network.state, known_skus=skus, policy=deps.policy, now=ctx.now
+
+        async def judge(network: NetworkView) -> Validation:
+            return validate_order(
+                msg.order, network=network, known_skus=skus, policy=deps.policy, now=ctx.now
             )
+
+        # A rejection is final: never for a pickup store or service the network view has not folded yet.
+        verdict = await on_the_latest_network(deps.network, ctx.now, judge, lambda v: not v.valid)
         if not verdict.valid:
             await save(ctx, msg, "rejected", (), verdict.reasons)
             emit_status(
