@@ -311,3 +311,16 @@ def test_examples_use_aware_times() -> None:
         for value in example(event_type).model_dump().values():
             if isinstance(value, datetime):
                 assert value.tzinfo is not None, event_type
+
+
+def test_an_output_id_is_stable_per_stage_and_distinct_between_stages() -> None:
+    """A retried handler must emit the same ids (downstream deduplication), while two stages reading
+    one event (monitor and reserve both hear a shipment) must not emit the same id: status-sync
+    observes both outputs and would take the second for a redelivery of the first."""
+    shipped = Envelope.new(example("wms.shipped.v1"), source="test/wms")
+    by_monitor = shipped.child(example("order.stage_status.v1"), source="orchestrator/monitor", index=0)
+    again = shipped.child(example("order.stage_status.v1"), source="orchestrator/monitor", index=0)
+    by_reserve = shipped.child(example("reservation.consumed.v1"), source="orchestrator/reserve", index=0)
+    assert by_monitor.id == again.id
+    assert by_reserve.id != by_monitor.id
+    assert by_reserve.causation_id == by_monitor.causation_id == shipped.id

@@ -87,8 +87,13 @@ class Envelope:
         )
 
     def child(self, data: EventPayload, *, source: str, index: int, time: datetime | None = None) -> Envelope:
-        """The `index`-th event caused by this one: deterministic id, same story, same trace."""
-        eid = str(uuid.uuid5(_OUTPUT_ID_NAMESPACE, f"{self.id}/{index}"))
+        """The `index`-th event `source` emits for this one: deterministic id, same story, same trace.
+
+        The source is part of the id: stages reading the same event (monitor and reserve both hear a
+        shipment) each emit their own first output, and an observer of both must not take one for a
+        redelivery of the other.
+        """
+        eid = str(uuid.uuid5(_OUTPUT_ID_NAMESPACE, f"{self.id}/{source}/{index}"))
         return Envelope(
             id=eid,
             type=data.event_type,
