@@ -331,6 +331,70 @@ async def test_a_database_stage_replays_outputs_after_a_lost_kafka_commit_and_sk
     assert 'orchestrator_transient_faults_total{kind="KafkaConnectionError"' in metrics
 
 
+async def test_events_an_observer_does_not_want_are_passed_over_without_its_handler_or_database(
+    bootstrap: str, database_url: str, db: asyncpg.Connection
+) -> None:
+    """reserve observes every node event for the shipments among them: the rest must cost it no
+    handler call, no idempotency record and no transaction, and still be consumed (offsets committed)."""
+    source = unique("observed")
+    table = f"t_{uuid.uuid4().hex[:8]}"
+    await db.execute(f"CREATE TABLE {table} (order_id text, event_id text UNIQUE)")
+    await create_topics(bootstrap, [source], partitions=1)
+    created = orders(12)
+    cancelled = [
+        Envelope.new(
+            example("order.cancelled.v1").model_copy(update={"order_id": f"ORD-C{i}"}), source="test/oms"
+        )
+        for i in range(3)
+    ]
+    mixed = created[:4] + cancelled[:1] + created[4:8] + cancelled[1:] + created[8:]
+    seen: list[str] = []
+
+    async def handle(event: Envelope, ctx: HandlerContext) -> None:
+        seen.append(event.type)
+        await ctx.db.execute(
+            f"INSERT INTO {table} (order_id, event_id) VALUES ($1, $2)", event.subject, event.id
+        )
+
+    name = f"observer-{table}"
+    stage = Stage(
+        name=name,
+        inputs=(source,),
+        handler=handle,
+        uses_database=True,
+        accepts=frozenset({"order.cancelled.v1"}),
+        observes=frozenset({source}),
+        wanted_there={source: frozenset({"order.cancelled.v1"})},
+    )
+    settings = _settings(bootstrap, database_url)
+    async with running([stage], settings):
+        await publish_events(bootstrap, source, mixed)
+        deadline = time.monotonic() + 30
+        while await db.fetchval(f"SELECT count(*) FROM {table}") < 3:
+            assert time.monotonic() < deadline, "the wanted events never reached the handler"
+            await asyncio.sleep(0.1)
+        admin_consumer = AIOKafkaConsumer(group_id=stage.group_id, **client_kwargs(bootstrap))
+        await admin_consumer.start()
+        try:
+            tp = TopicPartition(source, 0)
+            while (await admin_consumer.committed(tp)) != len(mixed):
+                assert time.monotonic() < deadline, "the passed-over events were not consumed"
+                await asyncio.sleep(0.1)
+        finally:
+            await admin_consumer.stop()
+        consumed = (
+            "orchestrator_events_consumed_total"
+            f'{{event_type="order.created.v1",stage="{name}",topic="{source}"}} 12.0'
+        )
+        # Counted once the batch's commit returns to the stage, a moment after the broker has it.
+        while consumed not in (await _get(settings, "/metrics"))[1]:
+            assert time.monotonic() < deadline, "the passed-over events were not counted as consumed"
+            await asyncio.sleep(0.1)
+    assert seen == ["order.cancelled.v1"] * 3
+    recorded = await db.fetch("SELECT event_id FROM runtime_processed_events WHERE stage = $1", name)
+    assert sorted(r["event_id"] for r in recorded) == sorted(e.id for e in cancelled)
+
+
 # ----------------------------------------------------------------- metrics and probes
 
 

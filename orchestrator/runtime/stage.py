@@ -8,7 +8,7 @@ batching, transactions, idempotency, dead letters, retries, metrics.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -175,6 +175,10 @@ class Stage:
     #: Inputs this stage only observes (another stage owns them): it accepts every type there, and a
     #: record it cannot read is skipped and counted, not dead-lettered twice.
     observes: frozenset[str] = field(default_factory=frozenset)
+    #: Per observed input, the event types the handler wants there. The others are passed over:
+    #: counted as consumed, their offsets committed with the batch, no handler and no database (a
+    #: batch of nothing else opens no transaction). A topic not named here: every type.
+    wanted_there: Mapping[str, frozenset[str]] = field(default_factory=dict)
     #: Reads, in a few queries for the whole batch, what its handlers would otherwise read one event
     #: at a time (inside the batch's transaction, before the first handler); the result is `ctx.batch`.
     read_batch: BatchReader | None = None
@@ -185,3 +189,8 @@ class Stage:
 
     def accepts_type(self, event_type: str, topic: str) -> bool:
         return not self.accepts or event_type in self.accepts or topic in self.observes
+
+    def passes_over(self, event_type: str, topic: str) -> bool:
+        """True for an event of an observed topic that the handler does not want (see `wanted_there`)."""
+        wanted = self.wanted_there.get(topic)
+        return wanted is not None and event_type not in wanted

@@ -396,7 +396,7 @@ class StageWorker:
         offsets_added.add_done_callback(_retrieve)
         try:
             began = clock()
-            if self.stage.uses_database:
+            if self.stage.uses_database and not self._all_passed_over(records):
                 assert self.pool is not None
                 async with self.pool.acquire() as conn, conn.transaction():
                     result = await self._handle_batch(tp, records, conn)
@@ -428,6 +428,18 @@ class StageWorker:
             raise
         return result
 
+    def _all_passed_over(self, records: list[Record]) -> bool:
+        """Every record is of a type the stage passes over where it is (read from its headers)."""
+        if not self.stage.wanted_there:
+            return False
+        for rec in records:
+            event_type = next((v for k, v in rec.headers or () if k == "ce_type"), None)
+            if event_type is None or not self.stage.passes_over(
+                bytes(event_type).decode(errors="replace"), rec.topic
+            ):
+                return False
+        return True
+
     async def _handle_batch(
         self, tp: TopicPartition, records: list[Record], conn: asyncpg.Connection | None
     ) -> _BatchResult:
@@ -457,6 +469,10 @@ class StageWorker:
                 result.outgoing.append(self._dead_letter(rec, exc.category, exc.reason))
                 result.dead_letters.append((rec.topic, exc.category))
                 result.consumed.append((rec.topic, "invalid"))
+                decoded.append((rec, None))
+                continue
+            if stage.passes_over(env.type, rec.topic):
+                result.consumed.append((rec.topic, env.type))
                 decoded.append((rec, None))
                 continue
             decoded.append((rec, env))
