@@ -28,6 +28,7 @@ from orchestrator.contract.execution import (
     WorkOrderShipped,
     WorkOrderShortPicked,
 )
+from orchestrator.contract.inventory import InventorySnapshot
 from orchestrator.contract.network import NodeStatusChanged
 from orchestrator.stages.status_sync import rebuild_projection
 from tests.harness import BRISTOL, LEEDS, LONDON, MANCHESTER, Pipeline, ids, node, order, pipeline
@@ -281,6 +282,65 @@ async def test_a_delivered_order_ends_delivered_with_its_full_timeline(pipeline:
         "delivered",
     ):
         assert expected in text, (expected, text)
+
+
+async def position(p: Pipeline, node_id: str, sku: str) -> tuple[int, int, datetime | None]:
+    row = await p.db.fetchrow(
+        "SELECT on_hand, reserved, counted_at FROM reserve_ledger WHERE node_id = $1 AND sku = $2",
+        node_id,
+        sku,
+    )
+    return (row["on_hand"], row["reserved"], row["counted_at"])
+
+
+async def until_position(
+    p: Pipeline, node_id: str, sku: str, want: tuple[int, int], at: datetime | None
+) -> None:
+    """Wait until reserve's ledger holds (on_hand, reserved) for the position, counted at `at` (if given)."""
+    seen: list[tuple[int, int, datetime | None]] = []
+
+    async def there() -> bool:
+        seen.append(await position(p, node_id, sku))
+        return seen[-1][:2] == want and (at is None or seen[-1][2] == at)
+
+    deadline = asyncio.get_running_loop().time() + 30
+    while not await there():
+        assert asyncio.get_running_loop().time() < deadline, (
+            f"{node_id}/{sku} stayed {seen[-1]}, wanted {want}"
+        )
+        await asyncio.sleep(0.05)
+
+
+async def test_a_shipment_consumes_its_reservation_and_a_count_from_before_it_does_not_undo_that(
+    pipeline: Pipeline,
+) -> None:
+    """Availability is taken once: by the reservation until the goods leave, then by on-hand. A count
+    the node took before the shipment left, heard after it, does not put the shipped units back."""
+    n = ids("X8")
+    dc, sku = n("DC"), n("S")
+    await pipeline.setup_network(node(dc, MANCHESTER), stock={(dc, sku): 5})
+    o = order(n("ORD"), [(sku, 2)])
+    await pipeline.publish(o)
+    [wo] = await released(pipeline, o.order_id)
+    counted_before = now()
+    assert (await position(pipeline, dc, sku))[:2] == (5, 2)
+
+    await pipeline.publish(ack(wo), shipped(wo, n("TRK")))
+    await until_position(pipeline, dc, sku, (3, 0), None)
+    consumed = await pipeline.db.fetch(
+        "SELECT status, consumed FROM reserve_reservations WHERE order_id = $1", o.order_id
+    )
+    assert [(r["status"], r["consumed"]) for r in consumed] == [("consumed", 2)]
+
+    # The node's count from before the shipment (5 there then) comes in late: still 3.
+    await pipeline.publish(InventorySnapshot(node_id=dc, sku=sku, on_hand=5, as_of=counted_before))
+    await until_position(pipeline, dc, sku, (3, 0), counted_before)
+    # Its next count, after the shipment, has the 2 gone already: 3 on hand, all 3 can be promised.
+    counted_after = now()
+    await pipeline.publish(InventorySnapshot(node_id=dc, sku=sku, on_hand=3, as_of=counted_after))
+    await until_position(pipeline, dc, sku, (3, 0), counted_after)
+    log = await pipeline.db.fetchval("SELECT count(*) FROM reserve_shipped WHERE node_id = $1", dc)
+    assert log == 0, "a count after the shipment has seen it"
 
 
 async def test_an_exception_no_playbook_resolves_waits_in_the_review_queue(pipeline: Pipeline) -> None:

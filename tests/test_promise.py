@@ -17,6 +17,7 @@ from orchestrator.contract.pipeline import (
     PlannedShipment,
     Repair,
     ReservationConfirmed,
+    ReservationsConsumed,
     ReservationsReleased,
     ReservedShipment,
 )
@@ -122,6 +123,95 @@ def test_a_repair_gives_back_what_the_replaced_shipment_held_for_its_lines() -> 
     ledger.apply(confirmed("O1", ("S9", "N2", [("1", "SKU-A", 2)]), repair=repair), T0)
     # N1 keeps 3 of its 5 for the part of the line not repaired; N2 now holds the 2 repaired.
     assert ledger.stock({"SKU-A"}) == {("N1", "SKU-A"): 7, ("N2", "SKU-A"): 8}
+
+
+def shipped(order_id: str, shipment_id: str, node_id: str, at: datetime, *lines: tuple[str, str, int]):
+    return ReservationsConsumed(
+        order_id=order_id,
+        shipment_id=shipment_id,
+        work_order_id=f"WO-{shipment_id}",
+        node_id=node_id,
+        shipped_at=at,
+        lines=tuple(SkuLine(line_id=lid, sku=sku, quantity=q) for lid, sku, q in lines),
+    )
+
+
+def test_a_shipment_consumes_its_reservation_so_availability_is_not_taken_twice() -> None:
+    ledger = PromiseLedger()
+    ledger.apply(count("N1", "SKU-A", 10), T0)
+    ledger.apply(confirmed("O1", ("S1", "N1", [("1", "SKU-A", 3)])), T0)
+    assert ledger.stock({"SKU-A"}) == {("N1", "SKU-A"): 7}
+    ledger.apply(shipped("O1", "S1", "N1", T0 + timedelta(hours=1), ("1", "SKU-A", 3)), T0)
+    position = ledger.positions[("N1", "SKU-A")]
+    assert (position.on_hand, position.reserved) == (7, 0)
+    assert ledger.stock({"SKU-A"}) == {("N1", "SKU-A"): 7}, "shipping changes nothing one can promise"
+    # The node's count after the shipment says 7: still 7, not 4.
+    ledger.apply(count("N1", "SKU-A", 7, at=T0 + timedelta(hours=2)), T0)
+    assert ledger.stock({"SKU-A"}) == {("N1", "SKU-A"): 7}
+    # A cancellation after the shipment gives nothing back: the units left.
+    ledger.apply(ReservationsReleased(order_id="O1", plan_id="O1-p1", reason="late", cancel_order=True), T0)
+    assert ledger.stock({"SKU-A"}) == {("N1", "SKU-A"): 7}
+
+
+def test_a_count_taken_before_a_shipment_does_not_put_its_units_back() -> None:
+    ledger = PromiseLedger()
+    ledger.apply(count("N1", "SKU-A", 10), T0)
+    ledger.apply(confirmed("O1", ("S1", "N1", [("1", "SKU-A", 4)])), T0)
+    ledger.apply(shipped("O1", "S1", "N1", T0 + timedelta(hours=2), ("1", "SKU-A", 4)), T0)
+    # Counted at 1 h (10 there, the 4 not gone yet) but received after the shipment.
+    ledger.apply(count("N1", "SKU-A", 10, at=T0 + timedelta(hours=1)), T0)
+    assert ledger.stock({"SKU-A"}) == {("N1", "SKU-A"): 6}
+    # A count after the shipment has seen it: the log forgets it.
+    ledger.apply(count("N1", "SKU-A", 5, at=T0 + timedelta(hours=3)), T0)
+    assert ledger.stock({"SKU-A"}) == {("N1", "SKU-A"): 5}
+    assert ledger.positions[("N1", "SKU-A")].shipped is None
+
+
+def test_a_shipment_older_than_the_count_does_not_come_off_it_again() -> None:
+    ledger = PromiseLedger()
+    ledger.apply(count("N1", "SKU-A", 10), T0)
+    ledger.apply(confirmed("O1", ("S1", "N1", [("1", "SKU-A", 4)])), T0)
+    # The count at 2 h already lacks the 4 shipped at 1 h; the shipment is heard of after it.
+    ledger.apply(count("N1", "SKU-A", 6, at=T0 + timedelta(hours=2)), T0)
+    ledger.apply(shipped("O1", "S1", "N1", T0 + timedelta(hours=1), ("1", "SKU-A", 4)), T0)
+    assert ledger.stock({"SKU-A"}) == {("N1", "SKU-A"): 6}
+
+
+moves = st.lists(
+    st.one_of(
+        st.tuples(st.just("count"), st.integers(0, 30), st.integers(0, 20)),
+        st.tuples(st.just("ship"), st.integers(1, 5), st.integers(0, 20)),
+        st.tuples(st.just("delta"), st.integers(-5, 5).filter(bool), st.just(0)),
+    ),
+    max_size=12,
+)
+
+
+@given(moves, st.randoms(use_true_random=False))
+def test_counts_and_shipments_give_one_position_whatever_order_they_arrive_in(
+    history: list[tuple[str, int, int]], rng
+) -> None:
+    """Counts and shipments are stamped where they happened; the Kafka topics they travel on are
+    independent, so a ledger may hear them in any order. Without deltas (which carry no order of
+    their own) the position must come out the same."""
+    ledger_events = []
+    for i, (kind, value, minute) in enumerate(history):
+        at = T0 + timedelta(minutes=minute, seconds=i)  # distinct times: no count ties a shipment
+        if kind == "count":
+            ledger_events.append(count("N1", "SKU-A", value, at=at))
+        elif kind == "ship":
+            ledger_events.append(shipped("O1", f"S{i}", "N1", at, ("1", "SKU-A", value)))
+    ledger_events.insert(0, count("N1", "SKU-A", 100, at=T0 - timedelta(days=1)))
+
+    def position(events: list) -> tuple[int, list]:
+        ledger = PromiseLedger()
+        for e in events:
+            ledger.apply(e, T0)
+        p = ledger.positions[("N1", "SKU-A")]
+        return p.on_hand, sorted(p.shipped or [])
+
+    shuffled = ledger_events[:1] + rng.sample(ledger_events[1:], len(ledger_events) - 1)
+    assert position(shuffled) == position(ledger_events)
 
 
 # --------------------------------------------------------------------------- the quote

@@ -6,14 +6,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
 import aiohttp
 import orjson
 import pytest
 
-from orchestrator.contract.inventory import DeltaReason, InventoryDelta
+from orchestrator.contract.common import Package, SkuLine
+from orchestrator.contract.execution import WorkOrderShipped
+from orchestrator.contract.inventory import DeltaReason, InventoryDelta, InventorySnapshot
 from orchestrator.promise.service import RunningPromise, start_promise
 from orchestrator.settings import Settings
 from tests.harness import LEEDS, LONDON, MANCHESTER, Pipeline, address, ids, node, order, pipeline
@@ -183,3 +185,51 @@ async def test_a_bad_request_gets_the_reason_and_the_api_keeps_answering(promise
             assert 'orchestrator_promise_requests_total{endpoint="/v1/promise",status="400"}' in text
     status, _ = await post(promise_api, cart(("ANY-SKU", 1)))
     assert status == 200
+
+
+async def test_a_shipped_order_and_the_count_after_it_leave_what_can_be_promised_unchanged(
+    pipeline: Pipeline, promise_api: str
+) -> None:
+    """Before the goods leave, the reservation holds them; after, the node's count lacks them. The
+    shipment consumes the reservation, so they are never taken off availability twice."""
+    n = ids("PS")
+    dc, kettle = n("DC"), n("KETTLE")
+    await pipeline.setup_network(node(dc, MANCHESTER), stock={(dc, kettle): 5})
+    await wait_available(promise_api, kettle, {dc: 5})
+    the_order = order(n("ORDER"), [(kettle, 2)], to=LEEDS)
+    await pipeline.publish(the_order)
+    await pipeline.out.final_state(the_order.order_id, "released")
+    [wo] = pipeline.out.released(the_order.order_id)
+    await wait_available(promise_api, kettle, {dc: 3})
+
+    await pipeline.publish(
+        WorkOrderShipped(
+            work_order_id=wo["work_order_id"],
+            order_id=the_order.order_id,
+            node_id=dc,
+            occurred_at=datetime.now(UTC),
+            shipment_id=wo["shipment_id"],
+            carrier=wo["carrier"]["carrier"],
+            service_id=wo["carrier"]["service_id"],
+            tracking_number=n("TRK"),
+            packages=(Package(package_id=n("P")),),
+            lines=tuple(
+                SkuLine(line_id=x["line_id"], sku=x["sku"], quantity=x["quantity"]) for x in wo["lines"]
+            ),
+        )
+    )
+    deadline = time.monotonic() + 30
+    while (
+        ledger := await pipeline.db.fetchrow(
+            "SELECT on_hand, reserved FROM reserve_ledger WHERE node_id = $1 AND sku = $2", dc, kettle
+        )
+    )["reserved"] != 0:
+        assert time.monotonic() < deadline, f"the shipment never consumed the reservation: {dict(ledger)}"
+        await asyncio.sleep(0.05)
+    assert ledger["on_hand"] == 3
+    # The node's next count finds one more than the 3 left: all 4 can be promised (were the shipped
+    # 2 still reserved, 2 could).
+    await pipeline.publish(InventorySnapshot(node_id=dc, sku=kettle, on_hand=4, as_of=datetime.now(UTC)))
+    await wait_available(promise_api, kettle, {dc: 4})
+    _, again = await post(promise_api, cart((kettle, 4)))
+    assert again["options"][0]["outcome"] == "ship", again["options"][0]["explanation"]

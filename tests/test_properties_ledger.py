@@ -19,7 +19,10 @@ every step the database has to agree with it and with these invariants:
 - a step that raised `reserved` of a row left `reserved + safety_stock <= on_hand` there;
 - a reserve succeeds exactly when the model says the units were available (no oversell, and no
   refusal of stock that was there), and a lost race goes back to decide-node as a re-decide;
-- a cancelled order holds nothing.
+- a cancelled order holds nothing;
+- a shipment consumes what its reservations still hold of the lines it ships, no more: those units
+  leave `reserved` and `on_hand`, unless the row's count was taken after the shipment left, and a
+  count taken before a shipment, arriving after it, does not put its units back.
 
 A second property races N reservations on N connections for one row with no advisory lock: the
 conditional UPDATE alone must keep them within what is available.
@@ -50,9 +53,10 @@ from hypothesis.stateful import (
 )
 
 from orchestrator.contract.base import EventPayload
-from orchestrator.contract.common import SkuLine
+from orchestrator.contract.common import Package, SkuLine
 from orchestrator.contract.envelope import Envelope
 from orchestrator.contract.examples import example
+from orchestrator.contract.execution import WorkOrderShipped
 from orchestrator.contract.inventory import DeltaReason, InventoryDelta, InventorySnapshot
 from orchestrator.contract.pipeline import (
     PlanCancelled,
@@ -60,9 +64,10 @@ from orchestrator.contract.pipeline import (
     RedecideRequested,
     Repair,
     RepairOutcome,
+    ReservationsConsumed,
 )
 from orchestrator.runtime.stage import Emitted, HandlerContext
-from orchestrator.stages.common import INVENTORY_UPDATES, PLANS, REROUTES, RESERVATIONS
+from orchestrator.stages.common import INVENTORY_UPDATES, PLANS, REROUTES, RESERVATIONS, WMS_EVENTS
 from orchestrator.stages.reserve import _LostRace, reserve_plan, reserve_stage
 
 pytestmark = pytest.mark.integration
@@ -109,6 +114,9 @@ class Row:
     on_hand: int
     safety: int
     reserved: int = 0
+    counted_at: datetime | None = None
+    #: Shipments since the last count: (shipped_at, units).
+    shipped: list[tuple[datetime, int]] = field(default_factory=list)
 
 
 @dataclass
@@ -122,6 +130,7 @@ class Held:
     sku: str
     quantity: int
     active: bool = True
+    consumed: int = 0
 
 
 @dataclass
@@ -133,6 +142,7 @@ class Order:
 @dataclass
 class Shipment:
     order_id: str
+    node_id: str
     lines: tuple[SkuLine, ...]
 
 
@@ -143,7 +153,7 @@ class Model:
 
     def copy(self) -> Model:
         return Model(
-            rows={k: replace(v) for k, v in self.rows.items()},
+            rows={k: replace(v, shipped=list(v.shipped)) for k, v in self.rows.items()},
             held={k: replace(v) for k, v in self.held.items()},
         )
 
@@ -174,6 +184,23 @@ class Model:
         for h in self.held.values():
             if h.order_id == order_id and h.active:
                 self.give_back(h, h.quantity)
+
+    def ship(self, h: Held, quantity: int, at: datetime) -> int:
+        """The units of `quantity` the reservation still holds leave with the shipment; returns them."""
+        units = min(quantity, h.quantity) if h.active else 0
+        if units <= 0:
+            return 0
+        h.consumed += units
+        if units == h.quantity:
+            h.active = False
+        else:
+            h.quantity -= units
+        row = self.rows[(h.node_id, h.sku)]
+        row.reserved -= units
+        if row.counted_at is None or at > row.counted_at:
+            row.on_hand = max(0, row.on_hand - units)
+            row.shipped.append((at, units))
+        return units
 
 
 # ------------------------------------------------------------------------------------------- strategies
@@ -281,7 +308,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
     def remember(self, plan: PlanDecided) -> None:
         for s in plan.shipments:
-            self.shipments[s.shipment_id] = Shipment(plan.order_id, s.lines)
+            self.shipments[s.shipment_id] = Shipment(plan.order_id, s.node_id, s.lines)
 
     # ----------------------------------------------------------------------------------------- rules
 
@@ -320,7 +347,10 @@ class LedgerMachine(RuleBasedStateMachine):
         self.handle(INVENTORY_UPDATES, count)
         key = (count.node_id, count.sku)
         row = self.model.rows.setdefault(key, Row(on_hand, safety))
-        row.on_hand, row.safety = on_hand, safety
+        left_since = sum(units for at, units in row.shipped if at > count.as_of)
+        row.on_hand, row.safety = max(0, on_hand - left_since), safety
+        row.counted_at = count.as_of
+        row.shipped = [(at, units) for at, units in row.shipped if at > count.as_of]
 
     def delta(self, node: str, sku: str, change: int) -> None:
         reason = DeltaReason.RECEIPT if change > 0 else DeltaReason.DAMAGE
@@ -384,7 +414,10 @@ class LedgerMachine(RuleBasedStateMachine):
         spec = [(node, [(x.line_id, short[x.sku], x.quantity) for x in lines])] if placed else []
         plan = self.plan(old.order_id, sequence, spec, repair=repair)
         emitted = self.handle(PLANS, plan)
-        holds = any(h.shipment_id == shipment_id and h.active for h in self.model.held.values())
+        # A shipment that left still stands (a lost parcel is sent again); one given back does not.
+        holds = any(
+            h.shipment_id == shipment_id and (h.active or h.consumed > 0) for h in self.model.held.values()
+        )
         if o.cancelled or stale or not holds:
             # It reserves nothing; it closes the exception that asked for it.
             assert _only_outcome(emitted), "a superseded repair reserves nothing"
@@ -400,6 +433,52 @@ class LedgerMachine(RuleBasedStateMachine):
             self.model = after
             self.remember(plan)
         self.check_outcome(emitted, plan, fitted)
+
+    @precondition(lambda self: bool(self.shipments))
+    @rule(data=st.data())
+    def ship(self, data: st.DataObject) -> None:
+        """The node reports a shipment left: any shipment ever planned (so also one given back, or
+        shipped already), some of its lines, at times as many units as were planned, fewer or more,
+        shortly before or after the row's latest count (which may come in after it)."""
+        shipment_id = data.draw(st.sampled_from(sorted(self.shipments)), label="shipment")
+        planned = self.shipments[shipment_id]
+        picked = data.draw(st.lists(st.sampled_from(planned.lines), min_size=1, unique=True), label="lines")
+        lines = tuple(
+            line.model_copy(update={"quantity": data.draw(st.integers(1, line.quantity + 1), label="units")})
+            for line in picked
+        )
+        when = AS_OF + timedelta(
+            seconds=self.counts + data.draw(st.sampled_from((-1.5, 0.5, 3.5)), label="at")
+        )
+        event = WorkOrderShipped(
+            work_order_id=f"WO-{shipment_id}",
+            order_id=planned.order_id,
+            node_id=planned.node_id,
+            occurred_at=when,
+            shipment_id=shipment_id,
+            carrier="rm",
+            service_id="rm-48",
+            tracking_number=f"T-{shipment_id}",
+            packages=(Package(package_id=f"P-{shipment_id}"),),
+            lines=lines,
+        )
+        emitted = self.handle(WMS_EVENTS, event)
+        consumed = {}
+        for line in lines:
+            h = self.model.held.get(f"{shipment_id}-{line.line_id}")
+            if h is not None:
+                units = self.model.ship(h, line.quantity, when)
+                if units:
+                    consumed[line.line_id] = units
+        told = [e.envelope.data for e in emitted if e.topic == RESERVATIONS]
+        if consumed:
+            (said,) = told
+            assert isinstance(said, ReservationsConsumed)
+            assert {x.line_id: x.quantity for x in said.lines} == consumed
+            self.seen["ship: consumed"] += 1
+        else:
+            assert emitted == [], "a shipment that holds nothing any more consumes nothing"
+            self.seen["ship: nothing held"] += 1
 
     @rule(order=st.sampled_from(ORDERS), then_new=st.booleans())
     def cancel(self, order: str, then_new: bool) -> None:
@@ -451,6 +530,15 @@ class LedgerMachine(RuleBasedStateMachine):
         assert {r["reservation_id"]: r["quantity"] for r in active} == {
             k: h.quantity for k, h in self.model.held.items() if h.active
         }
+        logged = self.pg.run(
+            self.pg.conn.fetch(
+                "SELECT node_id, sku, shipped_at, units FROM reserve_shipped WHERE node_id LIKE $1",
+                f"{self.ns}-%",
+            )
+        )
+        assert sorted((r["node_id"], r["sku"], r["shipped_at"], r["units"]) for r in logged) == sorted(
+            (*key, at, units) for key, row in self.model.rows.items() for at, units in row.shipped
+        ), "the shipment log is what the counts have not seen"
         cancelled = {k for k, o in self.by_id.items() if o.cancelled}
         assert not [r for r in active if r["order_id"] in cancelled], "a cancelled order still holds stock"
         self.before = now
@@ -482,7 +570,14 @@ def test_no_sequence_of_ledger_operations_oversells(pg: Pg) -> None:
     )
     seen = LedgerMachine.seen
     # Not vacuous: both sides of every check were exercised.
-    for outcome in ("plan: reserved", "plan: lost", "repair: reserved", "repair: superseded"):
+    for outcome in (
+        "plan: reserved",
+        "plan: lost",
+        "repair: reserved",
+        "repair: superseded",
+        "ship: consumed",
+        "ship: nothing held",
+    ):
         assert seen[outcome] > 0, (outcome, dict(seen))
 
 

@@ -86,6 +86,7 @@ from orchestrator.contract.pipeline import (
     RedecideRequested,
     RepairOutcome,
     ReservationConfirmed,
+    ReservationsConsumed,
     ReservationsReleased,
     ReservedShipment,
     StageStatus,
@@ -537,6 +538,14 @@ _PIPELINE_BUILDERS: Mapping[str, Callable[[], EventPayload]] = MappingProxyType(
         ),
         "reservation.released.v1": lambda: ReservationsReleased(
             order_id=ORDER_ID, plan_id=f"{ORDER_ID}-p1", reason="order cancelled", cancel_order=True
+        ),
+        "reservation.consumed.v1": lambda: ReservationsConsumed(
+            order_id=ORDER_ID,
+            shipment_id=f"{ORDER_ID}-p1-{NODE_ID}",
+            work_order_id=WORK_ORDER_ID,
+            node_id=NODE_ID,
+            shipped_at=datetime(2025, 3, 10, 16, 5, tzinfo=UTC),
+            lines=_sku_lines(),
         ),
         "exception.repair_outcome.v1": lambda: RepairOutcome(
             order_id=ORDER_ID,

@@ -199,6 +199,24 @@ class ReservationsReleased(EventPayload):
     cancel_order: bool = Field(description="True: the order is cancelled; cancel any released work.")
 
 
+class ReservationsConsumed(EventPayload):
+    """reserve → every ledger that follows it: a shipment left its node, taking units reserved for it.
+
+    Those units are no longer reserved and no longer on hand (unless the node's count was taken after
+    they left: see `orchestrator.domain.stock_counts`). `lines` are the units consumed, at most what
+    the shipment held of each line.
+    """
+
+    event_type: ClassVar[str] = "reservation.consumed.v1"
+
+    order_id: Identifier = Field(description="The order.")
+    shipment_id: Identifier = Field(description="The planned shipment that left.")
+    work_order_id: Identifier = Field(description="The work order the node shipped.")
+    node_id: Identifier = Field(description="The node it left.")
+    shipped_at: AwareDatetime = Field(description="When it left, as the node reported.")
+    lines: tuple[SkuLine, ...] = Field(min_length=1, description="Units consumed per line.")
+
+
 class RepairOutcome(EventPayload):
     """decide-node or release → exceptions: how a playbook action went."""
 

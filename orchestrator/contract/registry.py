@@ -45,6 +45,7 @@ from orchestrator.contract.pipeline import (
     RedecideRequested,
     RepairOutcome,
     ReservationConfirmed,
+    ReservationsConsumed,
     ReservationsReleased,
     StageStatus,
     SupplyReleaseDue,
@@ -112,6 +113,7 @@ ALL_EVENT_TYPES: tuple[type[EventPayload], ...] = (
     PlanCancelled,
     ReservationConfirmed,
     ReservationsReleased,
+    ReservationsConsumed,
     StageStatus,
     # internal: execution (orchestrator.exceptions.v1, orchestrator.timers.v1)
     RepairOutcome,

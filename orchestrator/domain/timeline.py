@@ -45,6 +45,9 @@ _DESCRIBE: dict[str, Describe] = {
         f"({sum(len(s.reservation_ids) for s in e.shipments)} allocation(s))"
     ),
     "reservation.released.v1": lambda e: f"reservations released: {e.reason}",
+    "reservation.consumed.v1": lambda e: (
+        f"reservation consumed: {_lines(e.lines)} left {e.node_id} with {e.work_order_id}"
+    ),
     "order.redecide_requested.v1": lambda e: f"re-decide requested (attempt {e.attempt}): {e.reason.message}",
     "workorder.released.v1": lambda e: (
         f"work order {e.work_order_id} released to {e.node_id}: {_lines(e.lines)}"

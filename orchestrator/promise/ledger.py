@@ -8,6 +8,10 @@ moment behind reserve; that is fine for the same reason it is fine for
 decide-node: reserve's conditional update is the atomic check, and a promise
 reserves nothing.
 
+A shipment that leaves its node consumes its reservation
+(`reservation.consumed.v1`): the units leave reserved and on-hand here as
+they do in reserve's ledger, by the same rule and with the same shipment log.
+
 What it does not see: units reserve sets aside for back-orders and
 pre-orders waiting in its queue (`reserve_waiting` is not on a topic). A
 promise may therefore offer stock that a waiting order is owed; the order
@@ -22,8 +26,8 @@ from datetime import date, datetime
 
 from orchestrator.contract.base import EventPayload
 from orchestrator.contract.inventory import InventoryDelta, InventorySnapshot
-from orchestrator.contract.pipeline import ReservationConfirmed, ReservationsReleased
-from orchestrator.domain.stock_counts import apply_storable
+from orchestrator.contract.pipeline import ReservationConfirmed, ReservationsConsumed, ReservationsReleased
+from orchestrator.domain.stock_counts import Shipped, apply_storable, consume, still_to_count
 
 StockKey = tuple[str, str]  # (node_id, sku)
 
@@ -34,6 +38,8 @@ class _Position:
     safety_stock: int = 0
     reserved: int = 0
     counted_at: datetime | None = None
+    #: Shipments since the last count (see `orchestrator.domain.stock_counts`); None while there are none.
+    shipped: list[Shipped] | None = None
 
     @property
     def available(self) -> int:
@@ -74,8 +80,10 @@ class PromiseLedger:
             key = (event.node_id, event.sku)
             known = self.positions.get(key)
             position = _Position() if known is None else known
-            if not apply_storable(position, event):
+            if not apply_storable(position, event, position.shipped or ()):
                 return  # reserve's ledger refuses it too (it is dead-lettered there)
+            if position.shipped:
+                position.shipped = still_to_count(position.shipped, position.counted_at) or None
             if known is None:
                 self.positions[key] = position
                 self.by_sku.setdefault(event.sku, set()).add(event.node_id)
@@ -83,6 +91,8 @@ class PromiseLedger:
             self._confirmed(event, at)
         elif isinstance(event, ReservationsReleased):
             self._give_back(event.order_id, lambda _held: True)
+        elif isinstance(event, ReservationsConsumed):
+            self._consumed(event)
         else:
             return
         self.applied += 1
@@ -108,6 +118,15 @@ class PromiseLedger:
                 )
             day = self.load.setdefault(at.date(), {})
             day[shipment.node_id] = day.get(shipment.node_id, 0) + 1
+
+    def _consumed(self, event: ReservationsConsumed) -> None:
+        """The shipment left: its lines' units are no longer held, nor on hand (unless counted gone)."""
+        shipped = {line.line_id: line.quantity for line in event.lines}
+        self._give_back(event.order_id, lambda held: held.shipment_id == event.shipment_id, shipped)
+        for line in event.lines:
+            position = self._position(event.node_id, line.sku)
+            if consume(position, line.quantity, event.shipped_at):
+                position.shipped = [*(position.shipped or ()), (event.shipped_at, line.quantity)]
 
     def _give_back(
         self,

@@ -99,10 +99,16 @@ from orchestrator.runtime.pause import sleep_unless
 from orchestrator.runtime.stage import HandlerContext, RejectEvent, Stage
 from orchestrator.runtime.worker import TRANSIENT_ERRORS
 from orchestrator.settings import Settings
-from orchestrator.stages.common import NETWORK_UPDATES, RELEASED, STATUS, OrderPathDeps, emit_status
+from orchestrator.stages.common import (
+    NETWORK_UPDATES,
+    RELEASED,
+    STATUS,
+    WMS_EVENTS,
+    OrderPathDeps,
+    emit_status,
+)
 from orchestrator.stages.learning_store import learn_from_carrier_event, learn_from_node_event
 
-WMS_EVENTS = "wms.events.v1"
 CARRIER_EVENTS = "carrier.events.v1"
 EXCEPTIONS = "orchestrator.exceptions.v1"
 TIMERS = "orchestrator.timers.v1"

@@ -24,6 +24,7 @@ from orchestrator.contract.orders import OrderCreated
 from orchestrator.contract.pipeline import (
     RepairOutcome,
     ReservationConfirmed,
+    ReservationsConsumed,
     ReservationsReleased,
     ReservedShipment,
 )
@@ -249,6 +250,8 @@ def release_stage(deps: OrderPathDeps) -> Stage:
                 await cancel_released(
                     ctx, msg.order_id, msg.plan_id, CancelRequestReason.ORDER_AMENDED, msg.reason
                 )
+        elif isinstance(msg, ReservationsConsumed):
+            return  # the node shipped: its work order is done, there is nothing to release
         else:  # pragma: no cover - `accepts` lets nothing else through
             raise RejectEvent(f"release does not handle {event.type}")
 
@@ -258,7 +261,9 @@ def release_stage(deps: OrderPathDeps) -> Stage:
         outputs=(WORK_ORDERS, RELEASED, STATUS, EXCEPTIONS),
         handler=handle,
         uses_database=True,
-        accepts=frozenset({ReservationConfirmed.event_type, ReservationsReleased.event_type}),
+        accepts=frozenset(
+            m.event_type for m in (ReservationConfirmed, ReservationsReleased, ReservationsConsumed)
+        ),
         views=(deps.network, measures),
         description="sends one work order per reserved shipment to its node",
     )

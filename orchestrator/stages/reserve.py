@@ -1,15 +1,18 @@
 """reserve: the inventory ledger, and the atomic check that stock is really there.
 
-Reads plans and `inventory.updates.v1`. Decides: whether every line
-allocation of a plan can be reserved at its node now. Each allocation is one
+Reads plans and `inventory.updates.v1`, and observes `wms.events.v1` for
+shipments. Decides: whether every line allocation of a plan can be reserved at
+its node now. Each allocation is one
 conditional UPDATE (`on_hand - reserved - safety_stock >= quantity`), so two
 orders racing for the last unit cannot both win: the loser's whole plan is
 rolled back (a savepoint) and sent back to decide-node as a re-decide with
 fresh stock. Never an oversell. Cancellations and re-plans give reservations
 back; inventory snapshots and deltas change on-hand without touching what is
-reserved.
+reserved. A shipment leaving its node consumes its reservations: the units
+are off reserved and off on-hand, and `reservation.consumed.v1` tells the
+ledgers that follow this one (see `orchestrator.domain.stock_counts`).
 
-Owns `reserve_ledger`, `reserve_reservations`, `reserve_node_load`, `reserve_orders`.
+Owns `reserve_ledger`, `reserve_reservations`, `reserve_shipped`, `reserve_node_load`, `reserve_orders`.
 
 Counts every plan it tries to hold stock for, by result (confirmed, lost_race, superseded), once
 the batch commits.
@@ -19,11 +22,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import asyncpg
 
-from orchestrator.contract.common import OrderState, Reason
+from orchestrator.contract.common import OrderState, Reason, SkuLine
 from orchestrator.contract.envelope import Envelope
+from orchestrator.contract.execution import WorkOrderShipped
 from orchestrator.contract.inventory import InboundSupplyExpected, InventoryDelta, InventorySnapshot
 from orchestrator.contract.pipeline import (
     PlanCancelled,
@@ -32,11 +37,12 @@ from orchestrator.contract.pipeline import (
     Repair,
     RepairOutcome,
     ReservationConfirmed,
+    ReservationsConsumed,
     ReservationsReleased,
     ReservedShipment,
     SupplyReleaseDue,
 )
-from orchestrator.domain.stock_counts import INT4_MAX, Counted, fold_changes
+from orchestrator.domain.stock_counts import INT4_MAX, Counted, Shipped, consume, fold_changes
 from orchestrator.domain.supply import RELEASE_WAITING, PreorderRelease
 from orchestrator.runtime.measures import StageMeasures
 from orchestrator.runtime.metrics import RuntimeMetrics
@@ -49,6 +55,7 @@ from orchestrator.stages.common import (
     RESERVATIONS,
     STATUS,
     SUPPLY,
+    WMS_EVENTS,
     emit_status,
 )
 from orchestrator.stages.reserve_supply import (
@@ -203,19 +210,134 @@ async def apply_snapshot(conn: asyncpg.Connection, count: InventorySnapshot) -> 
 
     A count below what is reserved is a shortage for the exceptions stage to find, not something to
     hide by releasing reservations here. A count older (by `as_of`) than the one the row holds changes
-    nothing: a late or resent snapshot would put back stock that has since moved.
+    nothing: a late or resent snapshot would put back stock that has since moved. Shipments that left
+    after the count was taken come off it (the rules of `orchestrator.domain.stock_counts`).
     """
-    await conn.execute(
+    applied = await conn.fetchval(
         "INSERT INTO reserve_ledger (node_id, sku, on_hand, safety_stock, counted_at)"
-        " VALUES ($1, $2, $3, $4, $5)"
+        " VALUES ($1, $2, GREATEST($3 - COALESCE((SELECT sum(units) FROM reserve_shipped"
+        "   WHERE node_id = $1 AND sku = $2 AND shipped_at > $5), 0), 0), $4, $5)"
         " ON CONFLICT (node_id, sku) DO UPDATE"
-        " SET on_hand = $3, safety_stock = $4, counted_at = $5, updated_at = now()"
-        " WHERE reserve_ledger.counted_at IS NULL OR reserve_ledger.counted_at <= $5",
+        " SET on_hand = EXCLUDED.on_hand, safety_stock = $4, counted_at = $5, updated_at = now()"
+        " WHERE reserve_ledger.counted_at IS NULL OR reserve_ledger.counted_at <= $5"
+        " RETURNING true",
         count.node_id,
         count.sku,
         count.on_hand,
         count.safety_stock,
         count.as_of,
+    )
+    if applied:
+        await forget_counted_shipments(conn, [((count.node_id, count.sku), count.as_of)])
+
+
+async def forget_counted_shipments(
+    conn: asyncpg.Connection, counted: Sequence[tuple[tuple[str, str], datetime | None]]
+) -> None:
+    """Drop the shipments each new count has seen from its position's log: no later count is older."""
+    await conn.execute(
+        "DELETE FROM reserve_shipped s USING unnest($1::text[], $2::text[], $3::timestamptz[])"
+        " AS c(node_id, sku, counted_at)"
+        " WHERE s.node_id = c.node_id AND s.sku = c.sku AND s.shipped_at <= c.counted_at",
+        [k[0] for k, _ in counted],
+        [k[1] for k, _ in counted],
+        [at for _, at in counted],
+    )
+
+
+async def shipment_logs(
+    conn: asyncpg.Connection, keys: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], list[Shipped]]:
+    """The shipment log of each of these positions."""
+    rows = await conn.fetch(
+        "SELECT s.node_id, s.sku, s.shipped_at, s.units FROM reserve_shipped s"
+        " JOIN unnest($1::text[], $2::text[]) AS k(node_id, sku) USING (node_id, sku)",
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+    )
+    logs: dict[tuple[str, str], list[Shipped]] = {}
+    for r in rows:
+        logs.setdefault((r["node_id"], r["sku"]), []).append((r["shipped_at"], r["units"]))
+    return logs
+
+
+async def _take_off_ledger(
+    conn: asyncpg.Connection, node_id: str, sku: str, units: int, shipped_at: datetime
+) -> None:
+    """Units that left with a shipment: off reserved, and off on-hand by the rule of `consume`."""
+    row = await conn.fetchrow(
+        "SELECT on_hand, safety_stock, counted_at FROM reserve_ledger"
+        " WHERE node_id = $1 AND sku = $2 FOR UPDATE",
+        node_id,
+        sku,
+    )
+    position = Counted() if row is None else Counted(row["on_hand"], row["safety_stock"], row["counted_at"])
+    if consume(position, units, shipped_at):
+        await conn.execute(
+            "INSERT INTO reserve_shipped (node_id, sku, shipped_at, units) VALUES ($1, $2, $3, $4)",
+            node_id,
+            sku,
+            shipped_at,
+            units,
+        )
+    await conn.execute(
+        "UPDATE reserve_ledger SET reserved = reserved - $3, on_hand = $4, updated_at = now()"
+        " WHERE node_id = $1 AND sku = $2",
+        node_id,
+        sku,
+        units,
+        position.on_hand,
+    )
+
+
+async def consume_shipment(
+    conn: asyncpg.Connection, shipped: WorkOrderShipped
+) -> ReservationsConsumed | None:
+    """The node shipped: what its shipment held of each shipped line leaves reserved and on-hand.
+
+    At most what the reservation still holds (a resent event, or more units than were reserved,
+    consume nothing more; the node's count corrects the rest). A shipment whose reservations a
+    newer plan or a cancellation released consumes nothing: those units were given back, and the
+    node's count says what really left.
+    """
+    rows = await conn.fetch(
+        "SELECT reservation_id, line_id, node_id, sku, quantity FROM reserve_reservations"
+        " WHERE shipment_id = $1 AND status = 'active' FOR UPDATE",
+        shipped.shipment_id,
+    )
+    held = {
+        r["line_id"]: (r["reservation_id"], r["sku"], r["quantity"])
+        for r in rows
+        if r["node_id"] == shipped.node_id
+    }
+    consumed: list[SkuLine] = []
+    for line in shipped.lines:
+        reservation_id, sku, holds = held.get(line.line_id, ("", "", 0))
+        units = min(line.quantity, holds)
+        if units <= 0 or sku != line.sku:
+            continue
+        held[line.line_id] = (reservation_id, sku, holds - units)
+        await conn.execute(
+            "UPDATE reserve_reservations SET consumed = consumed + $2,"
+            " quantity = CASE WHEN quantity = $2 THEN quantity ELSE quantity - $2 END,"
+            " status = CASE WHEN quantity = $2 THEN 'consumed' ELSE status END,"
+            " released_at = CASE WHEN quantity = $2 THEN $3 ELSE released_at END"
+            " WHERE reservation_id = $1",
+            reservation_id,
+            units,
+            shipped.occurred_at,
+        )
+        await _take_off_ledger(conn, shipped.node_id, sku, units, shipped.occurred_at)
+        consumed.append(SkuLine(line_id=line.line_id, sku=sku, quantity=units))
+    if not consumed:
+        return None
+    return ReservationsConsumed(
+        order_id=shipped.order_id,
+        shipment_id=shipped.shipment_id,
+        work_order_id=shipped.work_order_id,
+        node_id=shipped.node_id,
+        shipped_at=shipped.occurred_at,
+        lines=tuple(consumed),
     )
 
 
@@ -284,10 +406,16 @@ async def read_inventory(events: Sequence[Envelope], conn: asyncpg.Connection) -
     before = {
         (r["node_id"], r["sku"]): Counted(r["on_hand"], r["safety_stock"], r["counted_at"]) for r in rows
     }
+    counted_keys = sorted({(c.node_id, c.sku) for c in changes if isinstance(c, InventorySnapshot)})
+    logs = await shipment_logs(conn, counted_keys) if counted_keys else {}
     # A change the integer columns cannot hold is left out: its own handler then fails on it, alone,
     # and it is dead-lettered with the database's reason, as it was before batches.
-    folded, kept = fold_changes(before, changes, limit=INT4_MAX)
+    folded, kept = fold_changes(before, changes, limit=INT4_MAX, shipped=logs)
     after = sorted((k, v) for k, v in folded.items() if before.get(k) != v)
+    # A new count has seen the shipments before it (deleting them twice is harmless).
+    recounted = [(k, v.counted_at) for k, v in after if k in logs and v.counted_at is not None]
+    if recounted:
+        await forget_counted_shipments(conn, recounted)
     if after:
         await conn.execute(
             _UPSERT_POSITIONS,
@@ -322,8 +450,10 @@ async def superseded(conn: asyncpg.Connection, plan: PlanDecided, repair: Repair
         return "the order is cancelled"
     if row is not None and plan.sequence < row["sequence"]:
         return f"decided for order sequence {plan.sequence}, reserve has planned {row['sequence']} since"
+    # A shipment that left (its units consumed) still stands: a lost parcel is repaired from new stock.
     if repair.replaces_shipment_id is not None and not await conn.fetchval(
-        "SELECT EXISTS (SELECT 1 FROM reserve_reservations WHERE shipment_id = $1 AND status = 'active')",
+        "SELECT EXISTS (SELECT 1 FROM reserve_reservations WHERE shipment_id = $1"
+        " AND (status = 'active' OR consumed > 0))",
         repair.replaces_shipment_id,
     ):
         return f"shipment {repair.replaces_shipment_id} holds nothing any more: a newer plan replaced it"
@@ -523,6 +653,11 @@ def reserve_stage(
             await release_ready(ctx, sku, preorder_release)
         await refresh_dates(ctx, {sku})
 
+    async def on_shipped(ctx: HandlerContext, shipped: WorkOrderShipped) -> None:
+        consumed = await consume_shipment(ctx.db, shipped)
+        if consumed is not None:
+            ctx.emit(RESERVATIONS, consumed)
+
     async def handle(event: Envelope, ctx: HandlerContext) -> None:
         data = event.data
         batch = ctx.batch
@@ -546,6 +681,8 @@ def reserve_stage(
         elif isinstance(data, InboundSupplyExpected):
             await record_inbound(ctx.db, data)
             await refresh_dates(ctx, {data.sku})
+        elif isinstance(data, WorkOrderShipped):
+            await on_shipped(ctx, data)
         elif isinstance(data, SupplyReleaseDue):
             # The ticker says which day came; never earlier than today.
             await release_ready(ctx, data.sku, preorder_release, today=max(data.day, ctx.now.date()))
@@ -555,7 +692,7 @@ def reserve_stage(
 
     return Stage(
         name="reserve",
-        inputs=(PLANS, INVENTORY_UPDATES, SUPPLY),
+        inputs=(PLANS, INVENTORY_UPDATES, SUPPLY, WMS_EVENTS),
         outputs=(RESERVATIONS, REROUTES, STATUS, CUSTOMER_NOTIFICATIONS, EXCEPTIONS),
         handler=handle,
         uses_database=True,
@@ -571,6 +708,8 @@ def reserve_stage(
             )
         ),
         views=(supply_ticker, measures),
+        observes=frozenset({WMS_EVENTS}),
+        wanted_there={WMS_EVENTS: frozenset({WorkOrderShipped.event_type})},
         read_batch=read_inventory,
         description="keeps the inventory ledger and reserves stock atomically",
     )
