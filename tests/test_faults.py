@@ -38,6 +38,8 @@ async def test_kills_restarts_and_a_closed_node_lose_and_double_nothing(tmp_path
     assert audit["lost_orders"] == 0 and audit["unsettled_orders"] == 0, text
     assert audit["duplicate_work_orders"] == 0 and audit["duplicate_transitions"] == 0, text
     assert audit["oversold_units"] == 0 and audit["ledger_mismatches"] == 0, text
+    # Shipments consumed their reservations (the check is part of `problems`; here, that it had work).
+    assert audit["lines_shipped"] > 0 and audit["shipped_still_reserved"] == 0, text
     assert audit["final_states"].get("delivered", 0) > 300, text
     # Every fault went in and everything it hit came back.
     assert [f for f in report["faults"] if f["error"] or f["back_s"] is None] == [], text

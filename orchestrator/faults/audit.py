@@ -63,6 +63,8 @@ class RunFacts:
     active_reservation_ids: frozenset[str] = frozenset()
     #: (work order, line, sku, units short) of every short pick a node reported.
     short_picks: list[tuple[str, str, str, int]] = field(default_factory=list)
+    #: (shipment, line, units) of every shipment a node reported leaving.
+    shipped_lines: list[tuple[str, str, int]] = field(default_factory=list)
     #: Exception cases of the run's orders: (exception id, state).
     exception_cases: list[tuple[str, str]] = field(default_factory=list)
 
@@ -84,6 +86,10 @@ class Audit:
     #: Units a node found missing that stay reserved to the short-picked order (a known leak).
     missing_units_still_reserved: int
     unreserved_work_order_lines: list[str]
+    #: Shipment lines the nodes reported leaving.
+    lines_shipped: int
+    #: Reservations of lines that left in full and are still held: a shipment must consume them.
+    shipped_still_reserved: list[str]
     exceptions: dict[str, int]
     open_exceptions: list[str]
     dead_letters: dict[str, int]
@@ -101,6 +107,7 @@ class Audit:
             (self.ledger_mismatches, "ledger row(s) whose reserved units differ from their reservations"),
             (self.oversold_rows, "node/SKU row(s) with more reserved than on hand"),
             (self.unreserved_work_order_lines, "work-order line(s) released without a reservation"),
+            (self.shipped_still_reserved, "reservation(s) still held for line(s) that shipped in full"),
             (self.open_exceptions, "exception(s) neither resolved nor in manual review"),
         )
         for items, words in checks:
@@ -125,6 +132,8 @@ class Audit:
             "oversold_units": self.oversold_units,
             "missing_units_still_reserved": self.missing_units_still_reserved,
             "unreserved_work_order_lines": len(self.unreserved_work_order_lines),
+            "lines_shipped": self.lines_shipped,
+            "shipped_still_reserved": len(self.shipped_still_reserved),
             "exceptions": self.exceptions,
             "open_exceptions": len(self.open_exceptions),
             "dead_letters": self.dead_letters,
@@ -169,6 +178,16 @@ def audit(facts: RunFacts) -> Audit:
         }
     )
 
+    planned = {(w.shipment_id, line_id): units for w in facts.work_orders for line_id, _, units in w.lines}
+    shipped_still_reserved = sorted(
+        {
+            f"{shipment_id}-{line_id}"
+            for shipment_id, line_id, units in facts.shipped_lines
+            if f"{shipment_id}-{line_id}" in facts.active_reservation_ids
+            and units >= planned.get((shipment_id, line_id), units + 1)
+        }
+    )
+
     # A node that comes up short corrects its count; when no repair took the line elsewhere, its
     # reservation still holds the units that are not there. Reserved beyond on-hand by those units is
     # that leak, not units promised twice: only the rest is oversold.
@@ -207,6 +226,8 @@ def audit(facts: RunFacts) -> Audit:
         oversold_rows=oversold_rows,
         missing_units_still_reserved=sum(missing.values()),
         unreserved_work_order_lines=unreserved,
+        lines_shipped=len(facts.shipped_lines),
+        shipped_still_reserved=shipped_still_reserved,
         exceptions=dict(exceptions),
         open_exceptions=open_exceptions,
         dead_letters=dict(dead),
@@ -281,6 +302,10 @@ async def collect_facts(
             facts.short_picks.extend(
                 (data["work_order_id"], ln["line_id"], ln["sku"], int(ln["quantity_short"]))
                 for ln in data["lines"]
+            )
+        elif topic == NODE_EVENTS and event_type.startswith("wms.shipped."):
+            facts.shipped_lines.extend(
+                (data["shipment_id"], ln["line_id"], int(ln["quantity"])) for ln in data["lines"]
             )
         elif topic == STATUS and event_type.startswith("order.status_changed."):
             facts.statuses.append(
