@@ -215,7 +215,7 @@ async def apply_snapshot(conn: asyncpg.Connection, count: InventorySnapshot) -> 
     """
     applied = await conn.fetchval(
         "INSERT INTO reserve_ledger (node_id, sku, on_hand, safety_stock, counted_at)"
-        " VALUES ($1, $2, GREATEST($3 - COALESCE((SELECT sum(units) FROM reserve_shipped"
+        " VALUES ($1, $2, GREATEST($3::integer - COALESCE((SELECT sum(units) FROM reserve_shipped"
         "   WHERE node_id = $1 AND sku = $2 AND shipped_at > $5), 0), 0), $4, $5)"
         " ON CONFLICT (node_id, sku) DO UPDATE"
         " SET on_hand = EXCLUDED.on_hand, safety_stock = $4, counted_at = $5, updated_at = now()"
