@@ -14,6 +14,7 @@ import pytest
 
 from orchestrator.contract.common import OrderLine
 from orchestrator.contract.inventory import DeltaReason, InboundSupplyExpected, InventoryDelta, SupplyKind
+from orchestrator.contract.network import NodeStatusChanged
 from orchestrator.settings import Settings
 from orchestrator.stages.reserve_supply import SupplyTicker
 from tests.harness import LONDON, MANCHESTER, Pipeline, ids, node, order, pipeline
@@ -87,6 +88,44 @@ async def test_a_back_order_is_told_its_date_and_released_when_the_supply_arrive
         "SELECT count(*) FROM reserve_waiting WHERE order_id = $1", o.order_id
     )
     assert waiting == 0
+
+
+async def test_a_back_order_is_released_when_the_closed_node_holding_its_stock_opens_again(
+    pipeline: Pipeline,
+) -> None:
+    """No stock event comes when a node reopens, yet its stock is routable again: reserve hears the
+    node open and plans the lines that waited for what it holds."""
+    n = ids("SUP4")
+    dc, sku = n("DC"), n("LAMP")
+    await pipeline.setup_network(node(dc, LONDON), stock={(dc, sku): 3})
+    await pipeline.publish(
+        NodeStatusChanged(node_id=dc, open=False, reason="stock-take", changed_at=datetime.now(UTC))
+    )
+    await pipeline.out.wait(lambda: not pipeline.deps.network.state.nodes[dc].open, "the node closed")
+    o = order(n("ORD"), [(sku, 2)])
+    await pipeline.publish(o)
+    await pipeline.out.final_state(o.order_id, "back_ordered")
+    # The line waits in the queue; the closed node's 3 units are not counted for it meanwhile.
+    deadline = time.monotonic() + 30
+    while (
+        await pipeline.db.fetchval(
+            "SELECT count(*) FROM reserve_waiting WHERE order_id = $1 AND state = 'waiting'", o.order_id
+        )
+        != 1
+    ):
+        assert time.monotonic() < deadline, "the line never waited in its queue"
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(1)
+    assert not pipeline.out.released(o.order_id)
+
+    await pipeline.publish(
+        NodeStatusChanged(node_id=dc, open=True, reason="stock-take done", changed_at=datetime.now(UTC))
+    )
+    await pipeline.out.wait(
+        lambda: bool(pipeline.out.released(o.order_id)), "the back-order released when its node opened"
+    )
+    [wo] = pipeline.out.released(o.order_id)
+    assert wo["node_id"] == dc and _units([wo], sku) == 2
 
 
 async def test_a_preorder_waits_for_its_day_and_keeps_the_stock_that_came_early(pipeline: Pipeline) -> None:

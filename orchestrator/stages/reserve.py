@@ -1,9 +1,10 @@
 """reserve: the inventory ledger, and the atomic check that stock is really there.
 
 Reads plans and `inventory.updates.v1`, and observes `wms.events.v1` for
-shipments. Decides: whether every line allocation of a plan can be reserved at
-its node now. Each allocation is one
-conditional UPDATE (`on_hand - reserved - safety_stock >= quantity`), so two
+shipments and `network.updates.v1` for nodes that open (a node added, or
+reopened, may hold what back-ordered lines wait for). Decides: whether every
+line allocation of a plan can be reserved at its node now. Each allocation is
+one conditional UPDATE (`on_hand - reserved - safety_stock >= quantity`), so two
 orders racing for the last unit cannot both win: the loser's whole plan is
 rolled back (a savepoint) and sent back to decide-node as a re-decide with
 fresh stock. Never an oversell. Cancellations and re-plans give reservations
@@ -12,7 +13,8 @@ reserved. A shipment leaving its node consumes its reservations: the units
 are off reserved and off on-hand, and `reservation.consumed.v1` tells the
 ledgers that follow this one (see `orchestrator.domain.stock_counts`).
 
-Owns `reserve_ledger`, `reserve_reservations`, `reserve_shipped`, `reserve_node_load`, `reserve_orders`.
+Owns `reserve_ledger`, `reserve_reservations`, `reserve_shipped`, `reserve_node_load`, `reserve_orders`,
+`reserve_closed_nodes`.
 
 Counts every plan it tries to hold stock for, by result (confirmed, lost_race, superseded), once
 the batch commits.
@@ -30,6 +32,7 @@ from orchestrator.contract.common import OrderState, Reason, SkuLine
 from orchestrator.contract.envelope import Envelope
 from orchestrator.contract.execution import WorkOrderShipped
 from orchestrator.contract.inventory import InboundSupplyExpected, InventoryDelta, InventorySnapshot
+from orchestrator.contract.network import NodeStatusChanged, NodeUpserted
 from orchestrator.contract.pipeline import (
     PlanCancelled,
     PlanDecided,
@@ -50,6 +53,7 @@ from orchestrator.runtime.stage import HandlerContext, RejectEvent, Stage
 from orchestrator.stages.common import (
     EXCEPTIONS,
     INVENTORY_UPDATES,
+    NETWORK_UPDATES,
     PLANS,
     REROUTES,
     RESERVATIONS,
@@ -658,6 +662,26 @@ def reserve_stage(
         if consumed is not None:
             ctx.emit(RESERVATIONS, consumed)
 
+    async def on_node(ctx: HandlerContext, node_id: str, is_open: bool, at: datetime) -> None:
+        """A node added, opened or closed. While closed its stock is not available to the queues (a
+        line released to it would only be back-ordered again); when it opens, the queues of the SKUs
+        it has to spare may move, though no stock event comes with it."""
+        if not is_open:
+            await ctx.db.execute(
+                "INSERT INTO reserve_closed_nodes (node_id, since) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                node_id,
+                at,
+            )
+            return
+        await ctx.db.execute("DELETE FROM reserve_closed_nodes WHERE node_id = $1", node_id)
+        rows = await ctx.db.fetch(
+            "SELECT DISTINCT w.sku FROM reserve_waiting w JOIN reserve_ledger l ON l.sku = w.sku"
+            " WHERE l.node_id = $1 AND l.on_hand - l.reserved - l.safety_stock > 0 ORDER BY w.sku",
+            node_id,
+        )
+        for row in rows:
+            await release_ready(ctx, row["sku"], preorder_release)
+
     async def handle(event: Envelope, ctx: HandlerContext) -> None:
         data = event.data
         batch = ctx.batch
@@ -683,6 +707,10 @@ def reserve_stage(
             await refresh_dates(ctx, {data.sku})
         elif isinstance(data, WorkOrderShipped):
             await on_shipped(ctx, data)
+        elif isinstance(data, NodeUpserted):
+            await on_node(ctx, data.node_id, data.open, event.time)
+        elif isinstance(data, NodeStatusChanged):
+            await on_node(ctx, data.node_id, data.open, data.changed_at)
         elif isinstance(data, SupplyReleaseDue):
             # The ticker says which day came; never earlier than today.
             await release_ready(ctx, data.sku, preorder_release, today=max(data.day, ctx.now.date()))
@@ -692,7 +720,7 @@ def reserve_stage(
 
     return Stage(
         name="reserve",
-        inputs=(PLANS, INVENTORY_UPDATES, SUPPLY, WMS_EVENTS),
+        inputs=(PLANS, INVENTORY_UPDATES, SUPPLY, WMS_EVENTS, NETWORK_UPDATES),
         outputs=(RESERVATIONS, REROUTES, STATUS, CUSTOMER_NOTIFICATIONS, EXCEPTIONS),
         handler=handle,
         uses_database=True,
@@ -708,8 +736,11 @@ def reserve_stage(
             )
         ),
         views=(supply_ticker, measures),
-        observes=frozenset({WMS_EVENTS}),
-        wanted_there={WMS_EVENTS: frozenset({WorkOrderShipped.event_type})},
+        observes=frozenset({WMS_EVENTS, NETWORK_UPDATES}),
+        wanted_there={
+            WMS_EVENTS: frozenset({WorkOrderShipped.event_type}),
+            NETWORK_UPDATES: frozenset({NodeUpserted.event_type, NodeStatusChanged.event_type}),
+        },
         read_batch=read_inventory,
         description="keeps the inventory ledger and reserves stock atomically",
     )

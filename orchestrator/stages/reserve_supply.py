@@ -134,7 +134,7 @@ async def record_inbound(conn: asyncpg.Connection, supply: InboundSupplyExpected
 async def _available(conn: asyncpg.Connection, sku: str) -> int:
     value = await conn.fetchval(
         "SELECT COALESCE(sum(GREATEST(on_hand - reserved - safety_stock, 0)), 0) FROM reserve_ledger"
-        " WHERE sku = $1",
+        " WHERE sku = $1 AND node_id NOT IN (SELECT node_id FROM reserve_closed_nodes)",
         sku,
     )
     return int(value)
