@@ -15,6 +15,7 @@ from orchestrator.contract.common import CarrierAssignment, HomeDelivery, Servic
 from orchestrator.contract.inventory import DeltaReason, InventoryDelta, InventorySnapshot
 from orchestrator.contract.pipeline import (
     PlannedShipment,
+    QueueOwed,
     Repair,
     ReservationConfirmed,
     ReservationsConsumed,
@@ -175,6 +176,20 @@ def test_a_shipment_older_than_the_count_does_not_come_off_it_again() -> None:
     ledger.apply(count("N1", "SKU-A", 6, at=T0 + timedelta(hours=2)), T0)
     ledger.apply(shipped("O1", "S1", "N1", T0 + timedelta(hours=1), ("1", "SKU-A", 4)), T0)
     assert ledger.stock({"SKU-A"}) == {("N1", "SKU-A"): 6}
+
+
+def test_what_the_queue_is_owed_is_not_offered_again() -> None:
+    """Like decide-node, a promise is made behind the queue: units owed to waiting lines are set
+    aside, from the nodes holding the most first."""
+    ledger = PromiseLedger()
+    ledger.apply(count("N1", "SKU-A", 5), T0)
+    ledger.apply(count("N2", "SKU-A", 2), T0)
+    ledger.apply(QueueOwed(sku="SKU-A", units=4, as_of=T0), T0)
+    assert ledger.stock({"SKU-A"}) == {("N1", "SKU-A"): 1, ("N2", "SKU-A"): 2}
+    assert ledger.available_by_node("SKU-A") == {"N1": 1, "N2": 2}
+    # The queue's latest word replaces the earlier one; 0: nothing waits any more.
+    ledger.apply(QueueOwed(sku="SKU-A", units=0, as_of=T0 + timedelta(minutes=1)), T0)
+    assert ledger.stock({"SKU-A"}) == {("N1", "SKU-A"): 5, ("N2", "SKU-A"): 2}
 
 
 moves = st.lists(

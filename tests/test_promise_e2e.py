@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -233,3 +233,30 @@ async def test_a_shipped_order_and_the_count_after_it_leave_what_can_be_promised
     await wait_available(promise_api, kettle, {dc: 4})
     _, again = await post(promise_api, cart((kettle, 4)))
     assert again["options"][0]["outcome"] == "ship", again["options"][0]["explanation"]
+
+
+async def test_a_promise_does_not_offer_the_stock_a_pre_order_is_waiting_for(
+    pipeline: Pipeline, promise_api: str
+) -> None:
+    """Stock that came in before a pre-order's release day stays the pre-order's: decide-node plans a
+    new order behind it, and so must the promise."""
+    n = ids("PQ")
+    dc, game = n("DC"), n("GAME")
+    await pipeline.setup_network(node(dc, MANCHESTER), stock={(dc, game): 3})
+    release = datetime.now(UTC).date() + timedelta(days=3)
+    pre = order(n("PRE"), [(game, 2)], to=LEEDS, days=6)
+    pre = pre.model_copy(update={"lines": (pre.lines[0].model_copy(update={"release_date": release}),)})
+    await pipeline.publish(pre)
+    # Reserve's queue owes the pre-order 2 of the 3: the promise can offer 1.
+    await wait_available(promise_api, game, {dc: 1})
+    status, promise = await post(promise_api, cart((game, 2)))
+    assert status == 200, promise
+    standard = promise["options"][0]
+    assert standard["outcome"] != "ship" and standard["short"] == [{"sku": game, "quantity": 1}], standard
+
+    # An order placed now gets what the promise said: 1 ships, 1 waits behind the pre-order.
+    later = order(n("LATER"), [(game, 2)], to=LEEDS)
+    await pipeline.publish(later)
+    plan = await latest_plan(pipeline, later.order_id)
+    assert plan["outcome"] == standard["outcome"]
+    assert shipments(plan) == shipments(standard)

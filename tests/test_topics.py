@@ -53,6 +53,7 @@ INTERNAL_TOPICS = (
     "orchestrator.status.v1",
     "orchestrator.timers.v1",
     "orchestrator.supply.v1",
+    "orchestrator.queues.v1",
 )
 
 

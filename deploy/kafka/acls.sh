@@ -28,7 +28,7 @@ set -eu
 # User:orchestrator-reserve
 "$KAFKA_ACLS" --bootstrap-server "$BOOTSTRAP" --command-config "$ADMIN_CONFIG" --add --allow-principal User:orchestrator-reserve --operation IdempotentWrite --cluster
 "$KAFKA_ACLS" --bootstrap-server "$BOOTSTRAP" --command-config "$ADMIN_CONFIG" --add --allow-principal User:orchestrator-reserve --operation Read --group orchestrator.reserve
-"$KAFKA_ACLS" --bootstrap-server "$BOOTSTRAP" --command-config "$ADMIN_CONFIG" --add --allow-principal User:orchestrator-reserve --operation Write --topic customer.notifications.v1 --topic inventory.updates.v1.dlq --topic orchestrator.exceptions.v1 --topic orchestrator.plans.v1.dlq --topic orchestrator.reroutes.v1 --topic orchestrator.reservations.v1 --topic orchestrator.status.v1 --topic orchestrator.supply.v1 --topic orchestrator.supply.v1.dlq
+"$KAFKA_ACLS" --bootstrap-server "$BOOTSTRAP" --command-config "$ADMIN_CONFIG" --add --allow-principal User:orchestrator-reserve --operation Write --topic customer.notifications.v1 --topic inventory.updates.v1.dlq --topic orchestrator.exceptions.v1 --topic orchestrator.plans.v1.dlq --topic orchestrator.queues.v1 --topic orchestrator.reroutes.v1 --topic orchestrator.reservations.v1 --topic orchestrator.status.v1 --topic orchestrator.supply.v1 --topic orchestrator.supply.v1.dlq
 "$KAFKA_ACLS" --bootstrap-server "$BOOTSTRAP" --command-config "$ADMIN_CONFIG" --add --allow-principal User:orchestrator-reserve --operation Read --topic inventory.updates.v1 --topic network.updates.v1 --topic orchestrator.plans.v1 --topic orchestrator.supply.v1 --topic wms.events.v1
 "$KAFKA_ACLS" --bootstrap-server "$BOOTSTRAP" --command-config "$ADMIN_CONFIG" --add --allow-principal User:orchestrator-reserve --operation Write --resource-pattern-type prefixed --transactional-id orchestrator.reserve.
 # User:orchestrator-release
@@ -62,7 +62,7 @@ set -eu
 "$KAFKA_ACLS" --bootstrap-server "$BOOTSTRAP" --command-config "$ADMIN_CONFIG" --add --allow-principal User:orchestrator-returns --operation Read --topic network.updates.v1 --topic oms.returns.v1 --topic orchestrator.exceptions.v1 --topic wms.return-events.v1
 "$KAFKA_ACLS" --bootstrap-server "$BOOTSTRAP" --command-config "$ADMIN_CONFIG" --add --allow-principal User:orchestrator-returns --operation Write --resource-pattern-type prefixed --transactional-id orchestrator.returns.
 # User:orchestrator-promise
-"$KAFKA_ACLS" --bootstrap-server "$BOOTSTRAP" --command-config "$ADMIN_CONFIG" --add --allow-principal User:orchestrator-promise --operation Read --topic inventory.updates.v1 --topic network.updates.v1 --topic orchestrator.reservations.v1
+"$KAFKA_ACLS" --bootstrap-server "$BOOTSTRAP" --command-config "$ADMIN_CONFIG" --add --allow-principal User:orchestrator-promise --operation Read --topic inventory.updates.v1 --topic network.updates.v1 --topic orchestrator.queues.v1 --topic orchestrator.reservations.v1
 # User:external-3pl
 "$KAFKA_ACLS" --bootstrap-server "$BOOTSTRAP" --command-config "$ADMIN_CONFIG" --add --allow-principal User:external-3pl --operation IdempotentWrite --cluster
 "$KAFKA_ACLS" --bootstrap-server "$BOOTSTRAP" --command-config "$ADMIN_CONFIG" --add --allow-principal User:external-3pl --operation Read --resource-pattern-type prefixed --group external.3pl.

@@ -83,6 +83,7 @@ from orchestrator.contract.pipeline import (
     PlanDecided,
     PlannedShipment,
     PlanOutcome,
+    QueueOwed,
     RedecideRequested,
     RepairOutcome,
     ReservationConfirmed,
@@ -570,6 +571,7 @@ _PIPELINE_BUILDERS: Mapping[str, Callable[[], EventPayload]] = MappingProxyType(
             due_at=_T0 + timedelta(hours=1),
         ),
         "supply.release_due.v1": lambda: SupplyReleaseDue(sku="SKU-MUG-01", day=date(2025, 3, 14)),
+        "supply.queue_owed.v1": lambda: QueueOwed(sku="SKU-MUG-01", units=3, as_of=_T0),
         "order.stage_status.v1": lambda: StageStatus(
             order_id=ORDER_ID, state=OrderState.RELEASED, stage="release", sequence=1, occurred_at=_T0
         ),

@@ -266,6 +266,22 @@ class SupplyReleaseDue(EventPayload):
     day: date = Field(description="The release day that fell due.")
 
 
+class QueueOwed(EventPayload):
+    """reserve → the promise API: what the waiting lines of a SKU are owed now.
+
+    Back-ordered and pre-ordered lines wait in their SKU's queue, and a new order is planned against
+    the stock less what the queue is owed (`orchestrator.domain.supply.set_aside`). The latest of
+    these per SKU is the whole truth, so the topic is compacted.
+    """
+
+    event_type: ClassVar[str] = "supply.queue_owed.v1"
+    subject_field: ClassVar[str] = "sku"
+
+    sku: Identifier = Field(description="The SKU; the Kafka key.")
+    units: NonNegativeInt = Field(description="Units its waiting lines are owed (0: nothing waits).")
+    as_of: AwareDatetime = Field(description="When reserve's queue was so.")
+
+
 class StageStatus(EventPayload):
     """Every stage → status-sync: the order reached a state, as this stage sees it.
 

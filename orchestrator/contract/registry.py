@@ -42,6 +42,7 @@ from orchestrator.contract.pipeline import (
     ParkedEventExpired,
     PlanCancelled,
     PlanDecided,
+    QueueOwed,
     RedecideRequested,
     RepairOutcome,
     ReservationConfirmed,
@@ -119,8 +120,9 @@ ALL_EVENT_TYPES: tuple[type[EventPayload], ...] = (
     RepairOutcome,
     TimerDue,
     ParkedEventExpired,
-    # internal: supply (orchestrator.supply.v1)
+    # internal: supply (orchestrator.supply.v1, orchestrator.queues.v1)
     SupplyReleaseDue,
+    QueueOwed,
     # oms.returns.v1, wms.work-orders.v1, wms.return-events.v1, oms.status.v1: returns and exchanges
     ReturnAuthorised,
     ReturnResolutionChanged,

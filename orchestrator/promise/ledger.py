@@ -12,10 +12,10 @@ A shipment that leaves its node consumes its reservation
 (`reservation.consumed.v1`): the units leave reserved and on-hand here as
 they do in reserve's ledger, by the same rule and with the same shipment log.
 
-What it does not see: units reserve sets aside for back-orders and
-pre-orders waiting in its queue (`reserve_waiting` is not on a topic). A
-promise may therefore offer stock that a waiting order is owed; the order
-placed after it then gets the plan the queue allows, and says it differs.
+What the waiting lines (back-orders, pre-orders) of each SKU are owed comes
+from `orchestrator.queues.v1`: like decide-node, a promise is made from the
+stock less that (`set_aside`), so it does not offer units a waiting order is
+owed.
 """
 
 from __future__ import annotations
@@ -26,8 +26,14 @@ from datetime import date, datetime
 
 from orchestrator.contract.base import EventPayload
 from orchestrator.contract.inventory import InventoryDelta, InventorySnapshot
-from orchestrator.contract.pipeline import ReservationConfirmed, ReservationsConsumed, ReservationsReleased
+from orchestrator.contract.pipeline import (
+    QueueOwed,
+    ReservationConfirmed,
+    ReservationsConsumed,
+    ReservationsReleased,
+)
 from orchestrator.domain.stock_counts import Shipped, apply_storable, consume, still_to_count
+from orchestrator.domain.supply import set_aside
 
 StockKey = tuple[str, str]  # (node_id, sku)
 
@@ -64,6 +70,8 @@ class PromiseLedger:
     held: dict[str, list[_Held]] = field(default_factory=dict)
     by_sku: dict[str, set[str]] = field(default_factory=dict)
     load: dict[date, dict[str, int]] = field(default_factory=dict)
+    #: Units the waiting lines of each SKU are owed (SKUs nothing waits for are absent).
+    owed: dict[str, int] = field(default_factory=dict)
     applied: int = 0
 
     def _position(self, node_id: str, sku: str) -> _Position:
@@ -93,6 +101,11 @@ class PromiseLedger:
             self._give_back(event.order_id, lambda _held: True)
         elif isinstance(event, ReservationsConsumed):
             self._consumed(event)
+        elif isinstance(event, QueueOwed):
+            if event.units:
+                self.owed[event.sku] = event.units
+            else:
+                self.owed.pop(event.sku, None)
         else:
             return
         self.applied += 1
@@ -153,21 +166,21 @@ class PromiseLedger:
             del self.held[order_id]
 
     def stock(self, skus: set[str] | frozenset[str]) -> dict[StockKey, int]:
-        """Units each node can promise of `skus`: on hand less reserved and safety stock."""
+        """Units each node can promise of `skus`: on hand less reserved and safety stock, less what
+        the SKU's waiting lines are owed (taken where decide-node takes it, `set_aside`)."""
         out: dict[StockKey, int] = {}
         for sku in skus:
             for node_id in self.by_sku.get(sku, ()):
                 out[(node_id, sku)] = self.positions[(node_id, sku)].available
-        return out
+        owed = {sku: self.owed[sku] for sku in skus if sku in self.owed}
+        return set_aside(out, owed) if owed else out
 
     def node_load(self, day: date) -> dict[str, int]:
         """Shipments reserved per node on `day` (the capacity decide-node checks against)."""
         return dict(self.load.get(day, {}))
 
     def available_by_node(self, sku: str) -> dict[str, int]:
-        return {
-            node_id: self.positions[(node_id, sku)].available for node_id in sorted(self.by_sku.get(sku, ()))
-        }
+        return {node_id: units for (node_id, _), units in sorted(self.stock({sku}).items())}
 
 
 __all__ = ["PromiseLedger", "StockKey"]

@@ -39,7 +39,7 @@ from orchestrator.promise.openapi import openapi_document
 from orchestrator.promise.quote import availability, quote
 from orchestrator.runtime.views import FollowedTopics, TopicView
 from orchestrator.settings import Settings
-from orchestrator.stages.common import INVENTORY_UPDATES, RESERVATIONS, network_view
+from orchestrator.stages.common import INVENTORY_UPDATES, QUEUES, RESERVATIONS, network_view
 from orchestrator.stages.learning_store import RiskView
 from orchestrator.stages.lookahead_view import LookaheadView
 from orchestrator.stages.policy_store import PolicyView
@@ -55,10 +55,11 @@ AnyView = FollowedTopics | RiskView | PolicyView | LookaheadView
 
 
 class PromiseLedgerView(FollowedTopics):
-    """The ledger as reserve keeps it, folded from inventory updates and reservations (see ledger.py)."""
+    """The ledger as reserve keeps it, folded from inventory updates, reservations and what the
+    queues are owed (see ledger.py)."""
 
     def __init__(self) -> None:
-        super().__init__("promise-ledger", (INVENTORY_UPDATES, RESERVATIONS))
+        super().__init__("promise-ledger", (INVENTORY_UPDATES, RESERVATIONS, QUEUES))
         self.ledger = PromiseLedger()
 
     def apply(self, data: EventPayload, at: datetime) -> None:

@@ -30,6 +30,7 @@ REROUTES = "orchestrator.reroutes.v1"
 STATUS = "orchestrator.status.v1"
 EXCEPTIONS = "orchestrator.exceptions.v1"
 SUPPLY = "orchestrator.supply.v1"
+QUEUES = "orchestrator.queues.v1"
 
 
 #: How long a verdict that the network view's moment of delay could make wrong (a rejection, lines

@@ -36,6 +36,7 @@ from orchestrator.contract.network import NodeStatusChanged, NodeUpserted
 from orchestrator.contract.pipeline import (
     PlanCancelled,
     PlanDecided,
+    QueueOwed,
     RedecideRequested,
     Repair,
     RepairOutcome,
@@ -55,6 +56,7 @@ from orchestrator.stages.common import (
     INVENTORY_UPDATES,
     NETWORK_UPDATES,
     PLANS,
+    QUEUES,
     REROUTES,
     RESERVATIONS,
     STATUS,
@@ -440,6 +442,19 @@ async def read_inventory(events: Sequence[Envelope], conn: asyncpg.Connection) -
     )
 
 
+async def announce_owed(ctx: HandlerContext, skus: set[str]) -> None:
+    """Tell the promise API what the queues of these SKUs are owed now (their latest word)."""
+    if not skus:
+        return
+    rows = await ctx.db.fetch(
+        "SELECT s.sku, COALESCE(sum(w.quantity), 0) AS units FROM unnest($1::text[]) AS s(sku)"
+        " LEFT JOIN reserve_waiting w ON w.sku = s.sku GROUP BY s.sku ORDER BY s.sku",
+        sorted(skus),
+    )
+    for r in rows:
+        ctx.emit(QUEUES, QueueOwed(sku=r["sku"], units=int(r["units"]), as_of=ctx.now))
+
+
 async def superseded(conn: asyncpg.Connection, plan: PlanDecided, repair: Repair) -> str | None:
     """Why a repair plan must not be reserved any more, or None when it still applies.
 
@@ -536,7 +551,9 @@ def reserve_stage(
         if shipments:
             ctx.emit(RESERVATIONS, confirmation(plan, shipments))
             counted(ctx, CONFIRMED, REPAIR)
-        await refresh_dates(ctx, await record_plan(conn, plan, ctx.now))
+        changed = await record_plan(conn, plan, ctx.now)
+        await announce_owed(ctx, changed)
+        await refresh_dates(ctx, changed)
 
     async def on_plan(ctx: HandlerContext, plan: PlanDecided) -> None:
         conn = ctx.db
@@ -597,6 +614,7 @@ def reserve_stage(
         )
         # Lines the plan could not place now wait in their SKU's queue, with a date when supply is known.
         queued = await record_plan(conn, plan, ctx.now)
+        await announce_owed(ctx, queued)
         if plan.attempt == 0:
             # The plan may have seen stock a moment stale, or set some aside for the queue it now
             # joins: if what is there covers the queue, plan it. Only once per decision (attempt 0),
@@ -614,7 +632,9 @@ def reserve_stage(
             return
         freed = await release_active(ctx.db, msg.order_id)
         # Whoever waited behind the order moves up the queue.
-        await refresh_dates(ctx, await forget_order(ctx.db, msg.order_id))
+        forgotten = await forget_order(ctx.db, msg.order_id)
+        await announce_owed(ctx, forgotten)
+        await refresh_dates(ctx, forgotten)
         await ctx.db.execute(
             "INSERT INTO reserve_orders (order_id, sequence, cancelled) VALUES ($1, $2, true)"
             " ON CONFLICT (order_id) DO UPDATE SET sequence = $2, cancelled = true, active_plan_id = NULL",
@@ -721,7 +741,7 @@ def reserve_stage(
     return Stage(
         name="reserve",
         inputs=(PLANS, INVENTORY_UPDATES, SUPPLY, WMS_EVENTS, NETWORK_UPDATES),
-        outputs=(RESERVATIONS, REROUTES, STATUS, CUSTOMER_NOTIFICATIONS, EXCEPTIONS),
+        outputs=(RESERVATIONS, REROUTES, STATUS, CUSTOMER_NOTIFICATIONS, EXCEPTIONS, QUEUES),
         handler=handle,
         uses_database=True,
         accepts=frozenset(
