@@ -341,7 +341,12 @@ def test_the_promise_api_s_acls_are_exactly_the_topics_its_views_read() -> None:
     assert {a.operation for a in acls} == {"READ"} and {a.resource_type for a in acls} == {"TOPIC"}
     reads = {a.resource_name for a in acls}
     assert reads == promise_state(load_policy()).topics
-    assert reads == {"inventory.updates.v1", "orchestrator.reservations.v1", "network.updates.v1"}
+    assert reads == {
+        "inventory.updates.v1",
+        "orchestrator.reservations.v1",
+        "orchestrator.queues.v1",
+        "network.updates.v1",
+    }
     assert set(acls) <= set(catalog_acls(catalog, externals=False))
 
 
