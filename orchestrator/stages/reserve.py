@@ -72,6 +72,7 @@ from orchestrator.stages.reserve_supply import (
     record_plan,
     refresh_dates,
     release_ready,
+    take_rechecks,
 )
 
 #: Advisory lock key of the ledger's writers (any constant unique in the database).
@@ -551,8 +552,11 @@ def reserve_stage(
         if shipments:
             ctx.emit(RESERVATIONS, confirmation(plan, shipments))
             counted(ctx, CONFIRMED, REPAIR)
+        rechecks = await take_rechecks(conn, plan)
         changed = await record_plan(conn, plan, ctx.now)
         await announce_owed(ctx, changed)
+        for sku in sorted(changed & rechecks):
+            await release_ready(ctx, sku, preorder_release)
         await refresh_dates(ctx, changed)
 
     async def on_plan(ctx: HandlerContext, plan: PlanDecided) -> None:
@@ -613,14 +617,15 @@ def reserve_stage(
             active,
         )
         # Lines the plan could not place now wait in their SKU's queue, with a date when supply is known.
+        rechecks = await take_rechecks(conn, plan)
         queued = await record_plan(conn, plan, ctx.now)
         await announce_owed(ctx, queued)
-        if plan.attempt == 0:
-            # The plan may have seen stock a moment stale, or set some aside for the queue it now
-            # joins: if what is there covers the queue, plan it. Only once per decision (attempt 0),
-            # so a line that cannot be planned for another reason does not go round in circles.
-            for sku in sorted(queued):
-                await release_ready(ctx, sku, preorder_release)
+        # The plan may have seen stock a moment stale, or set some aside for the queue it now joins:
+        # if what is there covers the queue, plan it. Only once per decision (attempt 0), so a line
+        # that cannot be planned for another reason does not go round in circles; and once more for
+        # a line whose plan was decided before a node holding its SKU opened.
+        for sku in sorted(queued if plan.attempt == 0 else queued & rechecks):
+            await release_ready(ctx, sku, preorder_release)
         await refresh_dates(ctx, queued)
 
     async def on_cancel(ctx: HandlerContext, msg: PlanCancelled) -> None:
@@ -694,13 +699,22 @@ def reserve_stage(
             )
             return
         await ctx.db.execute("DELETE FROM reserve_closed_nodes WHERE node_id = $1", node_id)
-        rows = await ctx.db.fetch(
-            "SELECT DISTINCT w.sku FROM reserve_waiting w JOIN reserve_ledger l ON l.sku = w.sku"
-            " WHERE l.node_id = $1 AND l.on_hand - l.reserved - l.safety_stock > 0 ORDER BY w.sku",
-            node_id,
+        skus = [
+            r["sku"]
+            for r in await ctx.db.fetch(
+                "SELECT DISTINCT w.sku FROM reserve_waiting w JOIN reserve_ledger l ON l.sku = w.sku"
+                " WHERE l.node_id = $1 AND l.on_hand - l.reserved - l.safety_stock > 0 ORDER BY w.sku",
+                node_id,
+            )
+        ]
+        # Lines whose plan is on its way were decided without this node: if they come back to
+        # wait, they are planned once more (`take_rechecks`).
+        await ctx.db.execute(
+            "UPDATE reserve_waiting SET recheck = true WHERE state = 'requested' AND sku = ANY($1::text[])",
+            skus,
         )
-        for row in rows:
-            await release_ready(ctx, row["sku"], preorder_release)
+        for sku in skus:
+            await release_ready(ctx, sku, preorder_release)
 
     async def handle(event: Envelope, ctx: HandlerContext) -> None:
         data = event.data

@@ -100,6 +100,19 @@ async def record_plan(conn: asyncpg.Connection, plan: PlanDecided, now: datetime
     return skus
 
 
+async def take_rechecks(conn: asyncpg.Connection, plan: PlanDecided) -> set[str]:
+    """SKUs of the plan's waiting lines (the whole order's, or a repair's own) to plan once more if
+    they wait again (see `reserve_waiting.recheck`); the flags are cleared, so each counts once."""
+    lines = None if plan.repair is None else [line.line_id for line in plan.repair.lines]
+    rows = await conn.fetch(
+        "UPDATE reserve_waiting SET recheck = false WHERE order_id = $1 AND recheck"
+        " AND ($2::text[] IS NULL OR line_id = ANY($2::text[])) RETURNING sku",
+        plan.order_id,
+        lines,
+    )
+    return {r["sku"] for r in rows}
+
+
 async def forget_order(conn: asyncpg.Connection, order_id: str) -> set[str]:
     """The order was cancelled: it waits for nothing any more."""
     gone = await conn.fetch("DELETE FROM reserve_waiting WHERE order_id = $1 RETURNING sku", order_id)
@@ -369,4 +382,5 @@ __all__ = [
     "record_plan",
     "refresh_dates",
     "release_ready",
+    "take_rechecks",
 ]
