@@ -7,7 +7,7 @@ not, what it forwards must be legal: nothing after a terminal state (no exceptio
 exchanges have states of their own), `received` only ever first, from `received` only validate's
 verdicts, never a state after itself. Fed the stories the stages really tell (causally ordered:
 validate before decide-node, reserve after a plan, shipping reports computed by the monitor's own
-`order_transition`), it must forward exactly what status-sync forwarded before the table existed,
+`order_transitions`), it must forward exactly what status-sync forwarded before the table existed,
 so making the rule explicit changed nothing the OMS sees. Last, the same fold through
 `apply_status` on PostgreSQL numbers and stores the same transitions.
 """
@@ -33,7 +33,7 @@ from orchestrator.domain.monitoring import (
     RANK,
     WITH_CARRIER,
     ShipmentState,
-    order_transition,
+    order_transitions,
 )
 from orchestrator.domain.order_states import LEGAL_TRANSITIONS, VALIDATE_VERDICTS, is_legal, next_state
 from orchestrator.stages.status_sync import apply_status, is_transition
@@ -137,7 +137,7 @@ def stories(draw: st.DrawFn) -> list[OrderState]:
     Ingest reports `received`, then validate its verdict; after that the OMS may amend, release a
     hold or cancel at any time, decide-node plans once validate passed the order, reserve and
     release follow a plan, reserve re-dates waiting lines, the exceptions stage speaks once work is
-    out, and the monitor reports what `order_transition` makes of its work orders' moves.
+    out, and the monitor reports what `order_transitions` makes of its work orders' moves.
     """
     reports = [S.RECEIVED, draw(st.sampled_from(sorted(VALIDATE_VERDICTS)))]
     validated = reports[-1] is S.VALIDATED
@@ -183,9 +183,7 @@ def stories(draw: st.DrawFn) -> list[OrderState]:
                 continue
             before = list(work)
             work[i] = draw(st.sampled_from(moves))
-            change = order_transition(before, work)
-            if change is not None:
-                reports.append(change)
+            reports.extend(order_transitions(before, work))
     return reports
 
 

@@ -194,10 +194,21 @@ def aggregate(states: Iterable[ShipmentState]) -> OrderState | None:
     return None
 
 
-def order_transition(before: Iterable[ShipmentState], after: Iterable[ShipmentState]) -> OrderState | None:
-    """The order state to report when its work orders went from `before` to `after`; None: nothing new."""
+def order_transitions(
+    before: Iterable[ShipmentState], after: Iterable[ShipmentState]
+) -> tuple[OrderState, ...]:
+    """The order states to report, in order, when its work orders went from `before` to `after`.
+
+    A carrier's delivery scan can overtake the node's `shipped` report (another topic). The order
+    still shipped before it was delivered, and an OMS that invoices or writes to the customer on
+    `shipped` must hear it: a jump to delivered from short of shipped reports both.
+    """
     old, new = aggregate(before), aggregate(after)
-    return new if new is not None and new is not old else None
+    if new is None or new is old:
+        return ()
+    if new is OrderState.DELIVERED and old is not OrderState.SHIPPED:
+        return (OrderState.SHIPPED, OrderState.DELIVERED)
+    return (new,)
 
 
 # ------------------------------------------------------------------- exceptions

@@ -86,7 +86,7 @@ from orchestrator.domain.monitoring import (
     is_due,
     milestone_of,
     node_stopped,
-    order_transition,
+    order_transitions,
     promise_at_risk,
     short_pick_detail,
     short_unfilled,
@@ -395,16 +395,14 @@ def _report_order(
     """
     if before is None:
         before = [s.loaded_state for s in shipments]
-    state = order_transition(before, [s.state for s in shipments])
-    if state is None:
-        return
     counted = [s for s in shipments if counts_for_order(s.state)]
-    if state is OrderState.DELIVERED:
-        detail = f"all {len(counted)} shipment(s) delivered"
-    else:
-        shipped = sum(1 for s in counted if s.state not in OPEN_STATES)
-        detail = f"{shipped} of {len(counted)} shipment(s) shipped"
-    emit_status(ctx, order_id, state, _STATUS_SEQUENCE, detail=detail)
+    for state in order_transitions(before, [s.state for s in shipments]):
+        if state is OrderState.DELIVERED:
+            detail = f"all {len(counted)} shipment(s) delivered"
+        else:
+            shipped = sum(1 for s in counted if s.state not in OPEN_STATES)
+            detail = f"{shipped} of {len(counted)} shipment(s) shipped"
+        emit_status(ctx, order_id, state, _STATUS_SEQUENCE, detail=detail)
     for s in shipments:
         s.loaded_state = s.state  # reported: a second report in the same handler starts from here
 
