@@ -13,6 +13,9 @@ network view and the SKUs the reserve stage's ledger knows.
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import orjson
 
 from orchestrator.contract.common import OrderState, Reason
@@ -33,14 +36,39 @@ from orchestrator.stages.common import (
     order_json,
 )
 
+#: How long validate waits for reserve to apply a stock count before it calls a SKU unknown.
+STOCK_CATCH_UP_S = 3.0
+_STOCK_POLL_S = 0.1
+
 
 def validate_stage(deps: OrderPathDeps) -> Stage:
-    async def known_skus(ctx: HandlerContext, order: OrderCreated) -> set[str]:
-        rows = await ctx.db.fetch(
-            "SELECT DISTINCT sku FROM reserve_ledger WHERE sku = ANY($1::text[])",
-            [line.sku for line in order.lines],
-        )
+    #: After a wait that found nothing new, orders are judged at once until then (monotonic seconds):
+    #: a stream of orders for SKUs nobody stocks is not held up a wait each.
+    no_wait_until = 0.0
+
+    async def ledger_skus(ctx: HandlerContext, skus: list[str]) -> set[str]:
+        rows = await ctx.db.fetch("SELECT DISTINCT sku FROM reserve_ledger WHERE sku = ANY($1::text[])", skus)
         return {r["sku"] for r in rows}
+
+    async def known_skus(ctx: HandlerContext, order: OrderCreated) -> set[str]:
+        """The order's SKUs reserve's ledger has a row for. An order's first count and the order
+        often come moments apart on two topics (a new SKU, a storefront test); a rejection is final,
+        so a SKU is called unknown only after reserve had a few seconds to apply a count behind it."""
+        nonlocal no_wait_until
+        wanted = sorted({line.sku for line in order.lines})
+        known = await ledger_skus(ctx, wanted)
+        if len(known) == len(wanted) or time.monotonic() < no_wait_until:
+            return known
+        deadline = time.monotonic() + STOCK_CATCH_UP_S
+        while time.monotonic() < deadline:
+            await asyncio.sleep(_STOCK_POLL_S)
+            # Each look is its own statement, so it sees what reserve committed meanwhile.
+            known = await ledger_skus(ctx, wanted)
+            if len(known) == len(wanted):
+                return known
+        no_wait_until = time.monotonic() + STOCK_CATCH_UP_S
+        ctx.log.info("SKU still unknown after waiting for reserve", unknown=sorted(set(wanted) - known))
+        return known
 
     async def save(
         ctx: HandlerContext,
