@@ -347,6 +347,48 @@ async def test_a_shipment_consumes_its_reservation_and_a_count_from_before_it_do
     assert log == 0, "a count after the shipment has seen it"
 
 
+async def test_a_shipment_that_left_short_holds_nothing_of_what_it_lacked(pipeline: Pipeline) -> None:
+    """No node can fill the unit picked short, so no repair moves it: when the shipment leaves with
+    what was picked, the missing unit's reservation ends too (it used to stay reserved for good)."""
+    n = ids("X9")
+    dc = n("DC")
+    a, b = n("A"), n("B")
+    await pipeline.setup_network(node(dc, LEEDS), stock={(dc, a): 5, (dc, b): 2})
+    o = order(n("ORD"), [(a, 1), (b, 2)])
+    await pipeline.publish(o)
+    [wo] = await released(pipeline, o.order_id)
+    await pipeline.publish(
+        ack(wo),
+        WorkOrderShortPicked(
+            work_order_id=wo["work_order_id"],
+            order_id=o.order_id,
+            node_id=dc,
+            occurred_at=now(),
+            lines=(ShortLine(line_id="2", sku=b, quantity_picked=1, quantity_short=1),),
+        ),
+    )
+    await pipeline.out.wait(
+        lambda: bool(notified(pipeline, o.order_id, "options_offered")), "options offered"
+    )
+    assert (await position(pipeline, dc, b))[:2] == (2, 2), "until it leaves, the shipment holds both units"
+    left = shipped(wo, n("TRK"))
+    left = left.model_copy(
+        update={"lines": (left.lines[0], left.lines[1].model_copy(update={"quantity": 1}))}
+    )
+    await pipeline.publish(left)
+    # 1 of b left (off on-hand), the missing one is no longer held; the node's count will correct on-hand.
+    await until_position(pipeline, dc, b, (1, 0), None)
+    await until_position(pipeline, dc, a, (4, 0), None)
+    rows = await pipeline.db.fetch(
+        "SELECT line_id, status, consumed FROM reserve_reservations WHERE order_id = $1 ORDER BY line_id",
+        o.order_id,
+    )
+    assert [(r["line_id"], r["status"], r["consumed"]) for r in rows] == [
+        ("1", "consumed", 1),
+        ("2", "consumed", 1),
+    ]
+
+
 async def test_an_exception_no_playbook_resolves_waits_in_the_review_queue(pipeline: Pipeline) -> None:
     n = ids("X7")
     dc = n("DC")

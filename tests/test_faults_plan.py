@@ -147,7 +147,7 @@ def test_the_audit_finds_each_broken_guarantee() -> None:
     facts.short_picks.append(("WO-2", "L1", "SKU-1", 3))
     facts.active_reservation_ids = frozenset({"S-2-L1"})
     facts.exception_cases.append(("E-3", "open"))
-    # S-2 left in full yet its reservation is still held; a short shipment keeps what is missing.
+    # S-2 left in full yet its reservation is still held; S-1 left short and still holds the rest.
     facts.shipped_lines += [("S-2", "L1", 1), ("S-1", "L1", 1)]
     facts.active_reservation_ids |= {"S-1-L1"}
     result = audit(facts)
@@ -160,7 +160,7 @@ def test_the_audit_finds_each_broken_guarantee() -> None:
     assert result.missing_units_still_reserved == 3
     assert result.unreserved_work_order_lines == ["WO-7/L1"]
     assert result.open_exceptions == ["E-3"]
-    assert result.shipped_still_reserved == ["S-2-L1"]
+    assert result.shipped_still_reserved == ["S-1-L1", "S-2-L1"]
     assert len(result.problems) == 9
 
 

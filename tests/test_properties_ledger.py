@@ -470,12 +470,22 @@ class LedgerMachine(RuleBasedStateMachine):
                 units = self.model.ship(h, line.quantity, when)
                 if units:
                     consumed[line.line_id] = units
+        released = {}
+        if consumed:
+            # A work order ships once: what the shipment still holds (picked short, left out) goes back.
+            for h in self.model.held.values():
+                if h.shipment_id == shipment_id and h.active:
+                    released[h.line_id] = h.quantity
+                    self.model.give_back(h, h.quantity)
         told = [e.envelope.data for e in emitted if e.topic == RESERVATIONS]
         if consumed:
             (said,) = told
             assert isinstance(said, ReservationsConsumed)
             assert {x.line_id: x.quantity for x in said.lines} == consumed
+            assert {x.line_id: x.quantity for x in said.released} == released
             self.seen["ship: consumed"] += 1
+            if released:
+                self.seen["ship: short, rest given back"] += 1
         else:
             assert emitted == [], "a shipment that holds nothing any more consumes nothing"
             self.seen["ship: nothing held"] += 1
@@ -576,6 +586,7 @@ def test_no_sequence_of_ledger_operations_oversells(pg: Pg) -> None:
         "repair: reserved",
         "repair: superseded",
         "ship: consumed",
+        "ship: short, rest given back",
         "ship: nothing held",
     ):
         assert seen[outcome] > 0, (outcome, dict(seen))

@@ -107,7 +107,7 @@ class Audit:
             (self.ledger_mismatches, "ledger row(s) whose reserved units differ from their reservations"),
             (self.oversold_rows, "node/SKU row(s) with more reserved than on hand"),
             (self.unreserved_work_order_lines, "work-order line(s) released without a reservation"),
-            (self.shipped_still_reserved, "reservation(s) still held for line(s) that shipped in full"),
+            (self.shipped_still_reserved, "reservation(s) still held by shipment(s) that left"),
             (self.open_exceptions, "exception(s) neither resolved nor in manual review"),
         )
         for items, words in checks:
@@ -178,14 +178,16 @@ def audit(facts: RunFacts) -> Audit:
         }
     )
 
-    planned = {(w.shipment_id, line_id): units for w in facts.work_orders for line_id, _, units in w.lines}
+    # A work order ships once: a shipment that left holds nothing any more, not even units it was
+    # short of (reserve gives those back when it leaves).
+    left = {shipment_id for shipment_id, _, _ in facts.shipped_lines}
     shipped_still_reserved = sorted(
-        {
-            f"{shipment_id}-{line_id}"
-            for shipment_id, line_id, units in facts.shipped_lines
-            if f"{shipment_id}-{line_id}" in facts.active_reservation_ids
-            and units >= planned.get((shipment_id, line_id), units + 1)
-        }
+        {f"{shipment_id}-{line_id}" for shipment_id, line_id, _ in facts.shipped_lines}.union(
+            f"{w.shipment_id}-{line_id}"
+            for w in facts.work_orders
+            if w.shipment_id in left
+            for line_id, _, _ in w.lines
+        ).intersection(facts.active_reservation_ids)
     )
 
     # A node that comes up short corrects its count; when no repair took the line elsewhere, its

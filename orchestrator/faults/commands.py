@@ -125,7 +125,7 @@ def report_text(report: dict[str, Any]) -> str:
         f"| units a node found missing, still reserved to the short-picked order | "
         f"{a['missing_units_still_reserved']} |",
         f"| work-order lines without a reservation | {a['unreserved_work_order_lines']} |",
-        f"| reservations still held for lines that shipped in full | {a['shipped_still_reserved']} "
+        f"| reservations still held by shipments that left | {a['shipped_still_reserved']} "
         f"of {a['lines_shipped']} lines shipped |",
         f"| exceptions (resolved / in review / open) | {_exceptions(a['exceptions'])} |",
         f"| dead letters | {sum(a['dead_letters'].values())} |",

@@ -10,7 +10,8 @@ reserves nothing.
 
 A shipment that leaves its node consumes its reservation
 (`reservation.consumed.v1`): the units leave reserved and on-hand here as
-they do in reserve's ledger, by the same rule and with the same shipment log.
+they do in reserve's ledger, by the same rule and with the same shipment log;
+what it held and did not take is given back.
 
 What the waiting lines (back-orders, pre-orders) of each SKU are owed comes
 from `orchestrator.queues.v1`: like decide-node, a promise is made from the
@@ -133,9 +134,13 @@ class PromiseLedger:
             day[shipment.node_id] = day.get(shipment.node_id, 0) + 1
 
     def _consumed(self, event: ReservationsConsumed) -> None:
-        """The shipment left: its lines' units are no longer held, nor on hand (unless counted gone)."""
-        shipped = {line.line_id: line.quantity for line in event.lines}
-        self._give_back(event.order_id, lambda held: held.shipment_id == event.shipment_id, shipped)
+        """The shipment left: its lines' units are no longer held, nor on hand (unless counted gone);
+        what it held and did not take is no longer held either."""
+        # Consumed and given back alike leave `reserved`; only the consumed leave on-hand.
+        off = {line.line_id: line.quantity for line in event.lines}
+        for line in event.released:
+            off[line.line_id] = off.get(line.line_id, 0) + line.quantity
+        self._give_back(event.order_id, lambda held: held.shipment_id == event.shipment_id, off)
         for line in event.lines:
             position = self._position(event.node_id, line.sku)
             if consume(position, line.quantity, event.shipped_at):

@@ -11,7 +11,9 @@ fresh stock. Never an oversell. Cancellations and re-plans give reservations
 back; inventory snapshots and deltas change on-hand without touching what is
 reserved. A shipment leaving its node consumes its reservations: the units
 are off reserved and off on-hand, and `reservation.consumed.v1` tells the
-ledgers that follow this one (see `orchestrator.domain.stock_counts`).
+ledgers that follow this one (see `orchestrator.domain.stock_counts`). A work
+order ships once: what its shipment held and did not take (picked short) is
+given back then, whatever the playbook does with the missing units.
 
 Owns `reserve_ledger`, `reserve_reservations`, `reserve_shipped`, `reserve_node_load`, `reserve_orders`,
 `reserve_closed_nodes`.
@@ -268,35 +270,6 @@ async def shipment_logs(
     return logs
 
 
-async def _take_off_ledger(
-    conn: asyncpg.Connection, node_id: str, sku: str, units: int, shipped_at: datetime
-) -> None:
-    """Units that left with a shipment: off reserved, and off on-hand by the rule of `consume`."""
-    row = await conn.fetchrow(
-        "SELECT on_hand, safety_stock, counted_at FROM reserve_ledger"
-        " WHERE node_id = $1 AND sku = $2 FOR UPDATE",
-        node_id,
-        sku,
-    )
-    position = Counted() if row is None else Counted(row["on_hand"], row["safety_stock"], row["counted_at"])
-    if consume(position, units, shipped_at):
-        await conn.execute(
-            "INSERT INTO reserve_shipped (node_id, sku, shipped_at, units) VALUES ($1, $2, $3, $4)",
-            node_id,
-            sku,
-            shipped_at,
-            units,
-        )
-    await conn.execute(
-        "UPDATE reserve_ledger SET reserved = reserved - $3, on_hand = $4, updated_at = now()"
-        " WHERE node_id = $1 AND sku = $2",
-        node_id,
-        sku,
-        units,
-        position.on_hand,
-    )
-
-
 async def consume_shipment(
     conn: asyncpg.Connection, shipped: WorkOrderShipped
 ) -> ReservationsConsumed | None:
@@ -305,39 +278,84 @@ async def consume_shipment(
     At most what the reservation still holds (a resent event, or more units than were reserved,
     consume nothing more; the node's count corrects the rest). A shipment whose reservations a
     newer plan or a cancellation released consumes nothing: those units were given back, and the
-    node's count says what really left.
+    node's count says what really left. A work order ships once, so what the shipment held beyond
+    what left (units picked short, lines left out) is given back with it: a playbook that moves
+    those units reserves them elsewhere, one that back-orders or holds them does not keep them
+    here. Five statements whatever the number of lines.
     """
     rows = await conn.fetch(
         "SELECT reservation_id, line_id, node_id, sku, quantity FROM reserve_reservations"
-        " WHERE shipment_id = $1 AND status = 'active' FOR UPDATE",
+        " WHERE shipment_id = $1 AND status = 'active' ORDER BY reservation_id FOR UPDATE",
         shipped.shipment_id,
     )
+    # reservation id -> [line id, sku, units held, units consumed]
     held = {
-        r["line_id"]: (r["reservation_id"], r["sku"], r["quantity"])
+        r["reservation_id"]: [r["line_id"], r["sku"], r["quantity"], 0]
         for r in rows
         if r["node_id"] == shipped.node_id
     }
+    by_line = {h[0]: rid for rid, h in held.items()}
     consumed: list[SkuLine] = []
     for line in shipped.lines:
-        reservation_id, sku, holds = held.get(line.line_id, ("", "", 0))
-        units = min(line.quantity, holds)
-        if units <= 0 or sku != line.sku:
+        rid = by_line.get(line.line_id)
+        if rid is None:
             continue
-        held[line.line_id] = (reservation_id, sku, holds - units)
-        await conn.execute(
-            "UPDATE reserve_reservations SET consumed = consumed + $2,"
-            " quantity = CASE WHEN quantity = $2 THEN quantity ELSE quantity - $2 END,"
-            " status = CASE WHEN quantity = $2 THEN 'consumed' ELSE status END,"
-            " released_at = CASE WHEN quantity = $2 THEN $3 ELSE released_at END"
-            " WHERE reservation_id = $1",
-            reservation_id,
-            units,
-            shipped.occurred_at,
-        )
-        await _take_off_ledger(conn, shipped.node_id, sku, units, shipped.occurred_at)
-        consumed.append(SkuLine(line_id=line.line_id, sku=sku, quantity=units))
+        h = held[rid]
+        units = min(line.quantity, h[2] - h[3])
+        if units <= 0 or h[1] != line.sku:
+            continue
+        h[3] += units
+        consumed.append(SkuLine(line_id=line.line_id, sku=line.sku, quantity=units))
     if not consumed:
         return None
+    released = [SkuLine(line_id=h[0], sku=h[1], quantity=h[2] - h[3]) for h in held.values() if h[2] > h[3]]
+    await conn.execute(
+        "UPDATE reserve_reservations r SET consumed = r.consumed + u.units, released_at = $3,"
+        " status = CASE WHEN u.units > 0 THEN 'consumed' ELSE 'released' END"
+        " FROM unnest($1::text[], $2::integer[]) AS u(reservation_id, units)"
+        " WHERE r.reservation_id = u.reservation_id",
+        list(held),
+        [h[3] for h in held.values()],
+        shipped.occurred_at,
+    )
+    skus = sorted({h[1] for h in held.values()})
+    ledger = {
+        r["sku"]: r
+        for r in await conn.fetch(
+            "SELECT sku, on_hand, safety_stock, counted_at FROM reserve_ledger"
+            " WHERE node_id = $1 AND sku = ANY($2::text[]) ORDER BY sku FOR UPDATE",
+            shipped.node_id,
+            skus,
+        )
+    }
+    positions = {
+        sku: Counted()
+        if (r := ledger.get(sku)) is None
+        else Counted(r["on_hand"], r["safety_stock"], r["counted_at"])
+        for sku in skus
+    }
+    logged = [line for line in consumed if consume(positions[line.sku], line.quantity, shipped.occurred_at)]
+    if logged:
+        await conn.execute(
+            "INSERT INTO reserve_shipped (node_id, sku, shipped_at, units)"
+            " SELECT $1, u.sku, $2, u.units FROM unnest($3::text[], $4::integer[]) AS u(sku, units)",
+            shipped.node_id,
+            shipped.occurred_at,
+            [line.sku for line in logged],
+            [line.quantity for line in logged],
+        )
+    off: dict[str, int] = {}
+    for h in held.values():
+        off[h[1]] = off.get(h[1], 0) + h[2]  # consumed or given back, every unit held leaves `reserved`
+    await conn.execute(
+        "UPDATE reserve_ledger l SET reserved = l.reserved - u.units, on_hand = u.on_hand, updated_at = now()"
+        " FROM unnest($2::text[], $3::integer[], $4::integer[]) AS u(sku, units, on_hand)"
+        " WHERE l.node_id = $1 AND l.sku = u.sku",
+        shipped.node_id,
+        skus,
+        [off[sku] for sku in skus],
+        [positions[sku].on_hand for sku in skus],
+    )
     return ReservationsConsumed(
         order_id=shipped.order_id,
         shipment_id=shipped.shipment_id,
@@ -345,6 +363,7 @@ async def consume_shipment(
         node_id=shipped.node_id,
         shipped_at=shipped.occurred_at,
         lines=tuple(consumed),
+        released=tuple(released),
     )
 
 
