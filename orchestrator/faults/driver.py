@@ -41,7 +41,8 @@ from orchestrator.sim.live.children import Child, ChildFailed, spawn, wait_ready
 from orchestrator.sim.live.driver import LiveOptions, NetworkSize, sim_flags, start_outside_world
 from orchestrator.sim.live.observer import TopicObserver, end_offsets, stage_gauge, watched_topics
 from orchestrator.sim.live.oms import TrafficShape
-from orchestrator.sim.live.processes import NETWORK, Closures, Publisher, publish_network
+from orchestrator.sim.live.processes import NETWORK, Closures, publish_network
+from orchestrator.sim.live.publisher import Publisher
 from orchestrator.sim.live.tally import LiveTally
 from orchestrator.stages import ORDER_STAGES
 from orchestrator.topics import apply_topics, load_catalog

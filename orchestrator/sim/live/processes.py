@@ -26,12 +26,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import ConsumerRecord
 
 from orchestrator.contract.base import EventPayload
 from orchestrator.contract.common import NodeKind
-from orchestrator.contract.envelope import Envelope, encode, header_map
+from orchestrator.contract.envelope import header_map
 from orchestrator.contract.execution import (
     NodeCancelReason,
     NodeRejectReason,
@@ -48,6 +48,7 @@ from orchestrator.runtime.pause import sleep_unless
 from orchestrator.sim.geography import SimNetwork
 from orchestrator.sim.live.behaviour import CarrierRates, NodeRates, shipment_steps, work_order_steps
 from orchestrator.sim.live.oms import OmsTraffic
+from orchestrator.sim.live.publisher import Publisher
 
 ORDERS = "oms.orders.v1"
 INVENTORY = "inventory.updates.v1"
@@ -55,37 +56,6 @@ NETWORK = "network.updates.v1"
 WORK_ORDERS = "wms.work-orders.v1"
 NODE_EVENTS = "wms.events.v1"
 CARRIER_EVENTS = "carrier.events.v1"
-
-
-class Publisher:
-    """An outside system's producer: idempotent, acks=all, one CloudEvent per record."""
-
-    def __init__(self, bootstrap: Bootstrap, source: str) -> None:
-        self.source = source
-        self.sent: Counter[str] = Counter()
-        self._producer = AIOKafkaProducer(
-            **client_kwargs(bootstrap), acks="all", enable_idempotence=True, linger_ms=5
-        )
-
-    async def __aenter__(self) -> Publisher:
-        try:
-            await self._producer.start()
-        except BaseException:
-            await self._producer.stop()  # a failed start leaves connections behind otherwise
-            raise
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self._producer.flush()
-        await self._producer.stop()
-
-    async def send(self, topic: str, payload: EventPayload, *, source: str | None = None) -> None:
-        key, value, headers = encode(Envelope.new(payload, source=source or self.source))
-        await self._producer.send(topic, key=key, value=value, headers=headers)
-        self.sent[payload.event_type] += 1
-
-    async def flush(self) -> None:
-        await self._producer.flush()
 
 
 def _now() -> datetime:
