@@ -12,6 +12,7 @@ from aiokafka.errors import OutOfOrderSequenceNumber
 
 from orchestrator.contract.envelope import header_map
 from orchestrator.contract.examples import example
+from orchestrator.sim.live import publisher
 from orchestrator.sim.live.publisher import Publisher
 from tests.support import create_topics, read_all, unique
 
@@ -47,3 +48,27 @@ async def test_failed_deliveries_are_sent_again_and_every_event_arrives(
     assert len({header_map(r.headers)["ce_id"] for r in records}) == 10, "each event once"
     assert out.resent == 3
     assert len(producers) == 2, "the failed producer was replaced once"
+
+
+async def test_a_record_the_broker_never_takes_is_given_up_and_counted(
+    bootstrap: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After the run's broker is gone for good, a simulator still exits: what it could not deliver is
+    given up after `GIVE_UP_S` and counted, not retried for ever."""
+    topic = unique("sim-lost")
+    await create_topics(bootstrap, [topic], partitions=1, with_dlq=False)
+
+    async def never(self: AIOKafkaProducer, *args: Any, **kwargs: Any) -> asyncio.Future[Any]:
+        lost: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        lost.set_exception(OutOfOrderSequenceNumber())
+        return lost
+
+    monkeypatch.setattr(publisher, "GIVE_UP_S", 1.5)
+    monkeypatch.setattr(publisher, "RETRY_FIRST_S", 0.1)
+    order = example("order.created.v1")
+    async with Publisher(bootstrap, "test/oms") as out:
+        monkeypatch.setattr(AIOKafkaProducer, "send", never)
+        for i in range(3):
+            await out.send(topic, order.model_copy(update={"order_id": f"ORD-L{i}"}))
+        await asyncio.wait_for(out.flush(), 30)
+    assert out.lost == 3 and out.resent > 0

@@ -7,15 +7,19 @@ the idempotent producer can lose its sequence (`OutOfOrderSequenceNumber`)
 and stays failed, and before this every event the simulators sent after that
 was lost, so fault runs blamed the orchestrator for orders that never came.
 A record that did arrive and is sent again is dropped by the stages, which
-deduplicate by event id, as they would a real system's retry.
+deduplicate by event id, as they would a real system's retry. A record still
+not delivered after `GIVE_UP_S` (the broker gone for good, the run over) is
+given up, logged and counted in `lost`, so a simulator never hangs on exit.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import Counter
 
+import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
@@ -27,6 +31,8 @@ from orchestrator.runtime.kafka_client import Bootstrap, client_kwargs
 _Record = tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]
 RETRY_FIRST_S = 0.5
 RETRY_MAX_S = 5.0
+#: How long a record is sent again before it is given up.
+GIVE_UP_S = 120.0
 
 
 class Publisher:
@@ -38,6 +44,9 @@ class Publisher:
         self.sent: Counter[str] = Counter()
         #: Deliveries that failed and were sent again.
         self.resent = 0
+        #: Records given up after `GIVE_UP_S` of failed deliveries.
+        self.lost = 0
+        self._log = structlog.get_logger("orchestrator.sim.publisher").bind(source=source)
         self._bootstrap = bootstrap
         self._producer = self._new_producer()
         self._generation = 0
@@ -85,23 +94,35 @@ class Publisher:
                 topic, key=key, value=value, headers=headers
             )
             return delivery
-        except KafkaError as exc:  # a failed producer refuses at once: retried like a failed delivery
+        except Exception as exc:
+            # A failed (or not yet started) producer refuses at once: retried like a failed delivery.
             failed: asyncio.Future[object] = asyncio.get_running_loop().create_future()
             failed.set_exception(exc)
             return failed
 
     async def _until_delivered(self, record: _Record, delivery: asyncio.Future[object]) -> None:
         pause = RETRY_FIRST_S
+        give_up_at = time.monotonic() + GIVE_UP_S
         while True:
             generation = self._generation
             try:
                 await delivery
                 return
-            except KafkaError:
+            except Exception as exc:
+                if time.monotonic() >= give_up_at:
+                    self.lost += 1
+                    self._log.error("record given up", topic=record[0], key=record[1], error=repr(exc))
+                    return
                 self.resent += 1
             await asyncio.sleep(pause)
             pause = min(pause * 2, RETRY_MAX_S)
-            await self._renew(generation)
+            try:
+                async with asyncio.timeout(max(0.0, give_up_at - time.monotonic())):
+                    await self._renew(generation)
+            except TimeoutError:
+                self.lost += 1
+                self._log.error("record given up: no producer could start", topic=record[0], key=record[1])
+                return
             delivery = await self._send(record)
 
     async def _renew(self, failed_generation: int) -> None:
