@@ -185,13 +185,12 @@ class Model:
             if h.order_id == order_id and h.active:
                 self.give_back(h, h.quantity)
 
-    def ship(self, h: Held, quantity: int, at: datetime, *, there: bool = True) -> int:
-        """The units of `quantity` the reservation still holds leave with the shipment (`there`), or
-        were not there to ship; returns them."""
+    def ship(self, h: Held, quantity: int, at: datetime) -> int:
+        """The units of `quantity` the reservation still holds leave with the shipment; returns them."""
         units = min(quantity, h.quantity) if h.active else 0
         if units <= 0:
             return 0
-        h.consumed += units if there else 0
+        h.consumed += units
         if units == h.quantity:
             h.active = False
         else:
@@ -471,22 +470,22 @@ class LedgerMachine(RuleBasedStateMachine):
                 units = self.model.ship(h, line.quantity, when)
                 if units:
                     consumed[line.line_id] = units
-        missing = {}
+        released = {}
         if consumed:
-            # A work order ships once: what the shipment still holds (picked short, left out) was not
-            # there; it leaves reserved and on-hand like what shipped.
+            # A work order ships once: what the shipment still holds (picked short, left out) goes back.
             for h in self.model.held.values():
                 if h.shipment_id == shipment_id and h.active:
-                    missing[h.line_id] = self.model.ship(h, h.quantity, when, there=False)
+                    released[h.line_id] = h.quantity
+                    self.model.give_back(h, h.quantity)
         told = [e.envelope.data for e in emitted if e.topic == RESERVATIONS]
         if consumed:
             (said,) = told
             assert isinstance(said, ReservationsConsumed)
             assert {x.line_id: x.quantity for x in said.lines} == consumed
-            assert {x.line_id: x.quantity for x in said.missing} == missing
+            assert {x.line_id: x.quantity for x in said.released} == released
             self.seen["ship: consumed"] += 1
-            if missing:
-                self.seen["ship: short, the rest written off"] += 1
+            if released:
+                self.seen["ship: short, rest given back"] += 1
         else:
             assert emitted == [], "a shipment that holds nothing any more consumes nothing"
             self.seen["ship: nothing held"] += 1
@@ -587,7 +586,7 @@ def test_no_sequence_of_ledger_operations_oversells(pg: Pg) -> None:
         "repair: reserved",
         "repair: superseded",
         "ship: consumed",
-        "ship: short, the rest written off",
+        "ship: short, rest given back",
         "ship: nothing held",
     ):
         assert seen[outcome] > 0, (outcome, dict(seen))

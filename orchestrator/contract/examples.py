@@ -546,12 +546,12 @@ _PIPELINE_BUILDERS: Mapping[str, Callable[[], EventPayload]] = MappingProxyType(
             work_order_id=WORK_ORDER_ID,
             node_id=NODE_ID,
             shipped_at=datetime(2025, 3, 10, 16, 5, tzinfo=UTC),
-            # One mug of the two was picked short: it ships from elsewhere; here it is written off.
+            # One mug of the two was picked short: it ships from elsewhere, and its hold here ends.
             lines=(
                 SkuLine(line_id="1", sku="SKU-KETTLE-BLK", quantity=1),
                 SkuLine(line_id="2", sku="SKU-MUG-SET4", quantity=1),
             ),
-            missing=(SkuLine(line_id="2", sku="SKU-MUG-SET4", quantity=1),),
+            released=(SkuLine(line_id="2", sku="SKU-MUG-SET4", quantity=1),),
         ),
         "exception.repair_outcome.v1": lambda: RepairOutcome(
             order_id=ORDER_ID,

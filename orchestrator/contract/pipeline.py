@@ -204,9 +204,9 @@ class ReservationsConsumed(EventPayload):
 
     Those units are no longer reserved and no longer on hand (unless the node's count was taken after
     they left: see `orchestrator.domain.stock_counts`). `lines` are the units consumed, at most what
-    the shipment held of each line. A work order ships once: what the shipment held beyond that
-    (units the node picked short, lines it left out) is `missing`: the node did not have it, so it
-    leaves reserved and on-hand too, by the same rule (the node's next count says what is there).
+    the shipment held of each line. A work order ships once: what the shipment still held beyond
+    that (units the node picked short, lines it left out) is `released`, no longer reserved but still
+    on hand until the node's count says otherwise.
     """
 
     event_type: ClassVar[str] = "reservation.consumed.v1"
@@ -217,10 +217,10 @@ class ReservationsConsumed(EventPayload):
     node_id: Identifier = Field(description="The node it left.")
     shipped_at: AwareDatetime = Field(description="When it left, as the node reported.")
     lines: tuple[SkuLine, ...] = Field(min_length=1, description="Units consumed per line.")
-    missing: tuple[SkuLine, ...] = Field(
+    released: tuple[SkuLine, ...] = Field(
         default=(),
-        description="Units the shipment held but the node did not ship (picked short, left out): no "
-        "longer reserved, and written off on-hand as not there.",
+        description="Units the shipment held but did not take (picked short, left out): given back, "
+        "not consumed.",
     )
 
 

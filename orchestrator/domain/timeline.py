@@ -47,7 +47,7 @@ _DESCRIBE: dict[str, Describe] = {
     "reservation.released.v1": lambda e: f"reservations released: {e.reason}",
     "reservation.consumed.v1": lambda e: (
         f"reservation consumed: {_lines(e.lines)} left {e.node_id} with {e.work_order_id}"
-        + (f"; not there, written off: {_lines(e.missing)}" if e.missing else "")
+        + (f"; held but not taken, given back: {_lines(e.released)}" if e.released else "")
     ),
     "order.redecide_requested.v1": lambda e: f"re-decide requested (attempt {e.attempt}): {e.reason.message}",
     "workorder.released.v1": lambda e: (

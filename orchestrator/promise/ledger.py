@@ -11,7 +11,7 @@ reserves nothing.
 A shipment that leaves its node consumes its reservation
 (`reservation.consumed.v1`): the units leave reserved and on-hand here as
 they do in reserve's ledger, by the same rule and with the same shipment log;
-so do the units it held and the node did not ship (`missing`: not there).
+what it held and did not take is given back.
 
 What the waiting lines (back-orders, pre-orders) of each SKU are owed comes
 from `orchestrator.queues.v1`: like decide-node, a promise is made from the
@@ -135,13 +135,13 @@ class PromiseLedger:
 
     def _consumed(self, event: ReservationsConsumed) -> None:
         """The shipment left: its lines' units are no longer held, nor on hand (unless counted gone);
-        nor are the units it held and the node did not ship (`missing`)."""
-        gone = (*event.lines, *event.missing)
-        off: dict[str, int] = {}
-        for line in gone:
+        what it held and did not take is no longer held either."""
+        # Consumed and given back alike leave `reserved`; only the consumed leave on-hand.
+        off = {line.line_id: line.quantity for line in event.lines}
+        for line in event.released:
             off[line.line_id] = off.get(line.line_id, 0) + line.quantity
         self._give_back(event.order_id, lambda held: held.shipment_id == event.shipment_id, off)
-        for line in gone:
+        for line in event.lines:
             position = self._position(event.node_id, line.sku)
             if consume(position, line.quantity, event.shipped_at):
                 position.shipped = [*(position.shipped or ()), (event.shipped_at, line.quantity)]

@@ -12,9 +12,8 @@ back; inventory snapshots and deltas change on-hand without touching what is
 reserved. A shipment leaving its node consumes its reservations: the units
 are off reserved and off on-hand, and `reservation.consumed.v1` tells the
 ledgers that follow this one (see `orchestrator.domain.stock_counts`). A work
-order ships once: what its shipment held and the node did not ship (picked
-short) leaves with it, off reserved and off on-hand as not there, whatever
-the playbook does about the missing units.
+order ships once: what its shipment held and did not take (picked short) is
+given back then, whatever the playbook does with the missing units.
 
 Owns `reserve_ledger`, `reserve_reservations`, `reserve_shipped`, `reserve_node_load`, `reserve_orders`,
 `reserve_closed_nodes`.
@@ -280,11 +279,9 @@ async def consume_shipment(
     consume nothing more; the node's count corrects the rest). A shipment whose reservations a
     newer plan or a cancellation released consumes nothing: those units were given back, and the
     node's count says what really left. A work order ships once, so what the shipment held beyond
-    what left (units picked short, lines left out) is `missing`: the node did not have it. It
-    leaves reserved (a playbook that moves those units reserves them elsewhere, one that
-    back-orders or holds them does not keep them here) and on-hand, by the rule of a shipment, so
-    no unit that is not there is offered again before the node's next count. Five statements
-    whatever the number of lines.
+    what left (units picked short, lines left out) is given back with it: a playbook that moves
+    those units reserves them elsewhere, one that back-orders or holds them does not keep them
+    here. Five statements whatever the number of lines.
     """
     rows = await conn.fetch(
         "SELECT reservation_id, line_id, node_id, sku, quantity FROM reserve_reservations"
@@ -311,7 +308,7 @@ async def consume_shipment(
         consumed.append(SkuLine(line_id=line.line_id, sku=line.sku, quantity=units))
     if not consumed:
         return None
-    missing = [SkuLine(line_id=h[0], sku=h[1], quantity=h[2] - h[3]) for h in held.values() if h[2] > h[3]]
+    released = [SkuLine(line_id=h[0], sku=h[1], quantity=h[2] - h[3]) for h in held.values() if h[2] > h[3]]
     await conn.execute(
         "UPDATE reserve_reservations r SET consumed = r.consumed + u.units, released_at = $3,"
         " status = CASE WHEN u.units > 0 THEN 'consumed' ELSE 'released' END"
@@ -337,8 +334,7 @@ async def consume_shipment(
         else Counted(r["on_hand"], r["safety_stock"], r["counted_at"])
         for sku in skus
     }
-    gone = [*consumed, *missing]
-    logged = [line for line in gone if consume(positions[line.sku], line.quantity, shipped.occurred_at)]
+    logged = [line for line in consumed if consume(positions[line.sku], line.quantity, shipped.occurred_at)]
     if logged:
         await conn.execute(
             "INSERT INTO reserve_shipped (node_id, sku, shipped_at, units)"
@@ -350,7 +346,7 @@ async def consume_shipment(
         )
     off: dict[str, int] = {}
     for h in held.values():
-        off[h[1]] = off.get(h[1], 0) + h[2]  # shipped or missing, every unit held leaves `reserved`
+        off[h[1]] = off.get(h[1], 0) + h[2]  # consumed or given back, every unit held leaves `reserved`
     await conn.execute(
         "UPDATE reserve_ledger l SET reserved = l.reserved - u.units, on_hand = u.on_hand, updated_at = now()"
         " FROM unnest($2::text[], $3::integer[], $4::integer[]) AS u(sku, units, on_hand)"
@@ -367,7 +363,7 @@ async def consume_shipment(
         node_id=shipped.node_id,
         shipped_at=shipped.occurred_at,
         lines=tuple(consumed),
-        missing=tuple(missing),
+        released=tuple(released),
     )
 
 
