@@ -1,7 +1,7 @@
 """validate and a stock count published just before the order, on PostgreSQL through the stage's own
 handler: a SKU whose first count reserve applies moments after the order arrives is known (the order
 goes on to be planned); a SKU nobody counts is rejected as unknown after the wait, and the next order
-for it straight away."""
+for it straight away; a drop-ship line's SKU, never in the ledger, is not waited for."""
 
 from __future__ import annotations
 
@@ -30,8 +30,8 @@ BASE = example("order.created.v1")
 assert isinstance(BASE, OrderCreated)
 
 
-def ingested(order_id: str, sku: str) -> OrderIngested:
-    line = BASE.lines[0].model_copy(update={"sku": sku, "quantity": 1})
+def ingested(order_id: str, sku: str, vendor: str | None = None) -> OrderIngested:
+    line = BASE.lines[0].model_copy(update={"sku": sku, "quantity": 1, "drop_ship_vendor_id": vendor})
     order = BASE.model_copy(update={"order_id": order_id, "lines": (line,)})
     return OrderIngested(order_id=order_id, sequence=1, change=OrderChange.CREATED, order=order)
 
@@ -42,8 +42,8 @@ async def test_an_order_waits_for_reserve_to_apply_its_skus_first_count(database
     conn = await asyncpg.connect(database_url)
     other = await asyncpg.connect(database_url)
 
-    async def judge(order_id: str, sku: str) -> tuple[str, list[str]]:
-        event = Envelope.new(ingested(order_id, sku), source="test/validate")
+    async def judge(order_id: str, sku: str, vendor: str | None = None) -> tuple[str, list[str]]:
+        event = Envelope.new(ingested(order_id, sku, vendor), source="test/validate")
         ctx = HandlerContext(
             stage="validate", topic=INGESTED, event=event, db=conn, now=datetime.now(UTC), log=LOG
         )
@@ -66,6 +66,12 @@ async def test_an_order_waits_for_reserve_to_apply_its_skus_first_count(database
         )
 
     try:
+        # A drop-ship line's SKU is its vendor's: the ledger never has it, and nothing waits for it.
+        started = time.monotonic()
+        state, reasons = await judge(f"{ns}-0", f"{ns}-VENDOR-ONLY", vendor=f"{ns}-VENDOR")
+        assert "unknown_sku" not in reasons, (state, reasons)
+        assert time.monotonic() - started < STOCK_CATCH_UP_S / 2, "waited for a SKU no ledger keeps"
+
         late = asyncio.create_task(count_arrives(f"{ns}-KETTLE", 0.5))
         state, reasons = await judge(f"{ns}-1", f"{ns}-KETTLE")
         await late

@@ -60,6 +60,11 @@ def postal_code_valid(country: str, code: str) -> bool:
     return bool(pattern.match(normalise_postal_code(code)))
 
 
+def stocked_skus(order: OrderCreated) -> set[str]:
+    """The SKUs of the order the ledger must know: a drop-ship line's SKU is its vendor's, not ours."""
+    return {line.sku for line in order.lines if line.drop_ship_vendor_id is None}
+
+
 def validate_order(
     order: OrderCreated, *, network: NetworkView, known_skus: Set[str], policy: Policy, now: datetime
 ) -> Validation:
@@ -87,7 +92,7 @@ def _line_reasons(order: OrderCreated, known_skus: Set[str]) -> list[Reason]:
                     f"at most {MAX_LINE_QUANTITY:,} units a line are accepted",
                 )
             )
-        if line.sku not in known_skus and line.drop_ship_vendor_id is None:
+        if line.drop_ship_vendor_id is None and line.sku not in known_skus:
             out.append(
                 Reason(code="unknown_sku", message=f"line {line.line_id}: SKU {line.sku} is not known")
             )

@@ -24,7 +24,7 @@ from orchestrator.contract.orders import OrderCreated
 from orchestrator.contract.pipeline import OrderChange, OrderIngested, OrderValidated
 from orchestrator.domain.additions import add_lines
 from orchestrator.domain.network import NetworkView
-from orchestrator.domain.validation import Validation, validate_order
+from orchestrator.domain.validation import Validation, stocked_skus, validate_order
 from orchestrator.runtime.stage import HandlerContext, RejectEvent, Stage
 from orchestrator.stages.common import (
     INGESTED,
@@ -55,7 +55,7 @@ def validate_stage(deps: OrderPathDeps) -> Stage:
         often come moments apart on two topics (a new SKU, a storefront test); a rejection is final,
         so a SKU is called unknown only after reserve had a few seconds to apply a count behind it."""
         nonlocal no_wait_until
-        wanted = sorted({line.sku for line in order.lines})
+        wanted = sorted(stocked_skus(order))
         known = await ledger_skus(ctx, wanted)
         if len(known) == len(wanted) or time.monotonic() < no_wait_until:
             return known
