@@ -75,6 +75,16 @@ def shipped(wo: dict[str, Any], tracking: str) -> WorkOrderShipped:
     )
 
 
+def short_picked(wo: dict[str, Any], line_id: str, sku: str, picked: int, short: int) -> WorkOrderShortPicked:
+    return WorkOrderShortPicked(
+        work_order_id=wo["work_order_id"],
+        order_id=wo["order_id"],
+        node_id=wo["node_id"],
+        occurred_at=now(),
+        lines=(ShortLine(line_id=line_id, sku=sku, quantity_picked=picked, quantity_short=short),),
+    )
+
+
 def notified(p: Pipeline, order_id: str, kind: str) -> list[dict[str, Any]]:
     return [n for n in p.out.notifications[order_id] if n["kind"] == kind]
 
@@ -94,13 +104,7 @@ async def test_a_short_pick_is_re_routed_when_within_cost_and_delivery(pipeline:
     assert wo["node_id"] == main
     await pipeline.publish(
         ack(wo),
-        WorkOrderShortPicked(
-            work_order_id=wo["work_order_id"],
-            order_id=o.order_id,
-            node_id=main,
-            occurred_at=now(),
-            lines=(ShortLine(line_id="3", sku=c, quantity_picked=1, quantity_short=1),),
-        ),
+        short_picked(wo, "3", c, picked=1, short=1),
     )
     await pipeline.out.wait(lambda: len(pipeline.out.released(o.order_id)) == 2, "the re-routed work order")
     rerouted = pipeline.out.released(o.order_id)[1]
@@ -123,13 +127,7 @@ async def test_a_short_pick_nobody_can_fill_offers_the_customer_options(pipeline
     [wo] = await released(pipeline, o.order_id)
     await pipeline.publish(
         ack(wo),
-        WorkOrderShortPicked(
-            work_order_id=wo["work_order_id"],
-            order_id=o.order_id,
-            node_id=main,
-            occurred_at=now(),
-            lines=(ShortLine(line_id="2", sku=b, quantity_picked=0, quantity_short=1),),
-        ),
+        short_picked(wo, "2", b, picked=0, short=1),
     )
     await pipeline.out.wait(
         lambda: bool(notified(pipeline, o.order_id, "options_offered")), "options offered"
@@ -359,13 +357,7 @@ async def test_a_shipment_that_left_short_holds_nothing_of_what_it_lacked(pipeli
     [wo] = await released(pipeline, o.order_id)
     await pipeline.publish(
         ack(wo),
-        WorkOrderShortPicked(
-            work_order_id=wo["work_order_id"],
-            order_id=o.order_id,
-            node_id=dc,
-            occurred_at=now(),
-            lines=(ShortLine(line_id="2", sku=b, quantity_picked=1, quantity_short=1),),
-        ),
+        short_picked(wo, "2", b, picked=1, short=1),
     )
     await pipeline.out.wait(
         lambda: bool(notified(pipeline, o.order_id, "options_offered")), "options offered"
