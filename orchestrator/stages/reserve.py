@@ -270,6 +270,17 @@ async def shipment_logs(
     return logs
 
 
+@dataclass
+class _Hold:
+    """One reservation of a shipment that left: the units it held, and how many of them it took."""
+
+    reservation_id: str
+    line_id: str
+    sku: str
+    held: int
+    taken: int = 0
+
+
 async def consume_shipment(
     conn: asyncpg.Connection, shipped: WorkOrderShipped
 ) -> ReservationsConsumed | None:
@@ -288,52 +299,44 @@ async def consume_shipment(
         " WHERE shipment_id = $1 AND status = 'active' ORDER BY reservation_id FOR UPDATE",
         shipped.shipment_id,
     )
-    # reservation id -> [line id, sku, units held, units consumed]
-    held = {
-        r["reservation_id"]: [r["line_id"], r["sku"], r["quantity"], 0]
+    holds = {
+        r["line_id"]: _Hold(r["reservation_id"], r["line_id"], r["sku"], r["quantity"])
         for r in rows
         if r["node_id"] == shipped.node_id
     }
-    by_line = {h[0]: rid for rid, h in held.items()}
     consumed: list[SkuLine] = []
     for line in shipped.lines:
-        rid = by_line.get(line.line_id)
-        if rid is None:
+        hold = holds.get(line.line_id)
+        if hold is None or hold.sku != line.sku or hold.taken >= hold.held:
             continue
-        h = held[rid]
-        units = min(line.quantity, h[2] - h[3])
-        if units <= 0 or h[1] != line.sku:
-            continue
-        h[3] += units
+        units = min(line.quantity, hold.held - hold.taken)
+        hold.taken += units
         consumed.append(SkuLine(line_id=line.line_id, sku=line.sku, quantity=units))
     if not consumed:
         return None
-    released = [SkuLine(line_id=h[0], sku=h[1], quantity=h[2] - h[3]) for h in held.values() if h[2] > h[3]]
+    released = [
+        SkuLine(line_id=h.line_id, sku=h.sku, quantity=h.held - h.taken)
+        for h in holds.values()
+        if h.held > h.taken
+    ]
     await conn.execute(
         "UPDATE reserve_reservations r SET consumed = r.consumed + u.units, released_at = $3,"
         " status = CASE WHEN u.units > 0 THEN 'consumed' ELSE 'released' END"
         " FROM unnest($1::text[], $2::integer[]) AS u(reservation_id, units)"
         " WHERE r.reservation_id = u.reservation_id",
-        list(held),
-        [h[3] for h in held.values()],
+        [h.reservation_id for h in holds.values()],
+        [h.taken for h in holds.values()],
         shipped.occurred_at,
     )
-    skus = sorted({h[1] for h in held.values()})
-    ledger = {
-        r["sku"]: r
-        for r in await conn.fetch(
-            "SELECT sku, on_hand, safety_stock, counted_at FROM reserve_ledger"
-            " WHERE node_id = $1 AND sku = ANY($2::text[]) ORDER BY sku FOR UPDATE",
-            shipped.node_id,
-            skus,
-        )
-    }
-    positions = {
-        sku: Counted()
-        if (r := ledger.get(sku)) is None
-        else Counted(r["on_hand"], r["safety_stock"], r["counted_at"])
-        for sku in skus
-    }
+    skus = sorted({h.sku for h in holds.values()})
+    positions = {sku: Counted() for sku in skus}
+    for r in await conn.fetch(
+        "SELECT sku, on_hand, safety_stock, counted_at FROM reserve_ledger"
+        " WHERE node_id = $1 AND sku = ANY($2::text[]) ORDER BY sku FOR UPDATE",
+        shipped.node_id,
+        skus,
+    ):
+        positions[r["sku"]] = Counted(r["on_hand"], r["safety_stock"], r["counted_at"])
     logged = [line for line in consumed if consume(positions[line.sku], line.quantity, shipped.occurred_at)]
     if logged:
         await conn.execute(
@@ -344,9 +347,9 @@ async def consume_shipment(
             [line.sku for line in logged],
             [line.quantity for line in logged],
         )
-    off: dict[str, int] = {}
-    for h in held.values():
-        off[h[1]] = off.get(h[1], 0) + h[2]  # consumed or given back, every unit held leaves `reserved`
+    off = dict.fromkeys(skus, 0)
+    for h in holds.values():
+        off[h.sku] += h.held  # consumed or given back, every unit held leaves `reserved`
     await conn.execute(
         "UPDATE reserve_ledger l SET reserved = l.reserved - u.units, on_hand = u.on_hand, updated_at = now()"
         " FROM unnest($2::text[], $3::integer[], $4::integer[]) AS u(sku, units, on_hand)"
