@@ -264,6 +264,31 @@ async def test_200_orders_for_50_units_reserve_exactly_50(pipeline: Pipeline) ->
     assert {r["node_id"]: (r["on_hand"], r["reserved"]) for r in rows} == {a: (30, 30), b: (20, 20)}
 
 
+async def test_orders_racing_for_a_nodes_last_slots_never_take_it_past_its_capacity(
+    pipeline: Pipeline,
+) -> None:
+    # 30 orders at once, all cheapest from a DC that takes 5 shipments a day: decisions made side
+    # by side see the same count, so reserve re-checks it; the rest go from the other DC.
+    n = ids("T8C")
+    near, far = n("DC-NEAR"), n("DC-FAR")
+    sku = n("S")
+    await pipeline.setup_network(
+        node(near, LONDON).model_copy(update={"daily_capacity": 5}),
+        node(far, MANCHESTER),
+        stock={(near, sku): 50, (far, sku): 50},
+    )
+    orders = [order(n(f"ORD{i:02d}"), [(sku, 1)], to=LONDON) for i in range(30)]
+    await pipeline.publish(*orders)
+    for o in orders:
+        await pipeline.out.final_state(o.order_id, "released", timeout=120)
+    sources = [wo["node_id"] for o in orders for wo in pipeline.out.released(o.order_id)]
+    assert len(sources) == 30
+    assert 1 <= sources.count(near) <= 5, sources
+    assert sources.count(far) == 30 - sources.count(near)
+    rows = await pipeline.db.fetch("SELECT shipments FROM reserve_node_load WHERE node_id = $1", near)
+    assert [r["shipments"] for r in rows] == [sources.count(near)]
+
+
 async def test_an_address_change_re_decides(pipeline: Pipeline) -> None:
     n = ids("T9")
     south, north = n("DC-SOUTH"), n("DC-NORTH")

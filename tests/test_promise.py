@@ -22,6 +22,7 @@ from orchestrator.contract.pipeline import (
     ReservationsReleased,
     ReservedShipment,
 )
+from orchestrator.domain.network import NetworkView
 from orchestrator.domain.policy import load_policy
 from orchestrator.domain.sourcing import decide
 from orchestrator.promise.cli import OPENAPI_PATH, render_openapi
@@ -102,7 +103,7 @@ def test_reservations_take_stock_and_their_release_gives_it_back() -> None:
     ledger.apply(count("N2", "SKU-B", 4), T0)
     ledger.apply(confirmed("O1", ("S1", "N1", [("1", "SKU-A", 3)]), ("S2", "N2", [("2", "SKU-B", 4)])), T0)
     assert ledger.stock({"SKU-A", "SKU-B"}) == {("N1", "SKU-A"): 7, ("N2", "SKU-B"): 0}
-    assert ledger.node_load(T0.date()) == {"N1": 1, "N2": 1}
+    assert ledger.node_load(NetworkView.empty(), T0) == {"N1": 1, "N2": 1}
     ledger.apply(
         ReservationsReleased(order_id="O1", plan_id="O1-p1", reason="cancelled", cancel_order=True), T0
     )

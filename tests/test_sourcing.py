@@ -46,7 +46,7 @@ from orchestrator.contract.network import (
     ZoneTableCost,
 )
 from orchestrator.contract.orders import OrderCreated
-from orchestrator.contract.pipeline import PlanDecided, PlanOutcome
+from orchestrator.contract.pipeline import DayCapacity, PlanDecided, PlanOutcome
 from orchestrator.domain import sourcing
 from orchestrator.domain.explain import explain_plan
 from orchestrator.domain.geo import haversine_km
@@ -622,6 +622,35 @@ def test_a_capacity_override_for_today_applies() -> None:
     network = uk_network(NodeCapacityChanged(node_id="DC-MANCHESTER", daily_capacity=0, for_date=TODAY))
     stock = {("DC-MANCHESTER", "SKU-A"): 9, ("DC-LONDON", "SKU-A"): 9}
     assert shipped(plan_for(order(line("1", "SKU-A")), stock, network=network)) == {"DC-LONDON": {"1": 1}}
+
+
+def test_a_shipment_carries_its_nodes_local_day_and_capacity_for_reserve_to_check() -> None:
+    network = uk_network(NodeCapacityChanged(node_id="DC-MANCHESTER", daily_capacity=7, for_date=TODAY))
+    stock = {("DC-MANCHESTER", "SKU-A"): 9}
+    plan = plan_for(order(line("1", "SKU-A")), stock, network=network, used={"DC-MANCHESTER": 6})
+    assert [s.capacity for s in plan.shipments] == [DayCapacity(day=TODAY, shipments=7)]
+    # 23:30 UTC on a summer evening is already the next day in London: the node's day counts.
+    late = datetime(2025, 7, 1, 23, 30, tzinfo=UTC)
+    night = plan_for(order(line("1", "SKU-A")).model_copy(update={"placed_at": late}), stock, now=late)
+    assert [s.capacity for s in night.shipments] == [DayCapacity(day=date(2025, 7, 2), shipments=1000)]
+
+
+def test_load_today_counts_each_nodes_own_local_day() -> None:
+    network = network_from_events(
+        [
+            node("DC-LONDON", "london"),
+            node("DC-NOWHERE", "leeds").model_copy(update={"timezone": "Asia/Tokyo"}),
+        ]
+    )
+    at = datetime(2025, 3, 10, 20, 0, tzinfo=UTC)  # 10 March in London, 11 March in Tokyo
+    planned = {
+        ("DC-LONDON", date(2025, 3, 10)): 4,
+        ("DC-LONDON", date(2025, 3, 11)): 9,
+        ("DC-NOWHERE", date(2025, 3, 10)): 5,
+        ("DC-NOWHERE", date(2025, 3, 11)): 2,
+        ("DC-GONE", date(2025, 3, 10)): 3,  # not in the network: counted on UTC's date
+    }
+    assert network.load_today(planned, at) == {"DC-LONDON": 4, "DC-NOWHERE": 2, "DC-GONE": 3}
 
 
 def test_max_shipments_is_respected() -> None:

@@ -75,6 +75,7 @@ from orchestrator.contract.orders import (
 )
 from orchestrator.contract.pipeline import (
     CandidateVerdict,
+    DayCapacity,
     OrderChange,
     OrderIngested,
     OrderValidated,
@@ -484,6 +485,7 @@ def _planned_shipment() -> PlannedShipment:
         distance_km=152.4,
         shipping_cost=Decimal("6.40"),
         cost=6.4,
+        capacity=DayCapacity(day=date(2025, 3, 10), shipments=400),
     )
 
 

@@ -106,6 +106,15 @@ class PlanOutcome(StrEnum):
     UNFULFILLABLE = "unfulfillable"  # no node can ever take some line (labels, region, no carrier)
 
 
+class DayCapacity(ContractModel):
+    """The node's day a shipment counts against, and how many shipments the node takes that day."""
+
+    day: date = Field(description="The node's local date when the plan was decided.")
+    shipments: NonNegativeInt = Field(
+        description="Shipments the node can take that day, in the deciding stage's network view."
+    )
+
+
 class PlannedShipment(ContractModel):
     """One shipment of a plan: which node sends which lines, how, and by when."""
 
@@ -119,6 +128,12 @@ class PlannedShipment(ContractModel):
     distance_km: float = Field(ge=0, description="Great-circle distance node → destination.")
     shipping_cost: Amount = Field(description="What the carrier charges.")
     cost: float = Field(description="Total cost the optimiser gave this shipment (shipping + penalties).")
+    capacity: DayCapacity | None = Field(
+        default=None,
+        description="The node's day this shipment counts against and its capacity then: reserve holds"
+        " the plan only if the node's shipments that day stay within it. Absent: counted on the UTC"
+        " date of the decision, capacity not checked (plans made before the field existed).",
+    )
 
 
 class CandidateVerdict(ContractModel):

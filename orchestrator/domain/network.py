@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from types import MappingProxyType
 from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
 
 from orchestrator.contract.base import EventPayload
 from orchestrator.contract.network import (
@@ -103,6 +104,26 @@ class NetworkView:
             return override
         node = self.nodes.get(node_id)
         return 0 if node is None else node.daily_capacity
+
+    def local_day(self, node_id: str, at: datetime) -> date:
+        """The node's local date at `at`: capacity is counted per local day (UTC's for an unknown node)."""
+        node = self.nodes.get(node_id)
+        return at.astimezone(UTC if node is None else ZoneInfo(node.timezone)).date()
+
+    def load_today(self, planned: Mapping[tuple[str, date], int], at: datetime) -> dict[str, int]:
+        """Shipments planned per node on its local day at `at`, from shipments per (node, day): what
+        `decide` checks each node's capacity against."""
+        by_zone: dict[str, date] = {}  # a handful of time zones for tens of nodes
+        out: dict[str, int] = {}
+        for (node_id, day), shipments in planned.items():
+            node = self.nodes.get(node_id)
+            zone = "UTC" if node is None else node.timezone
+            today = by_zone.get(zone)
+            if today is None:
+                today = by_zone[zone] = at.astimezone(ZoneInfo(zone)).date()
+            if shipments and day == today:
+                out[node_id] = shipments
+        return out
 
     def services_available(self, at: datetime) -> list[CarrierServiceUpserted]:
         """Active services not in an outage at `at`, sorted by service id (so decisions are stable)."""

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from orchestrator.contract.pipeline import PlanDecided
 from orchestrator.domain.network import NetworkView
@@ -252,8 +251,7 @@ def capacity_breaches(
     what is planned there (`capacity_used`, as the decision saw it)."""
     breaches = 0
     for shipment in plan.shipments:
-        node = network.nodes.get(shipment.node_id)
-        day = now.astimezone(ZoneInfo(node.timezone)).date() if node is not None else now.date()
+        day = network.local_day(shipment.node_id, now)
         if capacity_used.get(shipment.node_id, 0) >= network.capacity_on(shipment.node_id, day):
             breaches += 1
     return breaches

@@ -417,6 +417,10 @@ class _Candidate:
     min_slope: float = 0.0
     node_id: str = ""
     is_vendor: bool = False
+    #: The node's local today, and the shipments it can take that day (a shipment from here counts
+    #: against them, and reserve re-checks them when it holds the plan).
+    today: date | None = None
+    capacity: int = 0
 
     def __post_init__(self) -> None:
         self.node_id = self.node.node_id
@@ -637,6 +641,7 @@ def _assess_node(ctx: _Context, index: int, node: NodeUpserted, in_store: bool) 
     cand = _Candidate(index=index, node=node, in_store=in_store)
     ship_date, cand.ship_by, today = ctx.ship_day(node)
     used, capacity = _node_state(ctx, cand, today)
+    cand.today, cand.capacity = today, capacity
     lasting: str | None = None  # a node-wide reason that will not pass by itself
     if in_store:
         late = ctx.late_days(ship_date)
@@ -1533,8 +1538,9 @@ def decide(
     """Decide where each line of `order` is fulfilled, by which carrier service, and why.
 
     `stock` is what each node can promise now; `capacity_used` the shipments
-    already planned today per node; `now` an aware datetime (it fixes cut-offs,
-    dates and `decided_at`). The same inputs always give the same plan.
+    already planned per node on its local today (`NetworkView.load_today`);
+    `now` an aware datetime (it fixes cut-offs, dates and `decided_at`). The same inputs always
+    give the same plan.
     `opportunity`: look-ahead prices per unit by (node_id, sku) (`orchestrator.domain.lookahead`),
     used when `policy.lookahead.enabled`: each unit the search places at a node costs
     `policy.lookahead.weight` x its price more. Empty (the default): the cheapest plan for this
@@ -1640,6 +1646,7 @@ def _planned(plan_id: str, index: int, shipment: _Shipment) -> dict[str, object]
         "distance_km": round(cand.distance_km, 1),
         "shipping_cost": rate.shipping_cost(shipment.weight_kg),
         "cost": round(shipment.cost, 4),
+        "capacity": {"day": cand.today, "shipments": cand.capacity},
     }
 
 

@@ -33,6 +33,7 @@ from orchestrator.contract.pipeline import (
     ReservationsConsumed,
     ReservationsReleased,
 )
+from orchestrator.domain.network import NetworkView
 from orchestrator.domain.stock_counts import Shipped, apply_storable, consume, still_to_count
 from orchestrator.domain.supply import set_aside
 
@@ -70,7 +71,8 @@ class PromiseLedger:
     positions: dict[StockKey, _Position] = field(default_factory=dict)
     held: dict[str, list[_Held]] = field(default_factory=dict)
     by_sku: dict[str, set[str]] = field(default_factory=dict)
-    load: dict[date, dict[str, int]] = field(default_factory=dict)
+    #: Shipments reserved per (node, its local date).
+    load: dict[tuple[str, date], int] = field(default_factory=dict)
     #: Units the waiting lines of each SKU are owed (SKUs nothing waits for are absent).
     owed: dict[str, int] = field(default_factory=dict)
     applied: int = 0
@@ -130,8 +132,9 @@ class PromiseLedger:
                 holds.append(
                     _Held(shipment.shipment_id, line.line_id, (shipment.node_id, line.sku), line.quantity)
                 )
-            day = self.load.setdefault(at.date(), {})
-            day[shipment.node_id] = day.get(shipment.node_id, 0) + 1
+            day = at.date() if shipment.capacity is None else shipment.capacity.day
+            key = (shipment.node_id, day)
+            self.load[key] = self.load.get(key, 0) + 1
 
     def _consumed(self, event: ReservationsConsumed) -> None:
         """The shipment left: its lines' units are no longer held, nor on hand (unless counted gone);
@@ -180,9 +183,10 @@ class PromiseLedger:
         owed = {sku: self.owed[sku] for sku in skus if sku in self.owed}
         return set_aside(out, owed) if owed else out
 
-    def node_load(self, day: date) -> dict[str, int]:
-        """Shipments reserved per node on `day` (the capacity decide-node checks against)."""
-        return dict(self.load.get(day, {}))
+    def node_load(self, network: NetworkView, at: datetime) -> dict[str, int]:
+        """Shipments reserved per node on its local date at `at` (what decide-node checks capacity
+        against)."""
+        return network.load_today(self.load, at)
 
     def available_by_node(self, sku: str) -> dict[str, int]:
         return {node_id: units for (node_id, _), units in sorted(self.stock({sku}).items())}

@@ -166,12 +166,12 @@ async def _promise(request: web.Request) -> web.Response:
     started = time.perf_counter()
     now = datetime.now(UTC)
     skus = frozenset(line.sku for line in body.cart)
-    policy = state.policies.active
+    policy, network = state.policies.active, state.network.state
     answer = quote(
         body,
-        network=state.network.state,
+        network=network,
         stock=state.ledger.ledger.stock(skus),
-        capacity_used=state.ledger.ledger.node_load(now.date()),
+        capacity_used=state.ledger.ledger.node_load(network, now),
         policy=policy,
         now=now,
         risk=state.risk.state,

@@ -23,7 +23,7 @@ Counts, once a decision commits: every plan by outcome and origin, split plans, 
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from orchestrator.contract.common import OrderState, Reason
@@ -67,7 +67,7 @@ from orchestrator.stages.common import (
     emit_status,
     on_the_latest_network,
 )
-from orchestrator.stages.decide_reads import DecideReads, OrderRow, read_decisions
+from orchestrator.stages.decide_reads import DecideReads, OrderRow, around, planned_load, read_decisions
 from orchestrator.stages.learning_store import RiskView
 from orchestrator.stages.lookahead_view import LookaheadView
 from orchestrator.stages.policy_store import PolicyView
@@ -168,12 +168,15 @@ async def with_additions(
     return place_additions(plan, order, stock=stock, network=network)
 
 
-async def node_load(ctx: HandlerContext, today: datetime) -> dict[str, int]:
+async def node_load(ctx: HandlerContext, network: NetworkView) -> dict[str, int]:
+    """Shipments planned per node on its local date now: what `decide` checks capacity against."""
     reads = _reads(ctx)
-    if reads is not None and reads.load_day == today.date():
-        return dict(reads.load)
-    rows = await ctx.db.fetch("SELECT node_id, shipments FROM reserve_node_load WHERE day = $1", today.date())
-    return {r["node_id"]: r["shipments"] for r in rows}
+    utc_day = ctx.now.astimezone(UTC).date()
+    if reads is not None and reads.load_day == utc_day:
+        planned = reads.load
+    else:
+        planned = await planned_load(ctx.db, around(utc_day))
+    return network.load_today(planned, ctx.now)
 
 
 def status_of(plan: PlanDecided) -> tuple[OrderState, tuple[Reason, ...]]:
@@ -229,7 +232,8 @@ async def write_order(ctx: HandlerContext, order_id: str, row: OrderRow) -> None
 
 
 async def record(ctx: HandlerContext, plan: PlanDecided) -> None:
-    """Keep the plan for `explain`, and make it the order's latest version."""
+    """Keep the plan for `explain`, make it the order's latest version, and count its shipments
+    toward their nodes' days for the rest of the batch."""
     args = (
         plan.order_id,
         plan.plan_version,
@@ -244,6 +248,9 @@ async def record(ctx: HandlerContext, plan: PlanDecided) -> None:
     )
     # Nothing in decide-node reads a plan back; release reads it once this batch has committed.
     ctx.defer(statement, *args)
+    reads = _reads(ctx)
+    if reads is not None:
+        reads.planned(plan)
     # Never cancelled here: both callers return before planning a cancelled order.
     await write_order(ctx, plan.order_id, OrderRow(plan.plan_version, plan.sequence, cancelled=False))
 
@@ -355,7 +362,7 @@ def decide_node_stage(deps: OrderPathDeps) -> Stage:
             state, reasons = status_of(plan)
             emit_status(ctx, order.order_id, state, sequence, reasons=reasons, detail=plan.explanation[0])
             return
-        capacity_used = await node_load(ctx, ctx.now)
+        capacity_used = await node_load(ctx, deps.network.state)
         inputs: dict[str, Any] = dict(
             stock=await stock_view(ctx, on_sale, behind_the_queue=True),
             capacity_used=capacity_used,
@@ -434,7 +441,7 @@ def decide_node_stage(deps: OrderPathDeps) -> Stage:
             customer_part,
             network=network,
             stock=await stock_view(ctx, customer_part),
-            capacity_used=await node_load(ctx, ctx.now),
+            capacity_used=await node_load(ctx, network),
             policy=policies.active,
             now=ctx.now,
             sequence=msg.sequence,

@@ -17,7 +17,11 @@ What stays exact:
   them, so one read per batch sees what one read per event would have, up to
   reserve's own concurrent commits, which the one-at-a-time reads raced too
   (reserve is the atomic check; a lost race comes back as a re-decide);
-- anything the batch did not read (another day's load at midnight, an order
+- node load is read for the three dates around the batch's UTC date (every
+  node's local date is one of them), and each plan the batch makes counts
+  toward it (`DecideReads.planned`): a later order of the batch does not
+  take a node's last slot again (reserve holds a plan only within capacity);
+- anything the batch did not read (the load once the UTC date turns, an order
   or SKU not in the batch) is read as before, one query each.
 """
 
@@ -25,13 +29,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
 
 from orchestrator.contract.envelope import Envelope
 from orchestrator.contract.orders import OrderCreated
-from orchestrator.contract.pipeline import OrderValidated, RedecideRequested
+from orchestrator.contract.pipeline import OrderValidated, PlanDecided, RedecideRequested
 from orchestrator.domain.supply import set_aside
 
 
@@ -49,8 +53,9 @@ class DecideReads:
     """The batch's reads; `orders` holds a row (or None: no row yet) for every order id it asked for."""
 
     orders: dict[str, OrderRow | None] = field(default_factory=dict)
+    #: The UTC date the load was read on, and shipments per (node, local date) around it.
     load_day: date | None = None
-    load: dict[str, int] = field(default_factory=dict)
+    load: dict[tuple[str, date], int] = field(default_factory=dict)
     skus: frozenset[str] = frozenset()
     #: Units available per (node, SKU) of `skus`: on hand less reserved less safety stock (may be < 0).
     available: dict[tuple[str, str], int] = field(default_factory=dict)
@@ -62,6 +67,13 @@ class DecideReads:
         """decide-node wrote this order's row: later events of the batch see it."""
         self.orders[order_id] = row
 
+    def planned(self, plan: PlanDecided) -> None:
+        """The batch made this plan: its shipments count toward their nodes' days for later decisions."""
+        for shipment in plan.shipments:
+            if shipment.capacity is not None:
+                key = (shipment.node_id, shipment.capacity.day)
+                self.load[key] = self.load.get(key, 0) + 1
+
     def stock(self, order: OrderCreated, behind_the_queue: bool) -> dict[tuple[str, str], int] | None:
         """`stock_view` of the order from the batch's reads; None when they do not cover its SKUs."""
         skus = {line.sku for line in order.lines}
@@ -72,6 +84,19 @@ class DecideReads:
             return stock
         others = {sku: self.owed.get(sku, 0) - self.owed_to.get((order.order_id, sku), 0) for sku in skus}
         return set_aside(stock, {sku: units for sku, units in others.items() if units > 0})
+
+
+def around(day: date) -> list[date]:
+    """The dates any node's local date can be on UTC's `day`."""
+    return [day - timedelta(days=1), day, day + timedelta(days=1)]
+
+
+async def planned_load(conn: asyncpg.Connection, days: Sequence[date]) -> dict[tuple[str, date], int]:
+    """Shipments reserve holds per (node, local date) on these dates."""
+    rows = await conn.fetch(
+        "SELECT node_id, day, shipments FROM reserve_node_load WHERE day = ANY($1::date[])", list(days)
+    )
+    return {(r["node_id"], r["day"]): r["shipments"] for r in rows}
 
 
 def _orders_of(events: Sequence[Envelope]) -> list[OrderCreated]:
@@ -100,8 +125,7 @@ async def read_decisions(events: Sequence[Envelope], conn: asyncpg.Connection) -
         reads.orders[r["order_id"]] = OrderRow(r["latest_version"], r["sequence"], r["cancelled"])
     # The day the handlers will ask for: `ctx.now` is taken just before this read.
     reads.load_day = datetime.now(UTC).date()
-    load = await conn.fetch("SELECT node_id, shipments FROM reserve_node_load WHERE day = $1", reads.load_day)
-    reads.load = {r["node_id"]: r["shipments"] for r in load}
+    reads.load = await planned_load(conn, around(reads.load_day))
     skus = sorted({line.sku for o in orders for line in o.lines})
     reads.skus = frozenset(skus)
     ledger = await conn.fetch(

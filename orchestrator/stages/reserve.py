@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 
 import asyncpg
 
@@ -93,10 +93,7 @@ def _prepare_metrics(m: RuntimeMetrics) -> None:
 
 
 class _LostRace(Exception):
-    def __init__(self, node_id: str, sku: str, quantity: int) -> None:
-        super().__init__(f"{quantity} x {sku} no longer available at {node_id}")
-        self.node_id = node_id
-        self.sku = sku
+    """The plan asks more than is there now: stock at a node, or a node's shipments for the day."""
 
 
 async def release_active(conn: asyncpg.Connection, order_id: str) -> int:
@@ -122,7 +119,9 @@ async def reserve_plan(conn: asyncpg.Connection, plan: PlanDecided) -> list[Rese
 
     Three round trips whatever the plan's size: one conditional update of every (node, SKU) the
     plan draws on (lines of one SKU at one node are summed, so they are checked together, as one
-    after the other would be), then the reservations and the nodes' shipment counts.
+    after the other would be), then the reservations and the nodes' shipment counts (each node's
+    day within the capacity the shipment was decided with: decisions made side by side from the
+    same count cannot all take a node's last slot).
     """
     wanted: dict[tuple[str, str], int] = {}
     for shipment in plan.shipments:
@@ -144,7 +143,7 @@ async def reserve_plan(conn: asyncpg.Connection, plan: PlanDecided) -> list[Rese
     got = {(r["node_id"], r["sku"]) for r in rows}
     for node_id, sku in pairs:
         if (node_id, sku) not in got:
-            raise _LostRace(node_id, sku, wanted[(node_id, sku)])
+            raise _LostRace(f"{wanted[(node_id, sku)]} x {sku} no longer available at {node_id}")
     reserved: list[ReservedShipment] = []
     reservations: list[tuple[object, ...]] = []
     for shipment in plan.shipments:
@@ -169,12 +168,38 @@ async def reserve_plan(conn: asyncpg.Connection, plan: PlanDecided) -> list[Rese
         " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'active')",
         reservations,
     )
-    await conn.executemany(
-        "INSERT INTO reserve_node_load (node_id, day, shipments) VALUES ($1, $2, 1)"
-        " ON CONFLICT (node_id, day) DO UPDATE SET shipments = reserve_node_load.shipments + 1",
-        [(shipment.node_id, plan.decided_at.date()) for shipment in plan.shipments],
-    )
+    await count_shipments(conn, plan)
     return reserved
+
+
+async def count_shipments(conn: asyncpg.Connection, plan: PlanDecided) -> None:
+    """Each shipment counts toward its node's day; raise _LostRace when that takes a node past the
+    capacity the plan was decided with (the caller's savepoint takes the counts back)."""
+    counts: dict[tuple[str, date], int] = {}
+    capacity: dict[tuple[str, date], int] = {}
+    for shipment in plan.shipments:
+        if shipment.capacity is None:  # a plan from before capacity travelled with it
+            key = (shipment.node_id, plan.decided_at.date())
+        else:
+            key = (shipment.node_id, shipment.capacity.day)
+            capacity[key] = shipment.capacity.shipments
+        counts[key] = counts.get(key, 0) + 1
+    keys = sorted(counts)
+    rows = await conn.fetch(
+        "INSERT INTO reserve_node_load (node_id, day, shipments)"
+        " SELECT * FROM unnest($1::text[], $2::date[], $3::integer[])"
+        " ON CONFLICT (node_id, day) DO UPDATE"
+        " SET shipments = reserve_node_load.shipments + EXCLUDED.shipments"
+        " RETURNING node_id, day, shipments",
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+        [counts[k] for k in keys],
+    )
+    for r in rows:
+        limit = capacity.get((r["node_id"], r["day"]))
+        if limit is not None and r["shipments"] > limit:
+            day = r["day"].isoformat()
+            raise _LostRace(f"{r['node_id']} has no capacity left on {day} ({limit} shipments)")
 
 
 async def release_replaced(conn: asyncpg.Connection, repair: Repair) -> None:
