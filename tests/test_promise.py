@@ -108,6 +108,8 @@ def test_reservations_take_stock_and_their_release_gives_it_back() -> None:
         ReservationsReleased(order_id="O1", plan_id="O1-p1", reason="cancelled", cancel_order=True), T0
     )
     assert ledger.stock({"SKU-A", "SKU-B"}) == {("N1", "SKU-A"): 10, ("N2", "SKU-B"): 4}
+    # Given back whole before they shipped: the shipments free their nodes' slots of the day too.
+    assert ledger.node_load(NetworkView.empty(), T0) == {}
 
 
 def test_a_repair_gives_back_what_the_replaced_shipment_held_for_its_lines() -> None:
@@ -125,6 +127,7 @@ def test_a_repair_gives_back_what_the_replaced_shipment_held_for_its_lines() -> 
     ledger.apply(confirmed("O1", ("S9", "N2", [("1", "SKU-A", 2)]), repair=repair), T0)
     # N1 keeps 3 of its 5 for the part of the line not repaired; N2 now holds the 2 repaired.
     assert ledger.stock({"SKU-A"}) == {("N1", "SKU-A"): 7, ("N2", "SKU-A"): 8}
+    assert ledger.node_load(NetworkView.empty(), T0) == {"N1": 1, "N2": 1}, "S1 still ships 3"
 
 
 def shipped(order_id: str, shipment_id: str, node_id: str, at: datetime, *lines: tuple[str, str, int]):
@@ -150,9 +153,10 @@ def test_a_shipment_consumes_its_reservation_so_availability_is_not_taken_twice(
     # The node's count after the shipment says 7: still 7, not 4.
     ledger.apply(count("N1", "SKU-A", 7, at=T0 + timedelta(hours=2)), T0)
     assert ledger.stock({"SKU-A"}) == {("N1", "SKU-A"): 7}
-    # A cancellation after the shipment gives nothing back: the units left.
+    # A cancellation after the shipment gives nothing back: the units left, and the slot was used.
     ledger.apply(ReservationsReleased(order_id="O1", plan_id="O1-p1", reason="late", cancel_order=True), T0)
     assert ledger.stock({"SKU-A"}) == {("N1", "SKU-A"): 7}
+    assert ledger.node_load(NetworkView.empty(), T0) == {"N1": 1}
 
 
 def test_a_shipment_that_left_short_gives_back_what_it_did_not_take() -> None:

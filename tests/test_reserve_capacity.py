@@ -2,7 +2,8 @@
 
 Plans decided side by side from the same count of a node's shipments can all take its last slot;
 reserve holds them one after the other, and the one that would take the node past the capacity
-it was decided with goes back to decide-node like a plan that lost a race for stock.
+it was decided with goes back to decide-node like a plan that lost a race for stock. A shipment
+given back whole before it ships (cancelled, re-planned) frees its slot.
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ from orchestrator.contract.examples import example
 from orchestrator.contract.inventory import InventorySnapshot
 from orchestrator.contract.pipeline import (
     DayCapacity,
+    PlanCancelled,
     PlanDecided,
     RedecideRequested,
     ReservationConfirmed,
 )
 from orchestrator.runtime.stage import Emitted, HandlerContext
-from orchestrator.stages.common import INVENTORY_UPDATES, PLANS, REROUTES, RESERVATIONS
+from orchestrator.stages.common import INVENTORY_UPDATES, PLANS
 from orchestrator.stages.reserve import reserve_stage
 from tests.test_properties_ledger import Pg, pg
 
@@ -51,19 +53,20 @@ def test_reserve_holds_a_nodes_day_to_the_capacity_its_plans_were_decided_with(p
         pg.run(stage.handler(event, ctx))
         return ctx.emitted
 
-    def plan(n: int, capacity: DayCapacity | None) -> PlanDecided:
+    def plan(n: int, capacity: DayCapacity | None, version: int = 1) -> PlanDecided:
         order_id = f"{ns}-ORD-{n}"
         [shipment] = BASE_PLAN.shipments
         line = BASE_PLAN.order.lines[0].model_copy(update={"sku": sku, "quantity": 1})
         return BASE_PLAN.model_copy(
             update={
                 "order_id": order_id,
-                "plan_id": f"{order_id}-p1",
+                "plan_id": f"{order_id}-p{version}",
+                "plan_version": version,
                 "order": BASE_PLAN.order.model_copy(update={"order_id": order_id, "lines": (line,)}),
                 "shipments": (
                     shipment.model_copy(
                         update={
-                            "shipment_id": f"{order_id}-p1-s1-{node}",
+                            "shipment_id": f"{order_id}-p{version}-s1-{node}",
                             "node_id": node,
                             "lines": (SkuLine(line_id=line.line_id, sku=sku, quantity=1),),
                             "capacity": capacity,
@@ -74,7 +77,11 @@ def test_reserve_holds_a_nodes_day_to_the_capacity_its_plans_were_decided_with(p
         )
 
     def outcome(emitted: list[Emitted]) -> str:
-        [answer] = [e.envelope.data for e in emitted if e.topic in (RESERVATIONS, REROUTES)]
+        [answer] = [
+            e.envelope.data
+            for e in emitted
+            if isinstance(e.envelope.data, ReservationConfirmed | RedecideRequested)
+        ]
         if isinstance(answer, RedecideRequested):
             return f"re-decide: {answer.reason.message}"
         assert isinstance(answer, ReservationConfirmed)
@@ -106,6 +113,15 @@ def test_reserve_holds_a_nodes_day_to_the_capacity_its_plans_were_decided_with(p
             f"re-decide: {node} has no capacity left on 2025-03-10 (2 shipments)",
         ]
         # The plan sent back holds nothing: neither a slot of the day nor stock.
+        assert counted(DAY) == 2
+        assert reserved() == 2
+        # A cancelled order's shipment, given back before it shipped, frees its slot; a re-planned
+        # order's old shipment frees its slot and the new plan takes one.
+        handle(PLANS, PlanCancelled(order_id=f"{ns}-ORD-1", sequence=2, reason="customer"))
+        assert counted(DAY) == 1
+        assert outcome(handle(PLANS, plan(2, two_a_day, version=2))) == "held"
+        assert counted(DAY) == 1
+        assert outcome(handle(PLANS, plan(3, two_a_day, version=2))) == "held"
         assert counted(DAY) == 2
         assert reserved() == 2
         # The next day is a day of its own.

@@ -71,8 +71,9 @@ class PromiseLedger:
     positions: dict[StockKey, _Position] = field(default_factory=dict)
     held: dict[str, list[_Held]] = field(default_factory=dict)
     by_sku: dict[str, set[str]] = field(default_factory=dict)
-    #: Shipments reserved per (node, its local date).
+    #: Shipments reserved per (node, its local date), and the day each unshipped shipment counts on.
     load: dict[tuple[str, date], int] = field(default_factory=dict)
+    slots: dict[str, tuple[str, date]] = field(default_factory=dict)
     #: Units the waiting lines of each SKU are owed (SKUs nothing waits for are absent).
     owed: dict[str, int] = field(default_factory=dict)
     applied: int = 0
@@ -133,7 +134,7 @@ class PromiseLedger:
                     _Held(shipment.shipment_id, line.line_id, (shipment.node_id, line.sku), line.quantity)
                 )
             day = at.date() if shipment.capacity is None else shipment.capacity.day
-            key = (shipment.node_id, day)
+            key = self.slots[shipment.shipment_id] = (shipment.node_id, day)
             self.load[key] = self.load.get(key, 0) + 1
 
     def _consumed(self, event: ReservationsConsumed) -> None:
@@ -143,6 +144,7 @@ class PromiseLedger:
         off = {line.line_id: line.quantity for line in event.lines}
         for line in event.released:
             off[line.line_id] = off.get(line.line_id, 0) + line.quantity
+        self.slots.pop(event.shipment_id, None)  # it shipped: its slot of the day was used
         self._give_back(event.order_id, lambda held: held.shipment_id == event.shipment_id, off)
         for line in event.lines:
             position = self._position(event.node_id, line.sku)
@@ -159,10 +161,12 @@ class PromiseLedger:
         if not holds:
             return
         kept: list[_Held] = []
+        touched: set[str] = set()
         for held in holds:
             if not which(held):
                 kept.append(held)
                 continue
+            touched.add(held.shipment_id)
             back = held.quantity if wanted is None else min(held.quantity, wanted.get(held.line_id, 0))
             pos = self.positions[held.key]
             pos.reserved = max(0, pos.reserved - back)
@@ -172,6 +176,11 @@ class PromiseLedger:
             self.held[order_id] = kept
         else:
             del self.held[order_id]
+        # A shipment given back whole before it shipped frees its slot of the day, as in reserve.
+        for shipment_id in touched - {held.shipment_id for held in kept}:
+            key = self.slots.pop(shipment_id, None)
+            if key is not None and self.load.get(key, 0) > 0:
+                self.load[key] -= 1
 
     def stock(self, skus: set[str] | frozenset[str]) -> dict[StockKey, int]:
         """Units each node can promise of `skus`: on hand less reserved and safety stock, less what

@@ -38,6 +38,7 @@ from orchestrator.contract.network import NodeStatusChanged, NodeUpserted
 from orchestrator.contract.pipeline import (
     PlanCancelled,
     PlanDecided,
+    PlannedShipment,
     QueueOwed,
     RedecideRequested,
     Repair,
@@ -100,7 +101,7 @@ async def release_active(conn: asyncpg.Connection, order_id: str) -> int:
     """Give back every active reservation of the order; returns how many."""
     rows = await conn.fetch(
         "UPDATE reserve_reservations SET status = 'released', released_at = now()"
-        " WHERE order_id = $1 AND status = 'active' RETURNING node_id, sku, quantity",
+        " WHERE order_id = $1 AND status = 'active' RETURNING node_id, sku, quantity, shipment_id",
         order_id,
     )
     for r in rows:
@@ -111,7 +112,24 @@ async def release_active(conn: asyncpg.Connection, order_id: str) -> int:
             r["sku"],
             r["quantity"],
         )
+    if rows:
+        await give_back_slots(conn, {r["shipment_id"] for r in rows})
     return len(rows)
+
+
+async def give_back_slots(conn: asyncpg.Connection, shipment_ids: set[str]) -> None:
+    """A shipment given back whole before it shipped (the order cancelled, re-planned, or the shipment
+    repaired away) frees its slot of its node's day."""
+    await conn.execute(
+        "UPDATE reserve_node_load l SET shipments = GREATEST(l.shipments - g.n, 0)"
+        " FROM (SELECT node_id, capacity_day, count(*) AS n FROM ("
+        "   SELECT shipment_id, min(node_id) AS node_id, min(capacity_day) AS capacity_day"
+        "   FROM reserve_reservations WHERE shipment_id = ANY($1::text[]) AND capacity_day IS NOT NULL"
+        "   GROUP BY shipment_id HAVING bool_and(status = 'released')) AS whole"
+        "  GROUP BY node_id, capacity_day) AS g"
+        " WHERE l.node_id = g.node_id AND l.day = g.capacity_day",
+        sorted(shipment_ids),
+    )
 
 
 async def reserve_plan(conn: asyncpg.Connection, plan: PlanDecided) -> list[ReservedShipment]:
@@ -158,18 +176,25 @@ async def reserve_plan(conn: asyncpg.Connection, plan: PlanDecided) -> list[Rese
                 shipment.node_id,
                 line.sku,
                 line.quantity,
+                load_day(plan, shipment),
             )
             for rid, line in zip(ids, shipment.lines, strict=True)
         ]
         reserved.append(ReservedShipment(shipment=shipment, reservation_ids=tuple(ids)))
     await conn.executemany(
-        "INSERT INTO reserve_reservations"
-        " (reservation_id, order_id, plan_id, shipment_id, line_id, node_id, sku, quantity, status)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'active')",
+        "INSERT INTO reserve_reservations (reservation_id, order_id, plan_id, shipment_id, line_id,"
+        " node_id, sku, quantity, status, capacity_day)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'active', $9)",
         reservations,
     )
     await count_shipments(conn, plan)
     return reserved
+
+
+def load_day(plan: PlanDecided, shipment: PlannedShipment) -> date:
+    """The day of its node a shipment counts against (a plan from before shipments carried their
+    capacity: the UTC date of the decision)."""
+    return plan.decided_at.date() if shipment.capacity is None else shipment.capacity.day
 
 
 async def count_shipments(conn: asyncpg.Connection, plan: PlanDecided) -> None:
@@ -178,10 +203,8 @@ async def count_shipments(conn: asyncpg.Connection, plan: PlanDecided) -> None:
     counts: dict[tuple[str, date], int] = {}
     capacity: dict[tuple[str, date], int] = {}
     for shipment in plan.shipments:
-        if shipment.capacity is None:  # a plan from before capacity travelled with it
-            key = (shipment.node_id, plan.decided_at.date())
-        else:
-            key = (shipment.node_id, shipment.capacity.day)
+        key = (shipment.node_id, load_day(plan, shipment))
+        if shipment.capacity is not None:
             capacity[key] = shipment.capacity.shipments
         counts[key] = counts.get(key, 0) + 1
     keys = sorted(counts)
@@ -237,6 +260,8 @@ async def release_replaced(conn: asyncpg.Connection, repair: Repair) -> None:
             r["sku"],
             give_back,
         )
+    if rows:
+        await give_back_slots(conn, {repair.replaces_shipment_id})
 
 
 async def apply_snapshot(conn: asyncpg.Connection, count: InventorySnapshot) -> None:
