@@ -59,6 +59,7 @@ from orchestrator.contract.examples import example
 from orchestrator.contract.execution import WorkOrderShipped
 from orchestrator.contract.inventory import DeltaReason, InventoryDelta, InventorySnapshot
 from orchestrator.contract.pipeline import (
+    DayCapacity,
     PlanCancelled,
     PlanDecided,
     RedecideRequested,
@@ -81,6 +82,8 @@ AS_OF = datetime(2025, 3, 10, 9, 0, tzinfo=UTC)
 BASE_PLAN = example("plan.decided.v1")
 assert isinstance(BASE_PLAN, PlanDecided)
 BASE_SHIPMENT = BASE_PLAN.shipments[0]
+#: Shipments a node takes on the day every plan of the machine is decided on: small enough to bind.
+CAPACITY = DayCapacity(day=AS_OF.date(), shipments=3)
 LOG = structlog.get_logger("tests.properties.ledger")
 
 
@@ -157,9 +160,22 @@ class Model:
             held={k: replace(v) for k, v in self.held.items()},
         )
 
+    def slots(self, node_id: str) -> int:
+        """Shipments holding a slot of the node's day: any that still holds or has shipped units."""
+        return len(
+            {h.shipment_id for h in self.held.values() if h.node_id == node_id and (h.active or h.consumed)}
+        )
+
+    def full(self, plan: PlanDecided) -> bool:
+        """Whether the plan's shipments would take a node past its capacity for the day."""
+        new = Counter(s.node_id for s in plan.shipments)
+        return any(self.slots(node) + n > CAPACITY.shipments for node, n in new.items())
+
     def take(self, plan: PlanDecided) -> bool:
         """Reserve the plan's lines in order, as the conditional UPDATE does; False at the first that
-        does not fit (the caller throws this copy away)."""
+        does not fit, or when a node's day is full (the caller throws this copy away)."""
+        if self.full(plan):
+            return False
         for s in plan.shipments:
             for line in s.lines:
                 row = self.rows.get((s.node_id, line.sku))
@@ -273,6 +289,7 @@ class LedgerMachine(RuleBasedStateMachine):
                     "lines": tuple(
                         SkuLine(line_id=line, sku=self.name(sku), quantity=q) for line, sku, q in lines
                     ),
+                    "capacity": CAPACITY,
                 }
             )
             for k, (node, lines) in enumerate(spec)
@@ -295,6 +312,7 @@ class LedgerMachine(RuleBasedStateMachine):
     def check_outcome(self, emitted: list[Emitted], plan: PlanDecided, fitted: bool) -> None:
         kind = "repair" if plan.repair is not None else "plan"
         self.seen[f"{kind}: {('reserved' if fitted else 'lost') if plan.shipments else 'no shipments'}"] += 1
+
         rerouted = [e.envelope.data for e in emitted if e.topic == REROUTES]
         confirmed = [
             e for e in emitted if e.topic == RESERVATIONS and e.envelope.type == "reservation.confirmed.v1"
@@ -305,6 +323,8 @@ class LedgerMachine(RuleBasedStateMachine):
         else:
             assert len(rerouted) == 1 and isinstance(rerouted[0], RedecideRequested)
             assert confirmed == []
+            if "no capacity left" in rerouted[0].reason.message:
+                self.seen["lost: a node's day full"] += 1
 
     def remember(self, plan: PlanDecided) -> None:
         for s in plan.shipments:
@@ -551,6 +571,18 @@ class LedgerMachine(RuleBasedStateMachine):
         ), "the shipment log is what the counts have not seen"
         cancelled = {k for k, o in self.by_id.items() if o.cancelled}
         assert not [r for r in active if r["order_id"] in cancelled], "a cancelled order still holds stock"
+        load = self.pg.run(
+            self.pg.conn.fetch(
+                "SELECT node_id, shipments FROM reserve_node_load WHERE node_id LIKE $1 AND day = $2",
+                f"{self.ns}-%",
+                CAPACITY.day,
+            )
+        )
+        slots = {self.name(n): self.model.slots(self.name(n)) for n in NODES}
+        assert {self.name(n): 0 for n in NODES} | {r["node_id"]: r["shipments"] for r in load} == slots, (
+            "a node's day counts the shipments that hold or shipped units there"
+        )
+        assert all(n <= CAPACITY.shipments for n in slots.values())
         self.before = now
         self.seen["steps"] += 1
 
@@ -588,6 +620,7 @@ def test_no_sequence_of_ledger_operations_oversells(pg: Pg) -> None:
         "ship: consumed",
         "ship: short, rest given back",
         "ship: nothing held",
+        "lost: a node's day full",
     ):
         assert seen[outcome] > 0, (outcome, dict(seen))
 
