@@ -170,6 +170,12 @@ class PlanDecided(EventPayload):
         default=None, description="A partial plan repairing an exception; absent: a plan of the whole order."
     )
 
+    def node_day(self, shipment: PlannedShipment) -> tuple[str, date]:
+        """The (node, day) one of its shipments counts against: the node's local day it carries, or
+        for a plan from before shipments carried their capacity, the UTC date of the decision."""
+        day = self.decided_at.date() if shipment.capacity is None else shipment.capacity.day
+        return shipment.node_id, day
+
 
 class PlanCancelled(EventPayload):
     """decide-node → reserve: the order stops; give back what it holds."""

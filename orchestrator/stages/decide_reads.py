@@ -70,9 +70,8 @@ class DecideReads:
     def planned(self, plan: PlanDecided) -> None:
         """The batch made this plan: its shipments count toward their nodes' days for later decisions."""
         for shipment in plan.shipments:
-            if shipment.capacity is not None:
-                key = (shipment.node_id, shipment.capacity.day)
-                self.load[key] = self.load.get(key, 0) + 1
+            key = plan.node_day(shipment)
+            self.load[key] = self.load.get(key, 0) + 1
 
     def stock(self, order: OrderCreated, behind_the_queue: bool) -> dict[tuple[str, str], int] | None:
         """`stock_view` of the order from the batch's reads; None when they do not cover its SKUs."""

@@ -38,7 +38,6 @@ from orchestrator.contract.network import NodeStatusChanged, NodeUpserted
 from orchestrator.contract.pipeline import (
     PlanCancelled,
     PlanDecided,
-    PlannedShipment,
     QueueOwed,
     RedecideRequested,
     Repair,
@@ -176,7 +175,7 @@ async def reserve_plan(conn: asyncpg.Connection, plan: PlanDecided) -> list[Rese
                 shipment.node_id,
                 line.sku,
                 line.quantity,
-                load_day(plan, shipment),
+                plan.node_day(shipment)[1],
             )
             for rid, line in zip(ids, shipment.lines, strict=True)
         ]
@@ -191,19 +190,13 @@ async def reserve_plan(conn: asyncpg.Connection, plan: PlanDecided) -> list[Rese
     return reserved
 
 
-def load_day(plan: PlanDecided, shipment: PlannedShipment) -> date:
-    """The day of its node a shipment counts against (a plan from before shipments carried their
-    capacity: the UTC date of the decision)."""
-    return plan.decided_at.date() if shipment.capacity is None else shipment.capacity.day
-
-
 async def count_shipments(conn: asyncpg.Connection, plan: PlanDecided) -> None:
     """Each shipment counts toward its node's day; raise _LostRace when that takes a node past the
     capacity the plan was decided with (the caller's savepoint takes the counts back)."""
     counts: dict[tuple[str, date], int] = {}
     capacity: dict[tuple[str, date], int] = {}
     for shipment in plan.shipments:
-        key = (shipment.node_id, load_day(plan, shipment))
+        key = plan.node_day(shipment)
         if shipment.capacity is not None:
             capacity[key] = shipment.capacity.shipments
         counts[key] = counts.get(key, 0) + 1

@@ -1,0 +1,34 @@
+"""decide-node's batch reads count each plan the batch makes toward its nodes' days, so a later order
+of the same batch is decided on the count as it will be, not as it was read."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from orchestrator.contract.examples import example
+from orchestrator.contract.pipeline import DayCapacity, PlanDecided
+from orchestrator.stages.decide_reads import DecideReads, around
+
+PLAN = example("plan.decided.v1")
+assert isinstance(PLAN, PlanDecided)
+DAY = date(2025, 3, 10)
+
+
+def test_a_plan_the_batch_makes_counts_on_its_nodes_day() -> None:
+    [shipment] = PLAN.shipments
+    assert shipment.capacity == DayCapacity(day=DAY, shipments=400)
+    reads = DecideReads(load_day=DAY, load={(shipment.node_id, DAY): 399})
+    reads.planned(PLAN)
+    assert reads.load == {(shipment.node_id, DAY): 400}
+    # A plan from before shipments carried their day counts on the UTC date of its decision.
+    tomorrow = shipment.model_copy(update={"capacity": None})
+    later = PLAN.model_copy(update={"shipments": (tomorrow,), "decided_at": PLAN.decided_at.replace(day=11)})
+    reads.planned(later)
+    assert reads.load[(shipment.node_id, date(2025, 3, 11))] == 1
+    # A plan with nothing to ship takes no slot.
+    reads.planned(PLAN.model_copy(update={"shipments": ()}))
+    assert sum(reads.load.values()) == 401
+
+
+def test_the_load_is_read_for_every_date_a_node_can_be_on() -> None:
+    assert around(DAY) == [date(2025, 3, 9), DAY, date(2025, 3, 11)]
