@@ -67,7 +67,7 @@ from orchestrator.contract.pipeline import (
     RepairOutcome,
     ReservationsConsumed,
 )
-from orchestrator.runtime.stage import Emitted, HandlerContext
+from orchestrator.runtime.stage import Emitted, HandlerContext, Stage
 from orchestrator.stages.common import INVENTORY_UPDATES, PLANS, REROUTES, RESERVATIONS, WMS_EVENTS
 from orchestrator.stages.reserve import _LostRace, reserve_plan, reserve_stage
 
@@ -96,6 +96,15 @@ class Pg:
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return self.loop.run_until_complete(coro)
+
+    def handle(self, stage: Stage, topic: str, data: EventPayload, source: str) -> list[Emitted]:
+        """One event through the stage's own handler on this connection; what it emitted."""
+        event = Envelope.new(data, source=source)
+        ctx = HandlerContext(
+            stage=stage.name, topic=topic, event=event, db=self.conn, now=datetime.now(UTC), log=LOG
+        )
+        self.run(stage.handler(event, ctx))
+        return ctx.emitted
 
 
 @pytest.fixture(scope="module")
@@ -264,12 +273,7 @@ class LedgerMachine(RuleBasedStateMachine):
         return f"{self.ns}-{short}"
 
     def handle(self, topic: str, data: EventPayload) -> list[Emitted]:
-        event = Envelope.new(data, source="test/properties")
-        ctx = HandlerContext(
-            stage="reserve", topic=topic, event=event, db=self.pg.conn, now=datetime.now(UTC), log=LOG
-        )
-        self.pg.run(self.stage.handler(event, ctx))
-        return ctx.emitted
+        return self.pg.handle(self.stage, topic, data, "test/properties")
 
     def new_order(self, short: str) -> str:
         order_id = self.name(f"{short}.{len(self.by_id)}")

@@ -16,7 +16,6 @@ import structlog
 
 from orchestrator.contract.base import EventPayload
 from orchestrator.contract.common import SkuLine
-from orchestrator.contract.envelope import Envelope
 from orchestrator.contract.examples import example
 from orchestrator.contract.inventory import InventorySnapshot
 from orchestrator.contract.pipeline import (
@@ -26,7 +25,7 @@ from orchestrator.contract.pipeline import (
     RedecideRequested,
     ReservationConfirmed,
 )
-from orchestrator.runtime.stage import Emitted, HandlerContext
+from orchestrator.runtime.stage import Emitted
 from orchestrator.stages.common import INVENTORY_UPDATES, PLANS
 from orchestrator.stages.reserve import reserve_stage
 from tests.test_properties_ledger import Pg, pg
@@ -46,12 +45,7 @@ def test_reserve_holds_a_nodes_day_to_the_capacity_its_plans_were_decided_with(p
     node, sku = f"{ns}-DC", f"{ns}-LAMP"
 
     def handle(topic: str, data: EventPayload) -> list[Emitted]:
-        event = Envelope.new(data, source="test/reserve-capacity")
-        ctx = HandlerContext(
-            stage="reserve", topic=topic, event=event, db=pg.conn, now=datetime.now(UTC), log=LOG
-        )
-        pg.run(stage.handler(event, ctx))
-        return ctx.emitted
+        return pg.handle(stage, topic, data, "test/reserve-capacity")
 
     def plan(n: int, capacity: DayCapacity | None, version: int = 1) -> PlanDecided:
         order_id = f"{ns}-ORD-{n}"

@@ -12,13 +12,12 @@ import structlog
 
 from orchestrator.contract.base import EventPayload
 from orchestrator.contract.common import SkuLine
-from orchestrator.contract.envelope import Envelope
 from orchestrator.contract.examples import example
 from orchestrator.contract.inventory import InventorySnapshot
 from orchestrator.contract.network import NodeStatusChanged
 from orchestrator.contract.pipeline import PlanDecided, PlanOutcome, RedecideRequested, Repair
 from orchestrator.domain.supply import RELEASE_WAITING
-from orchestrator.runtime.stage import Emitted, HandlerContext
+from orchestrator.runtime.stage import Emitted
 from orchestrator.stages.common import INVENTORY_UPDATES, NETWORK_UPDATES, PLANS, REROUTES
 from orchestrator.stages.reserve import reserve_stage
 from tests.test_properties_ledger import Pg, pg
@@ -38,12 +37,7 @@ def test_a_node_that_opens_plans_the_lines_waiting_for_its_stock_even_those_in_f
     t0 = datetime.now(UTC)
 
     def handle(topic: str, data: EventPayload) -> list[Emitted]:
-        event = Envelope.new(data, source="test/reserve-nodes")
-        ctx = HandlerContext(
-            stage="reserve", topic=topic, event=event, db=pg.conn, now=datetime.now(UTC), log=LOG
-        )
-        pg.run(stage.handler(event, ctx))
-        return ctx.emitted
+        return pg.handle(stage, topic, data, "test/reserve-nodes")
 
     def waiting(plan_id: str, attempt: int, repair: Repair | None) -> PlanDecided:
         line = SkuLine(line_id="1", sku=sku, quantity=2)
