@@ -26,7 +26,14 @@ import orjson
 import pytest
 
 from orchestrator.contract.base import EventPayload
-from orchestrator.contract.common import Address, CarrierAssignment, HomeDelivery, Package, SkuLine
+from orchestrator.contract.common import (
+    Address,
+    CarrierAssignment,
+    HomeDelivery,
+    Package,
+    SkuLine,
+    StorePickup,
+)
 from orchestrator.contract.envelope import Envelope
 from orchestrator.contract.execution import (
     ShipmentDelayed,
@@ -54,6 +61,7 @@ pytestmark = pytest.mark.integration
 TIMERS = MonitorTimers(
     acknowledge_within=timedelta(seconds=2),
     carrier_scan_within=timedelta(seconds=2),
+    collection_within=timedelta(seconds=6),
     tick_s=0.2,
     park_limit=timedelta(seconds=2),
 )
@@ -437,6 +445,37 @@ async def test_a_carrier_delay_past_the_promise_puts_it_at_risk(monitor: Monitor
     [quiet] = monitor.seen.kinds(wo.order_id, "no_carrier_scan")
     assert quiet["exception_id"].startswith(f"{wo.work_order_id}:no_carrier_scan:")
     assert tracking(wo) in quiet["detail"]
+
+
+async def test_a_collect_in_store_order_waits_for_its_customer_not_for_a_carrier_scan(
+    monitor: Monitor,
+) -> None:
+    # The same store has a parcel to ship and a collect-in-store order ready, both "shipped" at once.
+    node_id = uid("STORE")
+    parcel = work_order(uid("O-parcel"), node_id, [("SKU-A", 1)])
+    pickup = work_order(uid("O-bopis"), node_id, [("SKU-A", 1)]).model_copy(
+        update={"delivery": StorePickup(kind="bopis", pickup_store_id=node_id), "carrier": None}
+    )
+    await monitor.release(parcel, pickup)
+    await monitor.publish(acked(parcel), acked(pickup), shipped(parcel), shipped(pickup))
+    await monitor.wait(
+        lambda: bool(monitor.seen.kinds(parcel.order_id, "no_carrier_scan")), "no_carrier_scan"
+    )
+    due = {
+        r["work_order_id"]: r["scan_due_at"]
+        for r in await monitor.db.fetch(
+            "SELECT work_order_id, scan_due_at FROM monitor_shipments WHERE work_order_id = ANY($1::text[])",
+            [parcel.work_order_id, pickup.work_order_id],
+        )
+    }
+    # The parcel's carrier owed a scan 2 s after it shipped; the customer has 6 s to collect.
+    assert due[pickup.work_order_id] - due[parcel.work_order_id] > timedelta(seconds=3)
+    assert monitor.seen.kinds(pickup.order_id) == []
+    # Past the collection window: one exception, saying what is missing.
+    await monitor.wait(lambda: bool(monitor.seen.kinds(pickup.order_id, "no_carrier_scan")), "not collected")
+    [uncollected] = monitor.seen.kinds(pickup.order_id, "no_carrier_scan")
+    assert f"collect-in-store order ready at {node_id}" in uncollected["detail"]
+    assert "not collected by" in uncollected["detail"]
 
 
 async def test_an_order_is_partially_shipped_then_shipped_then_delivered(monitor: Monitor) -> None:

@@ -85,7 +85,8 @@ def order(delivery: str = "standard") -> OrderCreated:
 
 def test_the_default_playbooks_load() -> None:
     book = load_playbooks()
-    assert book.version == "playbooks-1"
+    assert book.version == "playbooks-2"
+    assert book.timers.collection_within == timedelta(days=7)
     assert book.timers.acknowledge_within == timedelta(minutes=30)
     assert book.timers.carrier_scan_within == timedelta(hours=24)
     assert book.limits == Limits(max_extra_cost=15.0, max_delay_days=2)

@@ -105,6 +105,10 @@ class Timers(_Model):
     carrier_scan_within: Duration = Field(
         default=timedelta(hours=24), description="The carrier must scan a shipped parcel within this."
     )
+    collection_within: Duration = Field(
+        default=timedelta(days=7),
+        description="The customer must collect a collect-in-store order within this of it being ready.",
+    )
 
 
 class Limits(_Model):

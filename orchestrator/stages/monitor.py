@@ -180,6 +180,8 @@ class MonitorTimers:
 
     acknowledge_within: timedelta = timedelta(minutes=30)
     carrier_scan_within: timedelta = timedelta(hours=24)
+    #: A collect-in-store order ready at the store has no carrier to scan it: the customer collects it.
+    collection_within: timedelta = timedelta(days=7)
     tick_s: float = 1.0
     #: How long an event about work monitor has not seen released yet stays parked waiting for the
     #: release before it is dead-lettered. Long: a parked event holds nothing up.
@@ -199,6 +201,7 @@ class MonitorTimers:
         return cls(
             acknowledge_within=_seconds(e, ACK_TIMEOUT_ENV) or playbooks.timers.acknowledge_within,
             carrier_scan_within=_seconds(e, SCAN_TIMEOUT_ENV) or playbooks.timers.carrier_scan_within,
+            collection_within=playbooks.timers.collection_within,
             park_limit=_seconds(e, PARK_LIMIT_ENV) or cls.park_limit,
         )
 
@@ -207,7 +210,7 @@ class MonitorTimers:
 
 _COLUMNS = (
     "work_order_id, order_id, shipment_id, node_id, state, lines, promised_delivery_date, ack_due_at,"
-    " ship_due_at, scan_due_at, tracking_number, last_event_at, fired, raised, correlation_id"
+    " ship_due_at, scan_due_at, tracking_number, last_event_at, fired, raised, correlation_id, pickup"
 )
 
 
@@ -230,6 +233,8 @@ class Shipment:
     fired: list[str]
     raised: list[str]
     correlation_id: str
+    #: Collect in store: no carrier; once ready, the customer collecting it is the next word.
+    pickup: bool = False
     #: The state when the handler loaded it: the order's "before" when its shipping state is reported.
     loaded_state: ShipmentState = ShipmentState.RELEASED
     dirty: bool = False
@@ -253,6 +258,7 @@ class Shipment:
             fired=list(r["fired"]),
             raised=list(r["raised"]),
             correlation_id=r["correlation_id"],
+            pickup=r["pickup"],
             loaded_state=state,
         )
 
@@ -550,8 +556,8 @@ def monitor_stage(deps: OrderPathDeps, timers: MonitorTimers | None = None) -> S
         lines = tuple(SkuLine(line_id=x.line_id, sku=x.sku, quantity=x.quantity) for x in wo.lines)
         inserted = await ctx.db.execute(
             "INSERT INTO monitor_shipments (work_order_id, order_id, shipment_id, node_id, state, lines,"
-            " promised_delivery_date, ack_due_at, ship_due_at, correlation_id)"
-            " VALUES ($1, $2, $3, $4, 'released', $5, $6, $7, $8, $9)"
+            " promised_delivery_date, ack_due_at, ship_due_at, correlation_id, pickup)"
+            " VALUES ($1, $2, $3, $4, 'released', $5, $6, $7, $8, $9, $10)"
             " ON CONFLICT (work_order_id) DO NOTHING",
             wo.work_order_id,
             wo.order_id,
@@ -562,6 +568,7 @@ def monitor_stage(deps: OrderPathDeps, timers: MonitorTimers | None = None) -> S
             released_at + cfg.acknowledge_within,
             wo.ship_by,
             ctx.event.correlation_id,
+            wo.carrier is None,
         )
         if inserted == "INSERT 0 0":
             return  # inserted by a concurrent handler since the lock (a guard: one order, one partition)
@@ -581,6 +588,7 @@ def monitor_stage(deps: OrderPathDeps, timers: MonitorTimers | None = None) -> S
             fired=[],
             raised=[],
             correlation_id=ctx.event.correlation_id,
+            pickup=wo.carrier is None,
         )
         # A new work order of an order that had shipped (a repair of a short pick) makes it partial again;
         # the row did not exist before, so it does not count in the "before" state.
@@ -654,7 +662,7 @@ def monitor_stage(deps: OrderPathDeps, timers: MonitorTimers | None = None) -> S
                     s.dirty = True
                     learned_tracking = True
                 if moved and s.state is ShipmentState.SHIPPED:
-                    s.expect_scan(ctx.now + cfg.carrier_scan_within)
+                    s.expect_scan(ctx.now + (cfg.collection_within if s.pickup else cfg.carrier_scan_within))
         if fresh:
             await learn_from_node_event(
                 ctx.db,
@@ -802,6 +810,15 @@ def monitor_stage(deps: OrderPathDeps, timers: MonitorTimers | None = None) -> S
                 kind,
                 f"work order {s.work_order_id} at node {s.node_id} is {s.state.value}, "
                 f"not shipped by its cut-off {when}",
+            )
+        elif s.pickup:
+            _raise(
+                ctx,
+                s,
+                kind,
+                f"collect-in-store order ready at {s.node_id} since {s.last_event_at or 'it shipped'}"
+                f" and not collected by {when}",
+                suffix=compact_time(due),
             )
         else:
             _raise(
