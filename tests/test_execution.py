@@ -89,6 +89,15 @@ def notified(p: Pipeline, order_id: str, kind: str) -> list[dict[str, Any]]:
     return [n for n in p.out.notifications[order_id] if n["kind"] == kind]
 
 
+async def short_until_options(
+    p: Pipeline, wo: dict[str, Any], line_id: str, sku: str, picked: int, short: int
+) -> None:
+    """The node acknowledges, then picks `line_id` short, and no node can fill it: the customer is
+    offered options."""
+    await p.publish(ack(wo), short_picked(wo, line_id, sku, picked=picked, short=short))
+    await p.out.wait(lambda: bool(notified(p, wo["order_id"], "options_offered")), "options offered")
+
+
 async def test_a_short_pick_is_re_routed_when_within_cost_and_delivery(pipeline: Pipeline) -> None:
     n = ids("X1")
     main, backup = n("DC-MAIN"), n("DC-BACKUP")
@@ -125,13 +134,7 @@ async def test_a_short_pick_nobody_can_fill_offers_the_customer_options(pipeline
     o = order(n("ORD"), [(a, 1), (b, 1)])
     await pipeline.publish(o)
     [wo] = await released(pipeline, o.order_id)
-    await pipeline.publish(
-        ack(wo),
-        short_picked(wo, "2", b, picked=0, short=1),
-    )
-    await pipeline.out.wait(
-        lambda: bool(notified(pipeline, o.order_id, "options_offered")), "options offered"
-    )
+    await short_until_options(pipeline, wo, "2", b, picked=0, short=1)
     [offer] = notified(pipeline, o.order_id, "options_offered")
     assert offer["options"], "the customer is given the choices"
     await pipeline.out.final_state(o.order_id, "needs_attention")
@@ -355,13 +358,7 @@ async def test_a_shipment_that_left_short_holds_nothing_of_what_it_lacked(pipeli
     o = order(n("ORD"), [(a, 1), (b, 2)])
     await pipeline.publish(o)
     [wo] = await released(pipeline, o.order_id)
-    await pipeline.publish(
-        ack(wo),
-        short_picked(wo, "2", b, picked=1, short=1),
-    )
-    await pipeline.out.wait(
-        lambda: bool(notified(pipeline, o.order_id, "options_offered")), "options offered"
-    )
+    await short_until_options(pipeline, wo, "2", b, picked=1, short=1)
     assert (await position(pipeline, dc, b))[:2] == (2, 2), "until it leaves, the shipment holds both units"
     left = shipped(wo, n("TRK"))
     left = left.model_copy(

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from orchestrator.contract.common import HoldReason, NodeCapability, NodeKind, Reason
+from orchestrator.contract.common import HoldReason, NodeCapability, NodeKind, OrderLine, Reason
 from orchestrator.contract.orders import OrderCreated
 from orchestrator.domain.network import NetworkView
 from orchestrator.domain.policy import Policy
@@ -60,9 +60,14 @@ def postal_code_valid(country: str, code: str) -> bool:
     return bool(pattern.match(normalise_postal_code(code)))
 
 
+def stocked(line: OrderLine) -> bool:
+    """Whether the ledger must know the line's SKU: a drop-ship line's SKU is its vendor's, not ours."""
+    return line.drop_ship_vendor_id is None
+
+
 def stocked_skus(order: OrderCreated) -> set[str]:
-    """The SKUs of the order the ledger must know: a drop-ship line's SKU is its vendor's, not ours."""
-    return {line.sku for line in order.lines if line.drop_ship_vendor_id is None}
+    """The SKUs of the order the ledger must know."""
+    return {line.sku for line in order.lines if stocked(line)}
 
 
 def validate_order(
@@ -92,7 +97,7 @@ def _line_reasons(order: OrderCreated, known_skus: Set[str]) -> list[Reason]:
                     f"at most {MAX_LINE_QUANTITY:,} units a line are accepted",
                 )
             )
-        if line.drop_ship_vendor_id is None and line.sku not in known_skus:
+        if stocked(line) and line.sku not in known_skus:
             out.append(
                 Reason(code="unknown_sku", message=f"line {line.line_id}: SKU {line.sku} is not known")
             )

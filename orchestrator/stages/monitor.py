@@ -187,6 +187,11 @@ class MonitorTimers:
     #: release before it is dead-lettered. Long: a parked event holds nothing up.
     park_limit: timedelta = timedelta(hours=1)
 
+    def after_shipped(self, pickup: bool) -> timedelta:
+        """How long after a work order ships the next word may take: a carrier's first scan, or for
+        a collect-in-store order (ready at the store, no carrier) the customer collecting it."""
+        return self.collection_within if pickup else self.carrier_scan_within
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> MonitorTimers:
         """The playbook timers; ORCHESTRATOR_{ACK,SCAN}_TIMEOUT_S and ORCHESTRATOR_MONITOR_PARK_LIMIT_S
@@ -662,7 +667,7 @@ def monitor_stage(deps: OrderPathDeps, timers: MonitorTimers | None = None) -> S
                     s.dirty = True
                     learned_tracking = True
                 if moved and s.state is ShipmentState.SHIPPED:
-                    s.expect_scan(ctx.now + (cfg.collection_within if s.pickup else cfg.carrier_scan_within))
+                    s.expect_scan(ctx.now + cfg.after_shipped(s.pickup))
         if fresh:
             await learn_from_node_event(
                 ctx.db,
