@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import re
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -24,6 +24,7 @@ from orchestrator.contract.base import EventPayload, UnknownEventType
 from orchestrator.contract.registry import EVENT_TYPES, model_for
 
 SPEC_VERSION = "1.0"
+_SPEC_VERSION_BYTES = SPEC_VERSION.encode()
 CONTENT_TYPE = "application/json"
 #: Namespace of the output event ids; with the parent id and the output's
 #: position it makes a retried handler emit the very same ids again.
@@ -156,6 +157,18 @@ def header_map(headers: Sequence[tuple[str, bytes]] | None) -> dict[str, str]:
         return {name: raw.decode("utf-8", "replace") if raw is not None else "" for name, raw in headers}
 
 
+def header_text(headers: Mapping[str, bytes | None], name: str) -> str:
+    """One header as text ("" when absent); a header that is not UTF-8 is kept with replacement
+    characters."""
+    raw = headers.get(name)
+    if not raw:
+        return ""
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        return raw.decode("utf-8", "replace")
+
+
 def _unknown_type(event_type: str) -> DecodeError:
     """Why `event_type` cannot be read: a version of a type we know (an upstream upgraded before us,
     which its owner must hear apart from plain garbage), or a type we have never heard of."""
@@ -172,28 +185,30 @@ def _unknown_type(event_type: str) -> DecodeError:
 def read_event(
     key: bytes | None,
     value: bytes | None,
-    headers: Sequence[tuple[str, bytes]] | None,
+    headers: Sequence[tuple[str, bytes | None]] | None,
     *,
     timestamp_ms: int | None = None,
     resolve: Callable[[str], type[EventPayload]] = model_for,
-) -> tuple[EventPayload, datetime, str, dict[str, str]]:
-    """A record's event, when it happened, its subject and its headers as text, or `DecodeError`.
+) -> tuple[EventPayload, datetime, str, Mapping[str, bytes | None]]:
+    """A record's event, when it happened, its subject and its headers as bytes, or `DecodeError`.
 
     Every check of `decode`, without building the envelope or its trace: what a view that only
     folds events needs (the envelope and its trace were about a sixth of a view's time per event).
+    Only the headers checked here are read as text (`header_text` reads others): decoding all nine
+    was a tenth of a view's time per event.
     """
-    h = header_map(headers)
+    h: dict[str, bytes | None] = dict(headers) if headers else {}
     for required in ("ce_id", "ce_type", "ce_source", "ce_specversion"):
         if not h.get(required):
             raise DecodeError("missing_header", f"required CloudEvents header {required} is missing")
-    if h["ce_specversion"] != SPEC_VERSION:
-        raise DecodeError(
-            "bad_header", f"ce_specversion {h['ce_specversion']!r} is not supported (expected {SPEC_VERSION})"
-        )
+    if h["ce_specversion"] != _SPEC_VERSION_BYTES:
+        spec = header_text(h, "ce_specversion")
+        raise DecodeError("bad_header", f"ce_specversion {spec!r} is not supported (expected {SPEC_VERSION})")
+    event_type = header_text(h, "ce_type")
     try:
-        model = resolve(h["ce_type"])
+        model = resolve(event_type)
     except UnknownEventType:
-        raise _unknown_type(h["ce_type"]) from None
+        raise _unknown_type(event_type) from None
     if value is None:
         raise DecodeError("malformed", "record has no value (tombstone) where an event was expected")
     try:
@@ -206,23 +221,25 @@ def read_event(
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()[:10]
         )
-        raise DecodeError("schema", f"{h['ce_type']} breaks its schema: {problems}") from None
+        raise DecodeError("schema", f"{event_type} breaks its schema: {problems}") from None
     subject = data.subject()
     if key is None:
         raise DecodeError("bad_key", f"record has no key; it must be the event's {model.subject_field}")
-    if key.decode("utf-8", errors="replace") != subject:
+    if key != subject.encode():
         raise DecodeError(
             "bad_key",
             f"record key {key.decode('utf-8', errors='replace')!r} is not the event's "
             f"{model.subject_field} {subject!r}; events of one {model.subject_field} must share a partition",
         )
-    if "ce_time" in h:
+    stamp = h.get("ce_time")
+    if stamp is not None:
+        text = header_text(h, "ce_time")
         try:
-            time = datetime.fromisoformat(h["ce_time"])
+            time = datetime.fromisoformat(text)
         except ValueError:
-            raise DecodeError("bad_header", f"ce_time {h['ce_time']!r} is not an RFC 3339 time") from None
+            raise DecodeError("bad_header", f"ce_time {text!r} is not an RFC 3339 time") from None
         if time.tzinfo is None:
-            raise DecodeError("bad_header", f"ce_time {h['ce_time']!r} has no time zone")
+            raise DecodeError("bad_header", f"ce_time {text!r} has no time zone")
     else:
         time = datetime.fromtimestamp((timestamp_ms or 0) / 1000, tz=UTC)
     return data, time, subject, h
@@ -238,19 +255,19 @@ def decode(
 ) -> Envelope:
     """Parse and validate one record, or raise `DecodeError` saying why not."""
     data, time, subject, h = read_event(key, value, headers, timestamp_ms=timestamp_ms, resolve=resolve)
-    event_id = h["ce_id"]
-    traceparent = h.get("traceparent", "")
+    event_id = header_text(h, "ce_id")
+    traceparent = header_text(h, "traceparent")
     if not _valid_traceparent(traceparent):
         # An upstream without tracing still gets one trace per event, stable across redeliveries.
         traceparent = traceparent_for(trace_seed=event_id, span_seed=event_id)
     return Envelope(
         id=event_id,
-        type=h["ce_type"],
-        source=h["ce_source"],
+        type=header_text(h, "ce_type"),
+        source=header_text(h, "ce_source"),
         time=time,
         subject=subject,
-        correlation_id=h.get("ce_correlationid") or event_id,
-        causation_id=h.get("ce_causationid") or None,
+        correlation_id=header_text(h, "ce_correlationid") or event_id,
+        causation_id=header_text(h, "ce_causationid") or None,
         traceparent=traceparent,
         data=data,
     )

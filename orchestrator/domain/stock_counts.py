@@ -89,6 +89,14 @@ def apply_storable(
 ) -> bool:
     """Fold `change` into `position` unless a 32-bit ledger refuses it (see `fold_changes`): reserve
     dead-letters such a change, so every ledger must leave it out. True when applied."""
+    if isinstance(change, InventoryDelta):
+        # Deltas are nearly every change a ledger folds: the same rule without the trial position.
+        on_hand = max(0, position.on_hand + change.change)
+        low = -limit - 1
+        if not (low <= change.change <= limit and on_hand <= limit and low <= position.safety_stock <= limit):
+            return False
+        position.on_hand = on_hand
+        return True
     trial = Counted(position.on_hand, position.safety_stock, position.counted_at)
     apply_change(trial, change, shipped)
     if not _fits(change, trial, limit):

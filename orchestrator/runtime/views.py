@@ -115,18 +115,24 @@ class FollowedTopics:
 
     async def _poll(self, consumer: AIOKafkaConsumer) -> None:
         batches = await consumer.getmany(timeout_ms=200, max_records=1000)
-        for records in batches.values():
-            for rec in records:
-                try:
-                    # The checks of `decode`, without the envelope: a view folds the event alone.
-                    data, at, _, _ = read_event(rec.key, rec.value, rec.headers, timestamp_ms=rec.timestamp)
-                except DecodeError as exc:
-                    # The stage that consumes this topic in a group dead-letters it; a view only skips it.
-                    self.skipped += 1
-                    self.log.warning("view skipped a record", offset=rec.offset, reason=exc.reason)
-                    continue
-                self.apply(data, at)
-                self.folded += 1
+        apply, folded = self.apply, 0  # looked up once a poll: this loop runs for every event
+        try:
+            for records in batches.values():
+                for rec in records:
+                    try:
+                        # The checks of `decode`, without the envelope: a view folds the event alone.
+                        data, at, _, _ = read_event(
+                            rec.key, rec.value, rec.headers, timestamp_ms=rec.timestamp
+                        )
+                    except DecodeError as exc:
+                        # The stage that consumes this topic in a group dead-letters it; a view only skips it.
+                        self.skipped += 1
+                        self.log.warning("view skipped a record", offset=rec.offset, reason=exc.reason)
+                        continue
+                    apply(data, at)
+                    folded += 1
+        finally:
+            self.folded += folded
         self._polled.set()
 
     async def catch_up(self, since: datetime, timeout: float) -> bool:
