@@ -3,15 +3,31 @@ of the same batch is decided on the count as it will be, not as it was read."""
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime, time, timedelta
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from orchestrator.contract.examples import example
 from orchestrator.contract.pipeline import DayCapacity, PlanDecided
+from orchestrator.domain.network import ship_day
 from orchestrator.stages.decide_reads import DecideReads, around
 
 PLAN = example("plan.decided.v1")
 assert isinstance(PLAN, PlanDecided)
 DAY = date(2025, 3, 10)
+#: The zones furthest from UTC either way, and some between.
+ZONES = (
+    "Etc/GMT+12",
+    "Pacific/Pago_Pago",
+    "America/Los_Angeles",
+    "UTC",
+    "Europe/London",
+    "Asia/Tokyo",
+    "Pacific/Auckland",
+    "Pacific/Kiritimati",
+    "Etc/GMT-14",
+)
 
 
 def test_a_plan_the_batch_makes_counts_on_its_nodes_day() -> None:
@@ -30,5 +46,16 @@ def test_a_plan_the_batch_makes_counts_on_its_nodes_day() -> None:
     assert sum(reads.load.values()) == 401
 
 
-def test_the_load_is_read_for_every_date_a_node_can_be_on() -> None:
-    assert around(DAY) == [date(2025, 3, 9), DAY, date(2025, 3, 11)]
+@settings(max_examples=300, deadline=None)
+@given(
+    zone=st.sampled_from(ZONES),
+    cutoff=st.times(),
+    moment=st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=1) - timedelta(microseconds=1)),
+)
+def test_the_load_is_read_for_every_date_a_shipment_can_leave_on(
+    zone: str, cutoff: time, moment: timedelta
+) -> None:
+    # Whatever the node's time zone and cut-off, a plan made on the UTC date leaves on a date read.
+    at = datetime.combine(DAY, time(0), tzinfo=UTC) + moment
+    ship_date, _, today = ship_day(zone, cutoff, at)
+    assert today in around(DAY) and ship_date in around(DAY)

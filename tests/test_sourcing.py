@@ -624,7 +624,7 @@ def test_a_capacity_override_for_today_applies() -> None:
     assert shipped(plan_for(order(line("1", "SKU-A")), stock, network=network)) == {"DC-LONDON": {"1": 1}}
 
 
-def test_a_shipment_carries_its_nodes_local_day_and_capacity_for_reserve_to_check() -> None:
+def test_a_shipment_carries_its_ship_date_and_capacity_for_reserve_to_check() -> None:
     network = uk_network(NodeCapacityChanged(node_id="DC-MANCHESTER", daily_capacity=7, for_date=TODAY))
     stock = {("DC-MANCHESTER", "SKU-A"): 9}
     plan = plan_for(order(line("1", "SKU-A")), stock, network=network, used={"DC-MANCHESTER": 6})
@@ -633,24 +633,62 @@ def test_a_shipment_carries_its_nodes_local_day_and_capacity_for_reserve_to_chec
     late = datetime(2025, 7, 1, 23, 30, tzinfo=UTC)
     night = plan_for(order(line("1", "SKU-A")).model_copy(update={"placed_at": late}), stock, now=late)
     assert [s.capacity for s in night.shipments] == [DayCapacity(day=date(2025, 7, 2), shipments=1000)]
+    # Past the node's 17:00 cut-off the shipment leaves tomorrow: tomorrow's capacity is what it takes.
+    evening = datetime(2025, 3, 10, 18, 0, tzinfo=UTC)
+    after = plan_for(order(line("1", "SKU-A")).model_copy(update={"placed_at": evening}), stock, now=evening)
+    assert [s.capacity for s in after.shipments] == [DayCapacity(day=date(2025, 3, 11), shipments=1000)]
+    assert [s.ship_by for s in after.shipments] == [datetime(2025, 3, 11, 17, 0, tzinfo=UTC)]
 
 
-def test_load_today_counts_each_nodes_own_local_day() -> None:
+def test_past_the_cut_off_a_node_full_today_still_takes_work_for_tomorrow() -> None:
+    evening = datetime(2025, 3, 10, 18, 0, tzinfo=UTC)  # after DC-MANCHESTER's 17:00 cut-off
+    network = uk_network(NodeCapacityChanged(node_id="DC-MANCHESTER", daily_capacity=0, for_date=TODAY))
+    stock = {("DC-MANCHESTER", "SKU-A"): 9, ("DC-LONDON", "SKU-A"): 9}
+    late_order = order(line("1", "SKU-A")).model_copy(update={"placed_at": evening})
+    plan = plan_for(late_order, stock, network=network, now=evening)
+    assert shipped(plan) == {"DC-MANCHESTER": {"1": 1}}
+    # A day closed tomorrow turns it away instead, with tomorrow's date in the reason.
+    closed_tomorrow = uk_network(
+        NodeCapacityChanged(node_id="DC-MANCHESTER", daily_capacity=0, for_date=date(2025, 3, 11))
+    )
+    plan = plan_for(late_order, stock, network=closed_tomorrow, now=evening)
+    assert shipped(plan) == {"DC-LONDON": {"1": 1}}
+    assert verdict(plan, "DC-MANCHESTER")["no_capacity"].startswith("no capacity left on 2025-03-11")
+
+
+def test_load_counts_each_nodes_own_ship_date() -> None:
     network = network_from_events(
         [
             node("DC-LONDON", "london"),
+            node("DC-LATE", "london", cutoff=time(22, 0)),
             node("DC-NOWHERE", "leeds").model_copy(update={"timezone": "Asia/Tokyo"}),
         ]
     )
-    at = datetime(2025, 3, 10, 20, 0, tzinfo=UTC)  # 10 March in London, 11 March in Tokyo
+    # 20:00 on 10 March in London: past DC-LONDON's 17:00 cut-off, before DC-LATE's 22:00;
+    # 05:00 on 11 March in Tokyo, before its cut-off.
+    at = datetime(2025, 3, 10, 20, 0, tzinfo=UTC)
     planned = {
         ("DC-LONDON", date(2025, 3, 10)): 4,
         ("DC-LONDON", date(2025, 3, 11)): 9,
+        ("DC-LATE", date(2025, 3, 10)): 6,
+        ("DC-LATE", date(2025, 3, 11)): 1,
         ("DC-NOWHERE", date(2025, 3, 10)): 5,
         ("DC-NOWHERE", date(2025, 3, 11)): 2,
+        ("DC-NOWHERE", date(2025, 3, 12)): 8,
         ("DC-GONE", date(2025, 3, 10)): 3,  # not in the network: counted on UTC's date
     }
-    assert network.load_today(planned, at) == {"DC-LONDON": 4, "DC-NOWHERE": 2, "DC-GONE": 3}
+    assert network.load_on_ship_dates(planned, at) == {
+        "DC-LONDON": 9,
+        "DC-LATE": 6,
+        "DC-NOWHERE": 2,
+        "DC-GONE": 3,
+    }
+    assert [network.ship_date(n, at) for n in ("DC-LONDON", "DC-LATE", "DC-NOWHERE", "DC-GONE")] == [
+        date(2025, 3, 11),
+        date(2025, 3, 10),
+        date(2025, 3, 11),
+        date(2025, 3, 10),
+    ]
 
 
 def test_max_shipments_is_respected() -> None:

@@ -109,7 +109,10 @@ class PlanOutcome(StrEnum):
 class DayCapacity(ContractModel):
     """The node's day a shipment counts against, and how many shipments the node takes that day."""
 
-    day: date = Field(description="The node's local date when the plan was decided.")
+    day: date = Field(
+        description="The day the shipment leaves the node: the node's local date when the plan was "
+        "decided, or the next day when that was after the node's cut-off."
+    )
     shipments: NonNegativeInt = Field(
         description="Shipments the node can take that day, in the deciding stage's network view."
     )
@@ -171,7 +174,7 @@ class PlanDecided(EventPayload):
     )
 
     def node_day(self, shipment: PlannedShipment) -> tuple[str, date]:
-        """The (node, day) one of its shipments counts against: the node's local day it carries, or
+        """The (node, day) one of its shipments counts against: the ship date it carries, or
         for a plan from before shipments carried their capacity, the UTC date of the decision."""
         day = self.decided_at.date() if shipment.capacity is None else shipment.capacity.day
         return shipment.node_id, day

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from types import MappingProxyType
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
@@ -36,6 +36,17 @@ def _with(mapping: Mapping[K, V], key: K, value: V) -> Mapping[K, V]:
     updated = dict(mapping)
     updated[key] = value
     return MappingProxyType(updated)
+
+
+def ship_day(timezone: str, cutoff: time, at: datetime) -> tuple[date, datetime, date]:
+    """(ship date, ship-by in UTC, local today) of a node in `timezone` with this cut-off, at `at`:
+    today before the cut-off, else tomorrow. Its capacity is counted on the ship date: what the
+    node can ship that day."""
+    local = at.astimezone(ZoneInfo(timezone))
+    today = local.date()
+    ship_date = today if local.time() < cutoff else today + timedelta(days=1)
+    ship_by = datetime.combine(ship_date, cutoff, tzinfo=local.tzinfo).astimezone(UTC)
+    return ship_date, ship_by, today
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -105,23 +116,30 @@ class NetworkView:
         node = self.nodes.get(node_id)
         return 0 if node is None else node.daily_capacity
 
-    def local_day(self, node_id: str, at: datetime) -> date:
-        """The node's local date at `at`: capacity is counted per local day (UTC's for an unknown node)."""
+    def ship_date(self, node_id: str, at: datetime) -> date:
+        """The day a shipment planned at `at` leaves the node, whose capacity it counts against
+        (UTC's date for an unknown node)."""
         node = self.nodes.get(node_id)
-        return at.astimezone(UTC if node is None else ZoneInfo(node.timezone)).date()
+        if node is None:
+            return at.astimezone(UTC).date()
+        return ship_day(node.timezone, node.cutoff_local, at)[0]
 
-    def load_today(self, planned: Mapping[tuple[str, date], int], at: datetime) -> dict[str, int]:
-        """Shipments planned per node on its local day at `at`, from shipments per (node, day): what
-        `decide` checks each node's capacity against."""
-        by_zone: dict[str, date] = {}  # a handful of time zones for tens of nodes
+    def load_on_ship_dates(self, planned: Mapping[tuple[str, date], int], at: datetime) -> dict[str, int]:
+        """Shipments planned per node on the day a shipment planned at `at` would leave it, from
+        shipments per (node, day): what `decide` checks each node's capacity against."""
+        by_clock: dict[tuple[str, time], date] = {}  # a handful of time zones and cut-offs for tens of nodes
         out: dict[str, int] = {}
         for (node_id, day), shipments in planned.items():
             node = self.nodes.get(node_id)
-            zone = "UTC" if node is None else node.timezone
-            today = by_zone.get(zone)
-            if today is None:
-                today = by_zone[zone] = at.astimezone(ZoneInfo(zone)).date()
-            if shipments and day == today:
+            if node is None:
+                ships = at.astimezone(UTC).date()
+            else:
+                clock = (node.timezone, node.cutoff_local)
+                known = by_clock.get(clock)
+                if known is None:
+                    known = by_clock[clock] = ship_day(node.timezone, node.cutoff_local, at)[0]
+                ships = known
+            if shipments and day == ships:
                 out[node_id] = shipments
         return out
 
@@ -150,4 +168,4 @@ def network_from_events(events: Iterable[EventPayload]) -> NetworkView:
     return view
 
 
-__all__ = ["NetworkView", "network_from_events"]
+__all__ = ["NetworkView", "network_from_events", "ship_day"]

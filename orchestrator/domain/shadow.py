@@ -247,11 +247,11 @@ class ShadowDecision:
 def capacity_breaches(
     plan: PlanDecided, *, network: NetworkView, capacity_used: Mapping[str, int], now: datetime
 ) -> int:
-    """Shipments of `plan` at a node whose capacity on its local day (at `now`) is already taken by
-    what is planned there (`capacity_used`, as the decision saw it)."""
+    """Shipments of `plan` at a node whose capacity on the shipment's ship date (planned at `now`)
+    is already taken by what is planned there (`capacity_used`, as the decision saw it)."""
     breaches = 0
     for shipment in plan.shipments:
-        day = network.local_day(shipment.node_id, now)
+        day = network.ship_date(shipment.node_id, now)
         if capacity_used.get(shipment.node_id, 0) >= network.capacity_on(shipment.node_id, day):
             breaches += 1
     return breaches

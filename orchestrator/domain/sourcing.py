@@ -47,10 +47,9 @@ import math
 from bisect import bisect_left
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from types import MappingProxyType
-from zoneinfo import ZoneInfo
 
 from orchestrator.contract.common import (
     Address,
@@ -68,7 +67,7 @@ from orchestrator.contract.orders import OrderCreated
 from orchestrator.contract.pipeline import PlanDecided, PlanOutcome
 from orchestrator.domain.geo import haversine_km
 from orchestrator.domain.learning import NO_RISK, RoutingRisk
-from orchestrator.domain.network import NetworkView
+from orchestrator.domain.network import NetworkView, ship_day
 from orchestrator.domain.policy import Policy
 
 #: Units of a SKU available now at a node: (node_id, sku) -> units, already net of
@@ -417,9 +416,10 @@ class _Candidate:
     min_slope: float = 0.0
     node_id: str = ""
     is_vendor: bool = False
-    #: The node's local today, and the shipments it can take that day (a shipment from here counts
-    #: against them, and reserve re-checks them when it holds the plan).
-    today: date | None = None
+    #: The day a shipment from here would leave (today before the cut-off, else tomorrow), and the
+    #: shipments the node can take that day (a shipment from here counts against them, and reserve
+    #: re-checks them when it holds the plan).
+    ships_on: date | None = None
     capacity: int = 0
 
     def __post_init__(self) -> None:
@@ -501,11 +501,7 @@ class _Context:
         key = (node.timezone, node.cutoff_local)
         known = self._ship_days.get(key)
         if known is None:
-            local = self.now.astimezone(ZoneInfo(node.timezone))
-            today = local.date()
-            ship_date = today if local.time() < node.cutoff_local else today + timedelta(days=1)
-            ship_by = datetime.combine(ship_date, node.cutoff_local, tzinfo=local.tzinfo).astimezone(UTC)
-            known = self._ship_days[key] = (ship_date, ship_by, today)
+            known = self._ship_days[key] = ship_day(node.timezone, node.cutoff_local, self.now)
         return known
 
     def late_days(self, delivery: date) -> int:
@@ -639,9 +635,10 @@ def _carrier_rates(
 
 def _assess_node(ctx: _Context, index: int, node: NodeUpserted, in_store: bool) -> _Candidate:
     cand = _Candidate(index=index, node=node, in_store=in_store)
-    ship_date, cand.ship_by, today = ctx.ship_day(node)
-    used, capacity = _node_state(ctx, cand, today)
-    cand.today, cand.capacity = today, capacity
+    ship_date, cand.ship_by, _ = ctx.ship_day(node)
+    # Capacity is what the node can ship in a day: a shipment counts on the day it leaves.
+    used, capacity = _node_state(ctx, cand, ship_date)
+    cand.ships_on, cand.capacity = ship_date, capacity
     lasting: str | None = None  # a node-wide reason that will not pass by itself
     if in_store:
         late = ctx.late_days(ship_date)
@@ -692,8 +689,9 @@ def _price_carriers(ctx: _Context, cand: _Candidate, ship_date: date) -> None:
             cand.never_all = NO_CARRIER
 
 
-def _node_state(ctx: _Context, cand: _Candidate, today: date) -> tuple[int, int]:
-    """Open, not excluded, capacity left today; returns (shipments planned today, capacity today)."""
+def _node_state(ctx: _Context, cand: _Candidate, day: date) -> tuple[int, int]:
+    """Open, not excluded, capacity left on `day`, the ship date; returns (shipments planned that
+    day, capacity that day)."""
     node_id = cand.node_id
     if not cand.node.open:
         cand.reject(NODE_CLOSED, "node is closed")
@@ -701,10 +699,10 @@ def _node_state(ctx: _Context, cand: _Candidate, today: date) -> tuple[int, int]
         cand.reject(BREAKER_OPEN, ctx.risk.closed_nodes[node_id])
     if node_id in ctx.excluded:
         cand.reject(EXCLUDED, f"excluded by re-decide attempt {ctx.attempt}")
-    capacity = ctx.network.capacity_on(node_id, today)
+    capacity = ctx.network.capacity_on(node_id, day)
     used = ctx.capacity_used.get(node_id, 0)
     if capacity - used <= 0:
-        cand.reject(NO_CAPACITY, f"no capacity left on {today.isoformat()} ({used} of {capacity} planned)")
+        cand.reject(NO_CAPACITY, f"no capacity left on {day.isoformat()} ({used} of {capacity} planned)")
     return used, capacity
 
 
@@ -1538,7 +1536,7 @@ def decide(
     """Decide where each line of `order` is fulfilled, by which carrier service, and why.
 
     `stock` is what each node can promise now; `capacity_used` the shipments
-    already planned per node on its local today (`NetworkView.load_today`);
+    already planned per node on the day a shipment from it would leave (`NetworkView.load_on_ship_dates`);
     `now` an aware datetime (it fixes cut-offs, dates and `decided_at`). The same inputs always
     give the same plan.
     `opportunity`: look-ahead prices per unit by (node_id, sku) (`orchestrator.domain.lookahead`),
@@ -1646,7 +1644,7 @@ def _planned(plan_id: str, index: int, shipment: _Shipment) -> dict[str, object]
         "distance_km": round(cand.distance_km, 1),
         "shipping_cost": rate.shipping_cost(shipment.weight_kg),
         "cost": round(shipment.cost, 4),
-        "capacity": {"day": cand.today, "shipments": cand.capacity},
+        "capacity": {"day": cand.ships_on, "shipments": cand.capacity},
     }
 
 

@@ -71,7 +71,7 @@ class PromiseLedger:
     positions: dict[StockKey, _Position] = field(default_factory=dict)
     held: dict[str, list[_Held]] = field(default_factory=dict)
     by_sku: dict[str, set[str]] = field(default_factory=dict)
-    #: Shipments reserved per (node, its local date), and the day each unshipped shipment counts on.
+    #: Shipments reserved per (node, ship date), and the day each unshipped shipment counts on.
     load: dict[tuple[str, date], int] = field(default_factory=dict)
     slots: dict[str, tuple[str, date]] = field(default_factory=dict)
     #: Units the waiting lines of each SKU are owed (SKUs nothing waits for are absent).
@@ -193,9 +193,9 @@ class PromiseLedger:
         return set_aside(out, owed) if owed else out
 
     def node_load(self, network: NetworkView, at: datetime) -> dict[str, int]:
-        """Shipments reserved per node on its local date at `at` (what decide-node checks capacity
-        against)."""
-        return network.load_today(self.load, at)
+        """Shipments reserved per node on the day a shipment planned at `at` would leave it (what
+        decide-node checks capacity against)."""
+        return network.load_on_ship_dates(self.load, at)
 
     def available_by_node(self, sku: str) -> dict[str, int]:
         return {node_id: units for (node_id, _), units in sorted(self.stock({sku}).items())}

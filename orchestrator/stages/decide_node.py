@@ -169,14 +169,15 @@ async def with_additions(
 
 
 async def node_load(ctx: HandlerContext, network: NetworkView) -> dict[str, int]:
-    """Shipments planned per node on its local date now: what `decide` checks capacity against."""
+    """Shipments planned per node on the day a shipment planned now would leave it: what `decide`
+    checks capacity against."""
     reads = _reads(ctx)
     utc_day = ctx.now.astimezone(UTC).date()
     if reads is not None and reads.load_day == utc_day:
         planned = reads.load
     else:
         planned = await planned_load(ctx.db, around(utc_day))
-    return network.load_today(planned, ctx.now)
+    return network.load_on_ship_dates(planned, ctx.now)
 
 
 def status_of(plan: PlanDecided) -> tuple[OrderState, tuple[Reason, ...]]:

@@ -17,8 +17,9 @@ What stays exact:
   them, so one read per batch sees what one read per event would have, up to
   reserve's own concurrent commits, which the one-at-a-time reads raced too
   (reserve is the atomic check; a lost race comes back as a re-decide);
-- node load is read for the three dates around the batch's UTC date (every
-  node's local date is one of them), and each plan the batch makes counts
+- node load is read for the dates a shipment planned on the batch's UTC date
+  can leave a node on (its local date, one of the three around the UTC
+  date, or the day after it, past the cut-off), and each plan the batch makes counts
   toward it (`DecideReads.planned`): a later order of the batch does not
   take a node's last slot again (reserve holds a plan only within capacity);
 - anything the batch did not read (the load once the UTC date turns, an order
@@ -53,7 +54,7 @@ class DecideReads:
     """The batch's reads; `orders` holds a row (or None: no row yet) for every order id it asked for."""
 
     orders: dict[str, OrderRow | None] = field(default_factory=dict)
-    #: The UTC date the load was read on, and shipments per (node, local date) around it.
+    #: The UTC date the load was read on, and shipments per (node, ship date) around it.
     load_day: date | None = None
     load: dict[tuple[str, date], int] = field(default_factory=dict)
     skus: frozenset[str] = frozenset()
@@ -86,12 +87,13 @@ class DecideReads:
 
 
 def around(day: date) -> list[date]:
-    """The dates any node's local date can be on UTC's `day`."""
-    return [day - timedelta(days=1), day, day + timedelta(days=1)]
+    """The dates a shipment planned on UTC's `day` can leave a node on: its local date is one of
+    the three around `day`, and after the cut-off it leaves the day after that."""
+    return [day - timedelta(days=1), day, day + timedelta(days=1), day + timedelta(days=2)]
 
 
 async def planned_load(conn: asyncpg.Connection, days: Sequence[date]) -> dict[tuple[str, date], int]:
-    """Shipments reserve holds per (node, local date) on these dates."""
+    """Shipments reserve holds per (node, ship date) on these dates."""
     rows = await conn.fetch(
         "SELECT node_id, day, shipments FROM reserve_node_load WHERE day = ANY($1::date[])", list(days)
     )
