@@ -37,7 +37,7 @@ _TEMPLATE_VARIABLE = re.compile(r"\$\{\w+\}|\$\w+")
 
 #: Series the dashboard must show: the issue's list (orders through each stage, lag, latency
 #: percentiles, decisions, splits, exceptions by kind and resolution, dead letters, stock-outs),
-#: readiness and the promise API.
+#: readiness, the promise API, and a shadow policy and the look-ahead prices against the active policy.
 REQUIRED_METRICS = {
     "orchestrator_events_consumed_total",
     "orchestrator_consumer_lag_messages",
@@ -53,6 +53,13 @@ REQUIRED_METRICS = {
     "orchestrator_stage_ready",
     "orchestrator_promise_requests_total",
     "orchestrator_promise_seconds_bucket",
+    "orchestrator_shadow_shipping_cost_total",
+    "orchestrator_shadow_split_decisions_total",
+    "orchestrator_shadow_promise_hits_total",
+    "orchestrator_shadow_differing_decisions_total",
+    "orchestrator_shadow_capacity_breaches_total",
+    "orchestrator_lookahead_prices_computed_timestamp_seconds",
+    "orchestrator_lookahead_refreshes_total",
 }
 
 

@@ -40,6 +40,8 @@ from orchestrator.domain.lookahead import (
 )
 from orchestrator.domain.network import NetworkView, network_from_events
 from orchestrator.domain.policy import LookaheadPolicy, Policy, ShipFromStoreRule, load_policy
+from orchestrator.infra.ports import free_port
+from orchestrator.runtime.metrics import RuntimeMetrics
 from orchestrator.settings import Settings
 from orchestrator.sim import build_network, order_stream
 from orchestrator.sim.costing import BACKORDER_PENALTY_PER_UNIT, order_options, yardstick_policy
@@ -713,6 +715,8 @@ async def test_the_view_prices_recent_orders_against_the_ledger(db: asyncpg.Conn
     )
     try:
         view = LookaheadView(looking_ahead(window_hours=24, horizon_hours=24), lambda: network)
+        metrics = RuntimeMetrics()
+        view.bind_metrics(metrics)
         assert not view.ready
         prices = await view.refresh(db, now=now)
         assert view.ready and view.state is prices
@@ -720,6 +724,14 @@ async def test_the_view_prices_recent_orders_against_the_ledger(db: asyncpg.Conn
         # are not. The held order is no demand.
         assert view.lines_seen == 2
         assert prices == {(glasgow, sku): pytest.approx(2.5)}
+        # What an SRE sees of it: one policy looks ahead, prices from now, 2 lines, 1 priced position.
+        sample = metrics.registry.get_sample_value
+        assert sample("orchestrator_lookahead_policies") == 1
+        assert sample("orchestrator_lookahead_refreshes_total", {"outcome": "ok"}) == 1
+        assert sample("orchestrator_lookahead_refresh_seconds_count") == 1
+        assert sample("orchestrator_lookahead_prices_computed_timestamp_seconds") == now.timestamp()
+        assert sample("orchestrator_lookahead_window_lines") == 2
+        assert sample("orchestrator_lookahead_priced_positions") == 1
         # A day later the window is empty: no prices.
         assert await view.refresh(db, now=now + timedelta(days=2)) == {}
     finally:
@@ -803,6 +815,28 @@ async def test_the_view_refreshes_in_the_background_and_follows_the_policies_in_
     finally:
         stop.set()
         await ahead.close()
+    # With the database away it keeps trying, counts each failure, and is not ready without prices.
+    away = LookaheadView(looking_ahead(refresh_seconds=0.2), lambda: uk_network())
+    metrics = RuntimeMetrics()
+    away.bind_metrics(metrics)
+    stop = asyncio.Event()
+    nowhere = f"postgresql://nobody@127.0.0.1:{free_port()}/none"
+    await away.start(Settings(database_url=nowhere), stop)
+    try:
+        for _ in range(100):
+            if metrics.registry.get_sample_value(
+                "orchestrator_lookahead_refreshes_total", {"outcome": "failed"}
+            ):
+                break
+            await asyncio.sleep(0.05)
+        assert (
+            metrics.registry.get_sample_value("orchestrator_lookahead_refreshes_total", {"outcome": "failed"})
+            == 1
+        )
+        assert not away.ready and away.refreshed_at is None
+    finally:
+        stop.set()
+        await away.close()
 
 
 def test_a_row_without_a_known_place_is_skipped() -> None:

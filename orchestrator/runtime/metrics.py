@@ -191,6 +191,42 @@ class RuntimeMetrics:
             shadow_labels,
             registry=r,
         )
+        # Look-ahead prices (decide-node): how fresh they are and what they were computed from.
+        self.lookahead_policies = Gauge(
+            "orchestrator_lookahead_policies",
+            "Routing policies in use (active, shadow) that look ahead; 0: sourcing is myopic.",
+            registry=r,
+        )
+        self.lookahead_refreshes = Counter(
+            "orchestrator_lookahead_refreshes_total",
+            "Look-ahead price refreshes, by outcome (ok; failed: decisions keep the last prices).",
+            ["outcome"],
+            registry=r,
+        )
+        for outcome in ("ok", "failed"):  # at 0 from the start: a rate over a failure's first count
+            self.lookahead_refreshes.labels(outcome)
+        self.lookahead_refresh_seconds = Histogram(
+            "orchestrator_lookahead_refresh_seconds",
+            "Time to refresh the look-ahead prices: read the window's orders and the ledger, solve.",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+            registry=r,
+        )
+        self.lookahead_computed_at = Gauge(
+            "orchestrator_lookahead_prices_computed_timestamp_seconds",
+            "When the look-ahead prices decisions use were computed (Unix time; 0: never).",
+            registry=r,
+        )
+        self.lookahead_window_lines = Gauge(
+            "orchestrator_lookahead_window_lines",
+            "Order lines in the demand window the look-ahead prices were computed from.",
+            registry=r,
+        )
+        self.lookahead_priced_positions = Gauge(
+            "orchestrator_lookahead_priced_positions",
+            "(node, SKU) positions whose units carry a look-ahead price above 0 (for the active policy, or"
+            " the shadow when only it looks ahead).",
+            registry=r,
+        )
         # What the stages decided, counted by the stage itself once the batch commits (StageMeasures),
         # so a batch rolled back and retried is counted once. No stage label: one stage counts each.
         self.decisions = Counter(

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -39,6 +40,7 @@ import structlog
 from orchestrator.domain.lookahead import NO_OPPORTUNITY, OpportunityCosts, Sale, lookahead_prices
 from orchestrator.domain.network import NetworkView
 from orchestrator.domain.policy import Policy
+from orchestrator.runtime.metrics import RuntimeMetrics
 from orchestrator.runtime.pause import sleep_unless
 from orchestrator.runtime.views import cancel_task
 from orchestrator.settings import Settings
@@ -128,6 +130,11 @@ class LookaheadView:
         self._prices: dict[Hashable, OpportunityCosts] = {}
         self._task: asyncio.Task[None] | None = None
         self._ready = not self._priced()
+        self._metrics: RuntimeMetrics | None = None
+
+    def bind_metrics(self, metrics: RuntimeMetrics) -> None:
+        """Report refreshes to this process's metrics (the process binds its views' metrics)."""
+        self._metrics = metrics
 
     def _priced(self) -> list[Policy]:
         """The policies in use with look-ahead on, the active one first."""
@@ -157,9 +164,12 @@ class LookaheadView:
         on (in a worker thread); returns the first one's prices, also in `state`."""
         now = now or datetime.now(UTC)
         wanted = self._priced()
+        if self._metrics is not None:
+            self._metrics.lookahead_policies.set(len(wanted))
         if not wanted:
             self._prices, self.state, self._ready = {}, NO_OPPORTUNITY, True
             return self.state
+        started = time.perf_counter()
         network = self.network()
         longest = max(p.lookahead.window_hours for p in wanted)
         rows = await conn.fetch(_RECENT_LINES, now - timedelta(hours=longest), now)
@@ -177,6 +187,13 @@ class LookaheadView:
         self.refreshed_at = now
         self.lines_seen = len(sales)
         self._ready = True
+        if self._metrics is not None:
+            m = self._metrics
+            m.lookahead_refreshes.labels("ok").inc()
+            m.lookahead_refresh_seconds.observe(time.perf_counter() - started)
+            m.lookahead_computed_at.set(now.timestamp())
+            m.lookahead_window_lines.set(len(sales))
+            m.lookahead_priced_positions.set(sum(1 for price in self.state.values() if price > 0))
         return self.state
 
     @staticmethod
@@ -212,8 +229,12 @@ class LookaheadView:
                     await self.refresh(conn)
                 else:
                     self._prices, self.state, self._ready = {}, NO_OPPORTUNITY, True
+                    if self._metrics is not None:
+                        self._metrics.lookahead_policies.set(0)
             except Exception as exc:  # the database away is no reason to stop: decisions use the last prices
                 self.log.warning("look-ahead prices refresh failed; retrying", error=repr(exc))
+                if self._metrics is not None:
+                    self._metrics.lookahead_refreshes.labels("failed").inc()
                 if conn is not None:
                     conn.terminate()
                 conn = None
