@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from orchestrator.contract.common import HomeDelivery, ServiceLevel, SkuLine
+from orchestrator.contract.common import HomeDelivery, ServiceLevel, SkuLine, StorePickup
 from orchestrator.contract.examples import example
 from orchestrator.contract.orders import OrderCreated
 from orchestrator.contract.status import ExceptionKind, ExceptionRaised, NotificationKind
@@ -287,6 +287,18 @@ def test_rebook_is_not_applicable_once_shipped_or_without_a_node() -> None:
         build_repair(
             exception(ExceptionKind.PROMISE_AT_RISK, node_id=None), A.REBOOK_FASTER, order(), Limits()
         )
+
+
+def test_rebook_is_not_applicable_where_the_customer_collects() -> None:
+    missed = exception(ExceptionKind.NOT_SHIPPED_BY_CUTOFF, node_id="STORE-A")
+    collect = order().model_copy(update={"delivery": StorePickup(kind="bopis", pickup_store_id="STORE-A")})
+    with pytest.raises(NotApplicable, match="collects at this store"):
+        build_repair(missed, A.REBOOK_FASTER, collect, Limits())
+    # Goods sent to the pickup store from elsewhere go by carrier: that shipment can be re-booked.
+    transfer = exception(ExceptionKind.NOT_SHIPPED_BY_CUTOFF, node_id="DC-A")
+    assert build_repair(transfer, A.REBOOK_FASTER, collect, Limits()).only_nodes == ("DC-A",)
+    # With nothing to re-book, the playbook goes on to tell the customer the new date.
+    assert next_action(missed, [(A.REBOOK_FASTER, False)], load_playbooks()) is A.NOTIFY_NEW_DATE
 
 
 def test_lines_come_from_the_work_order_when_the_exception_gives_none() -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any, Final, Literal
 
-from orchestrator.contract.common import HomeDelivery, Reason, ServiceLevel, SkuLine
+from orchestrator.contract.common import HomeDelivery, Reason, ServiceLevel, SkuLine, StorePickup
 from orchestrator.contract.orders import OrderCreated
 from orchestrator.contract.pipeline import RedecideRequested, Repair
 from orchestrator.contract.status import (
@@ -150,6 +150,11 @@ def build_repair(
             raise NotApplicable("the shipment has left the node; it cannot be re-booked there")
         if exception.node_id is None:
             raise NotApplicable("the exception names no node to re-book at")
+        delivery = order.delivery
+        if isinstance(delivery, StorePickup) and exception.node_id == delivery.pickup_store_id:
+            # Re-planned, the same lines would be handed over at the same store: a new work order
+            # for nothing, the store's own cancelled.
+            raise NotApplicable("the customer collects at this store; there is no carrier to re-book")
         only_nodes = (exception.node_id,)
         level = faster_level(order)
     elif action not in (PlaybookAction.REROUTE, PlaybookAction.SPLIT):
