@@ -46,16 +46,19 @@ def test_a_plan_the_batch_makes_counts_on_its_nodes_day() -> None:
     assert sum(reads.load.values()) == 401
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=500, deadline=None)
 @given(
+    day=st.dates(min_value=date(2025, 3, 10), max_value=date(2025, 3, 16)),  # a whole week
     zone=st.sampled_from(ZONES),
     cutoff=st.times(),
     moment=st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=1) - timedelta(microseconds=1)),
 )
 def test_the_load_is_read_for_every_date_a_shipment_can_leave_on(
-    zone: str, cutoff: time, moment: timedelta
+    day: date, zone: str, cutoff: time, moment: timedelta
 ) -> None:
-    # Whatever the node's time zone and cut-off, a plan made on the UTC date leaves on a date read.
-    at = datetime.combine(DAY, time(0), tzinfo=UTC) + moment
-    ship_date, _, today = ship_day(zone, cutoff, at)
-    assert today in around(DAY) and ship_date in around(DAY)
+    # Whatever the day, the node's time zone and cut-off, a plan made on the UTC date leaves on a
+    # date read, and on a working day.
+    at = datetime.combine(day, time(0), tzinfo=UTC) + moment
+    ship_date, ship_by, today = ship_day(zone, cutoff, at)
+    assert today in around(day) and ship_date in around(day)
+    assert ship_date.weekday() < 5 and ship_date >= today and ship_by > at

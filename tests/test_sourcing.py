@@ -300,18 +300,6 @@ def test_a_node_past_its_cut_off_loses_to_one_that_still_makes_the_promise() -> 
     assert shipment.promised_delivery_date <= date(2025, 3, 12)
 
 
-def test_transit_days_are_working_days() -> None:
-    friday_evening = datetime(2025, 3, 14, 18, 0, tzinfo=UTC)  # after the 17:00 cut-off: ships Saturday
-    plan = plan_for(
-        order(line("1", "SKU-A"), delivery=HomeDelivery(kind="next_day"), promised=date(2025, 3, 17)),
-        {("DC-MANCHESTER", "SKU-A"): 1},
-        now=friday_evening,
-    )
-    [shipment] = plan.shipments
-    assert shipment.ship_by == datetime(2025, 3, 15, 17, 0, tzinfo=UTC)
-    assert shipment.promised_delivery_date == date(2025, 3, 17)  # the Monday
-
-
 def test_a_late_plan_is_still_made_when_no_node_can_keep_the_promise() -> None:
     plan = plan_for(order(line("1", "SKU-KETTLE"), promised=TODAY), {("DC-MANCHESTER", "SKU-KETTLE"): 1})
     assert plan.outcome is PlanOutcome.SHIP
@@ -638,6 +626,30 @@ def test_a_shipment_carries_its_ship_date_and_capacity_for_reserve_to_check() ->
     after = plan_for(order(line("1", "SKU-A")).model_copy(update={"placed_at": evening}), stock, now=evening)
     assert [s.capacity for s in after.shipments] == [DayCapacity(day=date(2025, 3, 11), shipments=1000)]
     assert [s.ship_by for s in after.shipments] == [datetime(2025, 3, 11, 17, 0, tzinfo=UTC)]
+
+
+@pytest.mark.parametrize(
+    ("placed", "ships", "arrives"),
+    [
+        # Friday before the 17:00 cut-off: today, and next day is Monday.
+        (datetime(2025, 3, 14, 16, 0, tzinfo=UTC), date(2025, 3, 14), date(2025, 3, 17)),
+        # Friday evening and the weekend: the carrier collects on Monday; next day is Tuesday.
+        (datetime(2025, 3, 14, 18, 0, tzinfo=UTC), date(2025, 3, 17), date(2025, 3, 18)),
+        (datetime(2025, 3, 15, 10, 0, tzinfo=UTC), date(2025, 3, 17), date(2025, 3, 18)),
+        (datetime(2025, 3, 16, 20, 0, tzinfo=UTC), date(2025, 3, 17), date(2025, 3, 18)),
+        # Thursday evening: Friday, and next day is Monday.
+        (datetime(2025, 3, 13, 18, 0, tzinfo=UTC), date(2025, 3, 14), date(2025, 3, 17)),
+    ],
+)
+def test_goods_leave_and_travel_on_working_days(placed: datetime, ships: date, arrives: date) -> None:
+    the_order = order(line("1", "SKU-A"), delivery=HomeDelivery(kind="next_day")).model_copy(
+        update={"placed_at": placed}
+    )
+    plan = plan_for(the_order, {("DC-MANCHESTER", "SKU-A"): 9}, now=placed)
+    [shipment] = plan.shipments
+    assert shipment.ship_by == datetime.combine(ships, time(17, 0), tzinfo=UTC)  # London is on UTC in March
+    assert shipment.promised_delivery_date == arrives
+    assert shipment.capacity is not None and shipment.capacity.day == ships
 
 
 def test_past_the_cut_off_a_node_full_today_still_takes_work_for_tomorrow() -> None:

@@ -40,11 +40,16 @@ def _with(mapping: Mapping[K, V], key: K, value: V) -> Mapping[K, V]:
 
 def ship_day(timezone: str, cutoff: time, at: datetime) -> tuple[date, datetime, date]:
     """(ship date, ship-by in UTC, local today) of a node in `timezone` with this cut-off, at `at`:
-    today before the cut-off, else tomorrow. Its capacity is counted on the ship date: what the
-    node can ship that day."""
+    today before the cut-off, else the next working day (Monday to Friday, the days transit times
+    count), as `cutoff_local` says; from a weekend, Monday. Its capacity is counted on the ship
+    date: what the node can ship that day."""
     local = at.astimezone(ZoneInfo(timezone))
     today = local.date()
     ship_date = today if local.time() < cutoff else today + timedelta(days=1)
+    if ship_date.weekday() > 4:
+        # Friday past the cut-off, or a weekend: the carrier collects on Monday. Counted from the
+        # weekend day instead, a next-day parcel was promised for Monday and arrived on Tuesday.
+        ship_date += timedelta(days=7 - ship_date.weekday())
     ship_by = datetime.combine(ship_date, cutoff, tzinfo=local.tzinfo).astimezone(UTC)
     return ship_date, ship_by, today
 

@@ -19,7 +19,7 @@ What stays exact:
   (reserve is the atomic check; a lost race comes back as a re-decide);
 - node load is read for the dates a shipment planned on the batch's UTC date
   can leave a node on (its local date, one of the three around the UTC
-  date, or the day after it, past the cut-off), and each plan the batch makes counts
+  date, or past the cut-off the next working day), and each plan the batch makes counts
   toward it (`DecideReads.planned`): a later order of the batch does not
   take a node's last slot again (reserve holds a plan only within capacity);
 - anything the batch did not read (the load once the UTC date turns, an order
@@ -88,8 +88,9 @@ class DecideReads:
 
 def around(day: date) -> list[date]:
     """The dates a shipment planned on UTC's `day` can leave a node on: its local date is one of
-    the three around `day`, and after the cut-off it leaves the day after that."""
-    return [day - timedelta(days=1), day, day + timedelta(days=1), day + timedelta(days=2)]
+    the three around `day`; after the cut-off it leaves the next working day, which from a local
+    Friday is the Monday after."""
+    return [day + timedelta(days=d) for d in range(-1, 5)]
 
 
 async def planned_load(conn: asyncpg.Connection, days: Sequence[date]) -> dict[tuple[str, date], int]:
