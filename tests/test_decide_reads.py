@@ -8,7 +8,9 @@ from datetime import UTC, date, datetime, time, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from orchestrator.contract.common import NodeKind
 from orchestrator.contract.examples import example
+from orchestrator.contract.network import NodeUpserted
 from orchestrator.contract.pipeline import DayCapacity, PlanDecided
 from orchestrator.domain.network import ship_day
 from orchestrator.stages.decide_reads import DecideReads, around
@@ -16,6 +18,8 @@ from orchestrator.stages.decide_reads import DecideReads, around
 PLAN = example("plan.decided.v1")
 assert isinstance(PLAN, PlanDecided)
 DAY = date(2025, 3, 10)
+NODE = example("network.node_upserted.v1")
+assert isinstance(NODE, NodeUpserted)
 #: The zones furthest from UTC either way, and some between.
 ZONES = (
     "Etc/GMT+12",
@@ -51,14 +55,18 @@ def test_a_plan_the_batch_makes_counts_on_its_nodes_day() -> None:
     day=st.dates(min_value=date(2025, 3, 10), max_value=date(2025, 3, 16)),  # a whole week
     zone=st.sampled_from(ZONES),
     cutoff=st.times(),
+    kind=st.sampled_from((NodeKind.DC, NodeKind.STORE, NodeKind.DROP_SHIP_VENDOR)),
     moment=st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=1) - timedelta(microseconds=1)),
 )
 def test_the_load_is_read_for_every_date_a_shipment_can_leave_on(
-    day: date, zone: str, cutoff: time, moment: timedelta
+    day: date, zone: str, cutoff: time, kind: NodeKind, moment: timedelta
 ) -> None:
-    # Whatever the day, the node's time zone and cut-off, a plan made on the UTC date leaves on a
-    # date read, and on a working day.
+    # Whatever the day, the node's time zone, cut-off and kind, a plan made on the UTC date leaves
+    # on a date read, and on the node's working day: any day for a store, Monday to Friday else.
+    node = NODE.model_copy(update={"timezone": zone, "cutoff_local": cutoff, "kind": kind})
     at = datetime.combine(day, time(0), tzinfo=UTC) + moment
-    ship_date, ship_by, today = ship_day(zone, cutoff, at)
+    ship_date, ship_by, today = ship_day(node, at)
     assert today in around(day) and ship_date in around(day)
-    assert ship_date.weekday() < 5 and ship_date >= today and ship_by > at
+    assert ship_date >= today and ship_by > at
+    assert ship_date.weekday() < 5 or kind is NodeKind.STORE
+    assert ship_date <= today + timedelta(days=1) or kind is not NodeKind.STORE

@@ -652,6 +652,25 @@ def test_goods_leave_and_travel_on_working_days(placed: datetime, ships: date, a
     assert shipment.capacity is not None and shipment.capacity.day == ships
 
 
+def test_a_store_trades_at_the_weekend_a_warehouse_does_not() -> None:
+    saturday = datetime(2025, 3, 15, 10, 0, tzinfo=UTC)  # before the store's 15:00 cut-off
+    pickup = StorePickup(kind="bopis", pickup_store_id="STORE-LEEDS-01")
+    stock = {("STORE-LEEDS-01", "SKU-A"): 5, ("DC-MANCHESTER", "SKU-B"): 5}
+    the_order = order(line("1", "SKU-A"), line("2", "SKU-B"), delivery=pickup).model_copy(
+        update={"placed_at": saturday}
+    )
+    plan = plan_for(the_order, stock, now=saturday)
+    by_node = {s.node_id: s for s in plan.shipments}
+    # The store picks the customer's line today, and counts it on today's capacity...
+    at_store = by_node["STORE-LEEDS-01"]
+    assert at_store.promised_delivery_date == date(2025, 3, 15)
+    assert at_store.capacity is not None and at_store.capacity.day == date(2025, 3, 15)
+    # ...while the line it lacks leaves the warehouse on Monday.
+    transfer = by_node["DC-MANCHESTER"]
+    assert transfer.ship_by == datetime(2025, 3, 17, 17, 0, tzinfo=UTC)
+    assert transfer.capacity is not None and transfer.capacity.day == date(2025, 3, 17)
+
+
 def test_past_the_cut_off_a_node_full_today_still_takes_work_for_tomorrow() -> None:
     evening = datetime(2025, 3, 10, 18, 0, tzinfo=UTC)  # after DC-MANCHESTER's 17:00 cut-off
     network = uk_network(NodeCapacityChanged(node_id="DC-MANCHESTER", daily_capacity=0, for_date=TODAY))
@@ -701,6 +720,18 @@ def test_load_counts_each_nodes_own_ship_date() -> None:
         date(2025, 3, 11),
         date(2025, 3, 10),
     ]
+    # On a Saturday a store's load is the day's, a warehouse's Monday's.
+    weekend = network_from_events(
+        [node("DC-LONDON", "london"), node("STORE-LEEDS-01", "leeds", NodeKind.STORE)]
+    )
+    saturday = datetime(2025, 3, 15, 10, 0, tzinfo=UTC)
+    planned = {
+        ("DC-LONDON", date(2025, 3, 15)): 1,
+        ("DC-LONDON", date(2025, 3, 17)): 7,
+        ("STORE-LEEDS-01", date(2025, 3, 15)): 2,
+        ("STORE-LEEDS-01", date(2025, 3, 17)): 5,
+    }
+    assert weekend.load_on_ship_dates(planned, saturday) == {"DC-LONDON": 7, "STORE-LEEDS-01": 2}
 
 
 def test_max_shipments_is_respected() -> None:

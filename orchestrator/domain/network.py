@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from orchestrator.contract.base import EventPayload
+from orchestrator.contract.common import NodeKind
 from orchestrator.contract.network import (
     CarrierOutage,
     CarrierServiceUpserted,
@@ -38,20 +39,27 @@ def _with(mapping: Mapping[K, V], key: K, value: V) -> Mapping[K, V]:
     return MappingProxyType(updated)
 
 
-def ship_day(timezone: str, cutoff: time, at: datetime) -> tuple[date, datetime, date]:
-    """(ship date, ship-by in UTC, local today) of a node in `timezone` with this cut-off, at `at`:
-    today before the cut-off, else the next working day (Monday to Friday, the days transit times
-    count), as `cutoff_local` says; from a weekend, Monday. Its capacity is counted on the ship
-    date: what the node can ship that day."""
-    local = at.astimezone(ZoneInfo(timezone))
+def ship_day(node: NodeUpserted, at: datetime) -> tuple[date, datetime, date]:
+    """(ship date, ship-by in UTC, local today) of `node` at `at`: today before its cut-off, else
+    its next working day, as `cutoff_local` says. A store trades every day; a warehouse, 3PL or
+    vendor hands goods to carriers Monday to Friday (the days transit times count), so after its
+    Friday cut-off or at the weekend its next working day is Monday. The node's capacity is counted
+    on the ship date: what it can ship that day."""
+    cutoff = node.cutoff_local
+    local = at.astimezone(ZoneInfo(node.timezone))
     today = local.date()
     ship_date = today if local.time() < cutoff else today + timedelta(days=1)
-    if ship_date.weekday() > 4:
-        # Friday past the cut-off, or a weekend: the carrier collects on Monday. Counted from the
-        # weekend day instead, a next-day parcel was promised for Monday and arrived on Tuesday.
+    if ship_date.weekday() > 4 and node.kind is not NodeKind.STORE:
+        # Counted from the weekend day instead, a next-day parcel was promised for Monday and
+        # arrived on Tuesday.
         ship_date += timedelta(days=7 - ship_date.weekday())
     ship_by = datetime.combine(ship_date, cutoff, tzinfo=local.tzinfo).astimezone(UTC)
     return ship_date, ship_by, today
+
+
+def ship_clock(node: NodeUpserted) -> tuple[str, time, bool]:
+    """What a node's ship date depends on: nodes alike in it share one (a handful for tens of nodes)."""
+    return node.timezone, node.cutoff_local, node.kind is NodeKind.STORE
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -127,22 +135,22 @@ class NetworkView:
         node = self.nodes.get(node_id)
         if node is None:
             return at.astimezone(UTC).date()
-        return ship_day(node.timezone, node.cutoff_local, at)[0]
+        return ship_day(node, at)[0]
 
     def load_on_ship_dates(self, planned: Mapping[tuple[str, date], int], at: datetime) -> dict[str, int]:
         """Shipments planned per node on the day a shipment planned at `at` would leave it, from
         shipments per (node, day): what `decide` checks each node's capacity against."""
-        by_clock: dict[tuple[str, time], date] = {}  # a handful of time zones and cut-offs for tens of nodes
+        by_clock: dict[tuple[str, time, bool], date] = {}
         out: dict[str, int] = {}
         for (node_id, day), shipments in planned.items():
             node = self.nodes.get(node_id)
             if node is None:
                 ships = at.astimezone(UTC).date()
             else:
-                clock = (node.timezone, node.cutoff_local)
+                clock = ship_clock(node)
                 known = by_clock.get(clock)
                 if known is None:
-                    known = by_clock[clock] = ship_day(node.timezone, node.cutoff_local, at)[0]
+                    known = by_clock[clock] = ship_day(node, at)[0]
                 ships = known
             if shipments and day == ships:
                 out[node_id] = shipments
@@ -173,4 +181,4 @@ def network_from_events(events: Iterable[EventPayload]) -> NetworkView:
     return view
 
 
-__all__ = ["NetworkView", "network_from_events", "ship_day"]
+__all__ = ["NetworkView", "network_from_events", "ship_clock", "ship_day"]

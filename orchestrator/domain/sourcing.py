@@ -67,7 +67,7 @@ from orchestrator.contract.orders import OrderCreated
 from orchestrator.contract.pipeline import PlanDecided, PlanOutcome
 from orchestrator.domain.geo import haversine_km
 from orchestrator.domain.learning import NO_RISK, RoutingRisk
-from orchestrator.domain.network import NetworkView, ship_day
+from orchestrator.domain.network import NetworkView, ship_clock, ship_day
 from orchestrator.domain.policy import Policy
 
 #: Units of a SKU available now at a node: (node_id, sku) -> units, already net of
@@ -416,7 +416,8 @@ class _Candidate:
     min_slope: float = 0.0
     node_id: str = ""
     is_vendor: bool = False
-    #: The day a shipment from here would leave (today before the cut-off, else tomorrow), and the
+    #: The day a shipment from here would leave (today before the cut-off, else the node's next
+    #: working day: `orchestrator.domain.network.ship_day`), and the
     #: shipments the node can take that day (a shipment from here counts against them, and reserve
     #: re-checks them when it holds the plan).
     ships_on: date | None = None
@@ -485,7 +486,7 @@ class _Context:
     lookahead_weight: float = 0.0
     _all_quotes: list[_Quote] | None = None
     # Nodes share time zones, cut-offs and so ship dates: each is worked out once.
-    _ship_days: dict[tuple[str, time], tuple[date, datetime, date]] = field(default_factory=dict)
+    _ship_days: dict[tuple[str, time, bool], tuple[date, datetime, date]] = field(default_factory=dict)
     _timed: dict[tuple[date, bool], list[tuple[_Quote, date, int, float]]] = field(default_factory=dict)
     _rate_tables: dict[tuple[date, bool], _RateTable] = field(default_factory=dict)
 
@@ -497,11 +498,11 @@ class _Context:
         return self._all_quotes
 
     def ship_day(self, node: NodeUpserted) -> tuple[date, datetime, date]:
-        """(ship date, ship-by in UTC, local today): today before the node's cut-off, else tomorrow."""
-        key = (node.timezone, node.cutoff_local)
+        """(ship date, ship-by in UTC, local today): see `orchestrator.domain.network.ship_day`."""
+        key = ship_clock(node)
         known = self._ship_days.get(key)
         if known is None:
-            known = self._ship_days[key] = ship_day(node.timezone, node.cutoff_local, self.now)
+            known = self._ship_days[key] = ship_day(node, self.now)
         return known
 
     def late_days(self, delivery: date) -> int:
