@@ -82,8 +82,9 @@ AS_OF = datetime(2025, 3, 10, 9, 0, tzinfo=UTC)
 BASE_PLAN = example("plan.decided.v1")
 assert isinstance(BASE_PLAN, PlanDecided)
 BASE_SHIPMENT = BASE_PLAN.shipments[0]
-#: Shipments a node takes on the day every plan of the machine is decided on: small enough to bind.
-CAPACITY = DayCapacity(day=AS_OF.date(), shipments=3)
+#: Shipments a node takes on the day every plan of the machine is decided on: small enough to bind
+#: (at 3, one run in four or five never filled a day, and the check that it did failed).
+CAPACITY = DayCapacity(day=AS_OF.date(), shipments=2)
 LOG = structlog.get_logger("tests.properties.ledger")
 
 
