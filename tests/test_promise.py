@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -328,18 +328,23 @@ CHECKOUTS = {
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(**CHECKOUTS)
+@given(
+    **CHECKOUTS,
+    # Any moment of a week: before and after the cut-offs, Friday evening and the weekend included.
+    moment=st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=7) - timedelta(seconds=1)),
+)
 def test_the_order_placed_with_the_promised_date_gets_the_promised_plan(
-    stock: dict[tuple[str, str], int], cart: list[tuple[str, int]], to: str, kind: str
+    stock: dict[tuple[str, str], int], cart: list[tuple[str, int]], to: str, kind: str, moment: timedelta
 ) -> None:
     """The promise is the plan decide-node makes for the order placed after it, on the same state."""
+    now = datetime(2025, 3, 10, tzinfo=UTC) + moment  # from Monday 00:00
     req = request(*cart, to=to, delivery_options=(HomeDelivery(kind=kind),))  # type: ignore[arg-type]
     network, policy = uk_network(), load_policy()
-    (option,) = quote(req, network=network, stock=stock, capacity_used={}, policy=policy, now=NOW).options
-    placed = cart_order(req, req.delivery_options[0], NOW)
+    (option,) = quote(req, network=network, stock=stock, capacity_used={}, policy=policy, now=now).options
+    placed = cart_order(req, req.delivery_options[0], now)
     if option.promised_delivery_date is not None:
         placed = placed.model_copy(update={"promised_delivery_date": option.promised_delivery_date})
-    plan = decide(placed, network=network, stock=stock, capacity_used={}, policy=policy, now=NOW)
+    plan = decide(placed, network=network, stock=stock, capacity_used={}, policy=policy, now=now)
     assert plan.outcome is option.outcome
     assert [(s.node_id, s.carrier.service_id, s.promised_delivery_date) for s in plan.shipments] == [
         (s.node_id, s.carrier.service_id, s.promised_delivery_date) for s in option.shipments
@@ -363,6 +368,18 @@ def test_a_plan_decided_without_node_verdicts_is_the_same_plan(
     )
     assert full.candidates and lean.candidates == ()
     assert lean == full.model_copy(update={"candidates": ()})
+
+
+def test_a_next_day_cart_quoted_on_friday_evening_is_promised_for_tuesday() -> None:
+    # After DC-MANCHESTER's 17:00 cut-off the carrier next collects on Monday; next day is Tuesday.
+    friday_evening = datetime(2025, 3, 14, 18, 0, tzinfo=UTC)
+    req = request(("SKU-KETTLE", 1), delivery_options=(HomeDelivery(kind="next_day"),))
+    (option,) = quote(
+        req, network=uk_network(), stock=STOCK, capacity_used={}, policy=load_policy(), now=friday_evening
+    ).options
+    assert [s.node_id for s in option.shipments] == ["DC-MANCHESTER"]
+    assert option.shipments[0].ship_by == datetime(2025, 3, 17, 17, 0, tzinfo=UTC)
+    assert option.promised_delivery_date == date(2025, 3, 18)
 
 
 def test_the_order_says_how_and_why_it_differs_from_its_promise() -> None:
