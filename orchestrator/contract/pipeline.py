@@ -111,7 +111,8 @@ class DayCapacity(ContractModel):
 
     day: date = Field(
         description="The day the shipment leaves the node: the node's local date when the plan was "
-        "decided, or the next day when that was after the node's cut-off."
+        "decided, or its next working day when that was after the node's cut-off (Monday to Friday "
+        "for a warehouse, 3PL or vendor; any day for a store)."
     )
     shipments: NonNegativeInt = Field(
         description="Shipments the node can take that day, in the deciding stage's network view."
@@ -137,6 +138,11 @@ class PlannedShipment(ContractModel):
         " the plan only if the node's shipments that day stay within it. Absent: counted on the UTC"
         " date of the decision, capacity not checked (plans made before the field existed).",
     )
+
+    def counts_on(self, decided_on: date) -> date:
+        """The day this shipment counts against at its node: the day it carries, or for a plan made
+        before shipments carried it, `decided_on` (the UTC date of the decision)."""
+        return decided_on if self.capacity is None else self.capacity.day
 
 
 class CandidateVerdict(ContractModel):
@@ -174,10 +180,8 @@ class PlanDecided(EventPayload):
     )
 
     def node_day(self, shipment: PlannedShipment) -> tuple[str, date]:
-        """The (node, day) one of its shipments counts against: the ship date it carries, or
-        for a plan from before shipments carried their capacity, the UTC date of the decision."""
-        day = self.decided_at.date() if shipment.capacity is None else shipment.capacity.day
-        return shipment.node_id, day
+        """The (node, day) one of its shipments counts against (see `PlannedShipment.counts_on`)."""
+        return shipment.node_id, shipment.counts_on(self.decided_at.date())
 
 
 class PlanCancelled(EventPayload):

@@ -39,8 +39,8 @@ def _with(mapping: Mapping[K, V], key: K, value: V) -> Mapping[K, V]:
     return MappingProxyType(updated)
 
 
-def ship_day(node: NodeUpserted, at: datetime) -> tuple[date, datetime, date]:
-    """(ship date, ship-by in UTC, local today) of `node` at `at`: today before its cut-off, else
+def ship_day(node: NodeUpserted, at: datetime) -> tuple[date, datetime]:
+    """(ship date, ship-by in UTC) of `node` at `at`: today before its cut-off, else
     its next working day, as `cutoff_local` says. A store trades every day; a warehouse, 3PL or
     vendor hands goods to carriers Monday to Friday (the days transit times count), so after its
     Friday cut-off or at the weekend its next working day is Monday. The node's capacity is counted
@@ -54,7 +54,7 @@ def ship_day(node: NodeUpserted, at: datetime) -> tuple[date, datetime, date]:
         # arrived on Tuesday.
         ship_date += timedelta(days=7 - ship_date.weekday())
     ship_by = datetime.combine(ship_date, cutoff, tzinfo=local.tzinfo).astimezone(UTC)
-    return ship_date, ship_by, today
+    return ship_date, ship_by
 
 
 def ship_clock(node: NodeUpserted) -> tuple[str, time, bool]:

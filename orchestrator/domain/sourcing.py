@@ -486,7 +486,7 @@ class _Context:
     lookahead_weight: float = 0.0
     _all_quotes: list[_Quote] | None = None
     # Nodes share time zones, cut-offs and so ship dates: each is worked out once.
-    _ship_days: dict[tuple[str, time, bool], tuple[date, datetime, date]] = field(default_factory=dict)
+    _ship_days: dict[tuple[str, time, bool], tuple[date, datetime]] = field(default_factory=dict)
     _timed: dict[tuple[date, bool], list[tuple[_Quote, date, int, float]]] = field(default_factory=dict)
     _rate_tables: dict[tuple[date, bool], _RateTable] = field(default_factory=dict)
 
@@ -497,8 +497,8 @@ class _Context:
             self._all_quotes = _quotes(active, self.dest)
         return self._all_quotes
 
-    def ship_day(self, node: NodeUpserted) -> tuple[date, datetime, date]:
-        """(ship date, ship-by in UTC, local today): see `orchestrator.domain.network.ship_day`."""
+    def ship_day(self, node: NodeUpserted) -> tuple[date, datetime]:
+        """(ship date, ship-by in UTC): see `orchestrator.domain.network.ship_day`."""
         key = ship_clock(node)
         known = self._ship_days.get(key)
         if known is None:
@@ -636,7 +636,7 @@ def _carrier_rates(
 
 def _assess_node(ctx: _Context, index: int, node: NodeUpserted, in_store: bool) -> _Candidate:
     cand = _Candidate(index=index, node=node, in_store=in_store)
-    ship_date, cand.ship_by, _ = ctx.ship_day(node)
+    ship_date, cand.ship_by = ctx.ship_day(node)
     # Capacity is what the node can ship in a day: a shipment counts on the day it leaves.
     used, capacity = _node_state(ctx, cand, ship_date)
     cand.ships_on, cand.capacity = ship_date, capacity

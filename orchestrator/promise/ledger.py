@@ -133,8 +133,7 @@ class PromiseLedger:
                 holds.append(
                     _Held(shipment.shipment_id, line.line_id, (shipment.node_id, line.sku), line.quantity)
                 )
-            day = at.date() if shipment.capacity is None else shipment.capacity.day
-            key = self.slots[shipment.shipment_id] = (shipment.node_id, day)
+            key = self.slots[shipment.shipment_id] = (shipment.node_id, shipment.counts_on(at.date()))
             self.load[key] = self.load.get(key, 0) + 1
 
     def _consumed(self, event: ReservationsConsumed) -> None:
