@@ -13,7 +13,7 @@ from orchestrator.contract.common import NodeKind
 from orchestrator.contract.examples import example
 from orchestrator.contract.network import NodeUpserted
 from orchestrator.contract.pipeline import DayCapacity, PlanDecided
-from orchestrator.domain.network import ship_day
+from orchestrator.domain.network import SHIP_DAY_SEARCH_DAYS, ship_day
 from orchestrator.stages.decide_reads import DecideReads, around
 
 PLAN = example("plan.decided.v1")
@@ -58,17 +58,29 @@ def test_a_plan_the_batch_makes_counts_on_its_nodes_day() -> None:
     cutoff=st.times(),
     kind=st.sampled_from((NodeKind.DC, NodeKind.STORE, NodeKind.DROP_SHIP_VENDOR)),
     moment=st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=1) - timedelta(microseconds=1)),
+    # Holidays from none to every day of three weeks (past the search's reach).
+    holidays=st.sets(st.integers(min_value=-1, max_value=20)),
 )
 def test_the_load_is_read_for_every_date_a_shipment_can_leave_on(
-    day: date, zone: str, cutoff: time, kind: NodeKind, moment: timedelta
+    day: date, zone: str, cutoff: time, kind: NodeKind, moment: timedelta, holidays: set[int]
 ) -> None:
-    # Whatever the day, the node's time zone, cut-off and kind, a plan made on the UTC date leaves
-    # on a date read, and on the node's working day: any day for a store, Monday to Friday else.
-    node = NODE.model_copy(update={"timezone": zone, "cutoff_local": cutoff, "kind": kind})
+    # Whatever the day, the node's time zone, cut-off, kind and holidays, a plan made on the UTC
+    # date leaves on a date read, and on the node's first working day from its local date (from
+    # the next after its cut-off): any day but a holiday for a store, Monday to Friday else.
+    calendar = tuple(sorted(day + timedelta(days=d) for d in holidays))
+    node = NODE.model_copy(
+        update={"timezone": zone, "cutoff_local": cutoff, "kind": kind, "non_working_days": calendar}
+    )
     at = datetime.combine(day, time(0), tzinfo=UTC) + moment
     ship_date, ship_by = ship_day(node, at)
-    today = at.astimezone(ZoneInfo(zone)).date()
-    assert today in around(day) and ship_date in around(day)
-    assert ship_date >= today and ship_by > at
-    assert ship_date.weekday() < 5 or kind is NodeKind.STORE
-    assert ship_date <= today + timedelta(days=1) or kind is not NodeKind.STORE
+    local = at.astimezone(ZoneInfo(zone))
+    first = local.date() + timedelta(days=0 if local.time() < cutoff else 1)
+
+    def working(d: date) -> bool:
+        return (d.weekday() < 5 or kind is NodeKind.STORE) and d not in calendar
+
+    assert local.date() in around(day) and ship_date in around(day)
+    assert ship_date >= first and ship_by > at
+    assert not any(working(first + timedelta(days=d)) for d in range((ship_date - first).days))
+    # A calendar closing the node for longer than the search looks is the one exception.
+    assert working(ship_date) or ship_date == first + timedelta(days=SHIP_DAY_SEARCH_DAYS)

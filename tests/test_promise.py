@@ -31,7 +31,7 @@ from orchestrator.promise.models import CartLine, PromiseRequest
 from orchestrator.promise.openapi import openapi_document
 from orchestrator.promise.quote import cart_order, quote
 from orchestrator.promise.token import decode_token, promise_sentence
-from tests.test_sourcing import NOW, address, order, uk_network
+from tests.test_sourcing import NOW, address, order, uk_network, with_holidays
 from tests.test_sourcing import line as order_line
 
 T0 = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
@@ -332,14 +332,23 @@ CHECKOUTS = {
     **CHECKOUTS,
     # Any moment of a week: before and after the cut-offs, Friday evening and the weekend included.
     moment=st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=7) - timedelta(seconds=1)),
+    # Holidays in the nodes' and carriers' calendars over the fortnight.
+    holidays=st.sets(st.integers(min_value=0, max_value=13), max_size=4),
 )
 def test_the_order_placed_with_the_promised_date_gets_the_promised_plan(
-    stock: dict[tuple[str, str], int], cart: list[tuple[str, int]], to: str, kind: str, moment: timedelta
+    stock: dict[tuple[str, str], int],
+    cart: list[tuple[str, int]],
+    to: str,
+    kind: str,
+    moment: timedelta,
+    holidays: set[int],
 ) -> None:
     """The promise is the plan decide-node makes for the order placed after it, on the same state."""
-    now = datetime(2025, 3, 10, tzinfo=UTC) + moment  # from Monday 00:00
+    monday = datetime(2025, 3, 10, tzinfo=UTC)
+    now = monday + moment
     req = request(*cart, to=to, delivery_options=(HomeDelivery(kind=kind),))  # type: ignore[arg-type]
-    network, policy = uk_network(), load_policy()
+    calendar = tuple(sorted(monday.date() + timedelta(days=d) for d in holidays))
+    network, policy = with_holidays(uk_network(), calendar), load_policy()
     (option,) = quote(req, network=network, stock=stock, capacity_used={}, policy=policy, now=now).options
     placed = cart_order(req, req.delivery_options[0], now)
     if option.promised_delivery_date is not None:

@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import aiohttp
 import orjson
@@ -260,3 +261,39 @@ async def test_a_promise_does_not_offer_the_stock_a_pre_order_is_waiting_for(
     plan = await latest_plan(pipeline, later.order_id)
     assert plan["outcome"] == standard["outcome"]
     assert shipments(plan) == shipments(standard)
+
+
+async def test_a_warehouse_on_holiday_is_promised_and_planned_from_its_next_working_day(
+    pipeline: Pipeline, promise_api: str
+) -> None:
+    n = ids("HOL")
+    north, kettle = n("DC-MANCHESTER"), n("KETTLE")
+    # The warehouse rests for the next four days of its calendar, whatever today is.
+    london = ZoneInfo("Europe/London")
+    today = datetime.now(london).date()
+    rest = tuple(today + timedelta(days=d) for d in range(4))
+    resting = node(north, MANCHESTER).model_copy(update={"non_working_days": rest})
+    await pipeline.setup_network(resting, stock={(north, kettle): 5})
+    await wait_available(promise_api, kettle, {north: 5})
+
+    status, promise = await post(promise_api, cart((kettle, 1)))
+    assert status == 200, promise
+    standard = promise["options"][0]
+    [shipment] = standard["shipments"]
+    ships_on = datetime.fromisoformat(shipment["ship_by"]).astimezone(london).date()
+    # Its first working day after the holidays: Monday to Friday, past the last of them.
+    first = rest[-1] + timedelta(days=1)
+    while first.weekday() > 4:
+        first += timedelta(days=1)
+    assert ships_on == first
+
+    # The order placed with that promise gets that plan, and takes a slot of that day, not today's.
+    placed_order = n("ORDER")
+    await pipeline.publish(placed(placed_order, [(kettle, 1)], standard))
+    plan = await latest_plan(pipeline, placed_order)
+    assert shipments(plan) == shipments(standard)
+    assert [s["capacity"]["day"] for s in plan["shipments"]] == [ships_on.isoformat()]
+    slots = await pipeline.db.fetch(
+        "SELECT day, shipments FROM reserve_node_load WHERE node_id = $1 ORDER BY day", north
+    )
+    assert [(r["day"], r["shipments"]) for r in slots] == [(ships_on, 1)]

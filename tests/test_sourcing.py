@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from orchestrator.contract.base import EventPayload
 from orchestrator.contract.common import (
@@ -671,6 +672,65 @@ def test_a_store_trades_at_the_weekend_a_warehouse_does_not() -> None:
     assert transfer.capacity is not None and transfer.capacity.day == date(2025, 3, 17)
 
 
+#: England's bank holidays of Christmas 2025: Thursday and Friday, then the weekend.
+CHRISTMAS = (date(2025, 12, 25), date(2025, 12, 26))
+
+
+def with_holidays(
+    network: NetworkView, days: tuple[date, ...], *, nodes: bool = True, carriers: bool = True
+) -> NetworkView:
+    """`network` with `days` in the calendars of every node and/or every carrier service."""
+    for n in network.nodes.values() if nodes else ():
+        network = network.apply(n.model_copy(update={"non_working_days": days}))
+    for s in network.services.values() if carriers else ():
+        network = network.apply(s.model_copy(update={"non_working_days": days}))
+    return network
+
+
+def test_bank_holidays_move_the_ship_date_the_delivery_and_the_capacity_day() -> None:
+    eve = datetime(2025, 12, 24, 18, 0, tzinfo=UTC)  # Wednesday, after the 17:00 cut-off
+    the_order = order(line("1", "SKU-A"), delivery=HomeDelivery(kind="next_day")).model_copy(
+        update={"placed_at": eve}
+    )
+    stock = {("DC-MANCHESTER", "SKU-A"): 9}
+    # Without calendars it would leave on Christmas Day and arrive on Boxing Day.
+    [plain] = plan_for(the_order, stock, now=eve).shipments
+    assert (plain.ship_by.date(), plain.promised_delivery_date) == (date(2025, 12, 25), date(2025, 12, 26))
+    # The warehouse and the carrier rest on both holidays: it leaves on Monday and arrives on Tuesday,
+    # and takes one of Monday's slots.
+    network = with_holidays(uk_network(), CHRISTMAS)
+    [shipment] = plan_for(the_order, stock, network=network, now=eve).shipments
+    assert shipment.ship_by == datetime(2025, 12, 29, 17, 0, tzinfo=UTC)
+    assert shipment.promised_delivery_date == date(2025, 12, 30)
+    assert shipment.capacity is not None and shipment.capacity.day == date(2025, 12, 29)
+    # A warehouse that works on Christmas Day hands over to a carrier that does not: transit starts
+    # counting after the holidays, as after a weekend.
+    carriers_only = with_holidays(uk_network(), CHRISTMAS, nodes=False)
+    [shipment] = plan_for(the_order, stock, network=carriers_only, now=eve).shipments
+    assert shipment.ship_by.date() == date(2025, 12, 25)
+    assert shipment.promised_delivery_date == date(2025, 12, 29)
+
+
+def test_a_store_closed_on_christmas_day_hands_over_on_boxing_day() -> None:
+    christmas_morning = datetime(2025, 12, 25, 9, 0, tzinfo=UTC)
+    pickup = StorePickup(kind="bopis", pickup_store_id="STORE-LEEDS-01")
+    the_order = order(line("1", "SKU-A"), delivery=pickup).model_copy(update={"placed_at": christmas_morning})
+    network = with_holidays(uk_network(), CHRISTMAS[:1], carriers=False)
+    [at_store] = plan_for(
+        the_order, {("STORE-LEEDS-01", "SKU-A"): 5}, network=network, now=christmas_morning
+    ).shipments
+    assert at_store.promised_delivery_date == date(2025, 12, 26)
+    assert at_store.capacity is not None and at_store.capacity.day == date(2025, 12, 26)
+
+
+def test_a_calendar_lists_each_day_once_in_date_order() -> None:
+    the_node = node("DC-X", "leeds").model_copy(update={"non_working_days": ()})
+    raw = the_node.model_dump(mode="json") | {"non_working_days": ["2025-12-26", "2025-12-25"]}
+    assert NodeUpserted.model_validate(raw).non_working_days == CHRISTMAS
+    with pytest.raises(ValidationError, match="non_working_days must not repeat: 2025-12-25"):
+        NodeUpserted.model_validate(raw | {"non_working_days": ["2025-12-25", "2025-12-25"]})
+
+
 def test_past_the_cut_off_a_node_full_today_still_takes_work_for_tomorrow() -> None:
     evening = datetime(2025, 3, 10, 18, 0, tzinfo=UTC)  # after DC-MANCHESTER's 17:00 cut-off
     network = uk_network(NodeCapacityChanged(node_id="DC-MANCHESTER", daily_capacity=0, for_date=TODAY))
@@ -1263,17 +1323,24 @@ def assert_every_search_optimal(decide_it: Callable[[], object]) -> None:
         assert found == pytest.approx(best, abs=1e-6) or found == best == math.inf
 
 
-def _working_days_one_by_one(start: date, days: int) -> date:
+def _working_days_one_by_one(start: date, days: int, holidays: frozenset[date] = frozenset()) -> date:
     day = start
     while days > 0:
         day += timedelta(days=1)
-        if day.weekday() < 5:
+        if day.weekday() < 5 and day not in holidays:
             days -= 1
     return day
 
 
 @given(
-    st.dates(min_value=date(2000, 1, 1), max_value=date(2100, 1, 1)), st.integers(min_value=-3, max_value=60)
+    st.dates(min_value=date(2000, 1, 1), max_value=date(2100, 1, 1)),
+    st.integers(min_value=-3, max_value=60),
+    st.sets(st.integers(min_value=-5, max_value=90), max_size=30),
 )
-def test_transit_counted_in_weeks_lands_on_the_day_counted_one_by_one(start: date, days: int) -> None:
+def test_transit_counted_in_weeks_lands_on_the_day_counted_one_by_one(
+    start: date, days: int, offsets: set[int]
+) -> None:
     assert after_working_days(start, days) == _working_days_one_by_one(start, days)
+    # Holidays (any weekday, before, on or after the start) are skipped like weekends.
+    holidays = frozenset(start + timedelta(days=d) for d in offsets)
+    assert after_working_days(start, days, holidays) == _working_days_one_by_one(start, days, holidays)

@@ -141,6 +141,8 @@ CARRIER = "dpd"
 SERVICE_ID = "dpd-next-day"
 
 _T0 = datetime(2025, 3, 10, 9, 14, 2, tzinfo=UTC)
+#: England and Wales bank holidays of Christmas 2025 and New Year 2026.
+_BANK_HOLIDAYS = (date(2025, 12, 25), date(2025, 12, 26), date(2026, 1, 1))
 
 
 def _customer_address() -> Address:
@@ -260,6 +262,7 @@ _BUILDERS: Mapping[str, Callable[[], EventPayload]] = MappingProxyType(
             cutoff_local=time(17, 0),
             timezone="Europe/London",
             open=True,
+            non_working_days=_BANK_HOLIDAYS,
         ),
         "network.node_status_changed.v1": lambda: NodeStatusChanged(
             node_id="STORE-MCR-01",
@@ -291,6 +294,7 @@ _BUILDERS: Mapping[str, Callable[[], EventPayload]] = MappingProxyType(
                     DistanceBand(max_km=1200, surcharge=Decimal("3.80")),
                 ),
             ),
+            non_working_days=_BANK_HOLIDAYS,
         ),
         "network.carrier_outage.v1": lambda: CarrierOutage(
             outage_id="OUT-2025-031",

@@ -31,6 +31,16 @@ from orchestrator.contract.common import (
     unique_values,
 )
 
+#: A calendar lists a few years of holidays at most; a longer closure is `network.node_status_changed`.
+MAX_CALENDAR_DAYS = 400
+
+
+def calendar_days(days: tuple[date, ...]) -> tuple[date, ...]:
+    """Non-working days in date order, or raise naming the repeated ones (the order sent carries
+    no meaning, so equal calendars compare equal)."""
+    unique_values(tuple(d.isoformat() for d in days), "non_working_days")
+    return tuple(sorted(days))
+
 
 class NodeUpserted(EventPayload):
     """A fulfilment node was created or its master data changed; the event carries all of it.
@@ -62,6 +72,19 @@ class NodeUpserted(EventPayload):
         description="IANA time zone of the node, e.g. `Europe/London`; `cutoff_local` is read in it."
     )
     open: bool = Field(description="Whether the node currently takes work.")
+    non_working_days: tuple[date, ...] = Field(
+        default=(),
+        max_length=MAX_CALENDAR_DAYS,
+        description="Local dates the node ships nothing (public holidays, stock-takes), besides its "
+        "weekly rest days: Saturday and Sunday for a warehouse, 3PL or drop-ship vendor; a store "
+        "trades every day. Work planned for such a day leaves on the node's next working day.",
+        json_schema_extra={"uniqueItems": True},
+    )
+
+    @field_validator("non_working_days")
+    @classmethod
+    def _calendar(cls, v: tuple[date, ...]) -> tuple[date, ...]:
+        return calendar_days(v)
 
     @field_validator("capabilities")
     @classmethod
@@ -193,6 +216,18 @@ class CarrierServiceUpserted(EventPayload):
     )
     cost: CostModel = Field(description="How the service prices a shipment.")
     active: bool = Field(default=True, description="False: the service is withdrawn; plan nothing on it.")
+    non_working_days: tuple[date, ...] = Field(
+        default=(),
+        max_length=MAX_CALENDAR_DAYS,
+        description="Dates that are not transit days for the service, besides Saturdays and Sundays "
+        "(its public holidays): it delivers on none of them, and `transit_days` count the days left.",
+        json_schema_extra={"uniqueItems": True},
+    )
+
+    @field_validator("non_working_days")
+    @classmethod
+    def _calendar(cls, v: tuple[date, ...]) -> tuple[date, ...]:
+        return calendar_days(v)
 
     @field_validator("countries")
     @classmethod

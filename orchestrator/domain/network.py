@@ -39,27 +39,44 @@ def _with(mapping: Mapping[K, V], key: K, value: V) -> Mapping[K, V]:
     return MappingProxyType(updated)
 
 
+#: How far past its first possible day a ship date is looked for: a calendar that closes a node for
+#: longer should close the node (`network.node_status_changed`), and decide-node reads the load of
+#: only so many days ahead (`orchestrator.stages.decide_reads.around`).
+SHIP_DAY_SEARCH_DAYS = 14
+
+
 def ship_day(node: NodeUpserted, at: datetime) -> tuple[date, datetime]:
     """(ship date, ship-by in UTC) of `node` at `at`: today before its cut-off, else
     its next working day, as `cutoff_local` says. A store trades every day; a warehouse, 3PL or
     vendor hands goods to carriers Monday to Friday (the days transit times count), so after its
-    Friday cut-off or at the weekend its next working day is Monday. The node's capacity is counted
+    Friday cut-off or at the weekend its next working day is Monday. Its `non_working_days`
+    (holidays) are skipped too, for at most `SHIP_DAY_SEARCH_DAYS`. The node's capacity is counted
     on the ship date: what it can ship that day."""
     cutoff = node.cutoff_local
     local = at.astimezone(ZoneInfo(node.timezone))
     today = local.date()
     ship_date = today if local.time() < cutoff else today + timedelta(days=1)
-    if ship_date.weekday() > 4 and node.kind is not NodeKind.STORE:
-        # Counted from the weekend day instead, a next-day parcel was promised for Monday and
-        # arrived on Tuesday.
-        ship_date += timedelta(days=7 - ship_date.weekday())
+    weekdays_only = node.kind is not NodeKind.STORE
+    holidays = node.non_working_days
+    for _ in range(SHIP_DAY_SEARCH_DAYS):
+        # Counted from a weekend day instead, a next-day parcel was promised for Monday and
+        # arrived on Tuesday; counted from a bank holiday, a day early.
+        if (weekdays_only and ship_date.weekday() > 4) or (holidays and ship_date in holidays):
+            ship_date += timedelta(days=1)
+        else:
+            break
     ship_by = datetime.combine(ship_date, cutoff, tzinfo=local.tzinfo).astimezone(UTC)
     return ship_date, ship_by
 
 
-def ship_clock(node: NodeUpserted) -> tuple[str, time, bool]:
+#: What a node's ship date depends on besides the moment: its zone, cut-off, whether it trades at
+#: weekends, and its holidays.
+ShipClock = tuple[str, time, bool, tuple[date, ...]]
+
+
+def ship_clock(node: NodeUpserted) -> ShipClock:
     """What a node's ship date depends on: nodes alike in it share one (a handful for tens of nodes)."""
-    return node.timezone, node.cutoff_local, node.kind is NodeKind.STORE
+    return node.timezone, node.cutoff_local, node.kind is NodeKind.STORE, node.non_working_days
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -140,7 +157,7 @@ class NetworkView:
     def load_on_ship_dates(self, planned: Mapping[tuple[str, date], int], at: datetime) -> dict[str, int]:
         """Shipments planned per node on the day a shipment planned at `at` would leave it, from
         shipments per (node, day): what `decide` checks each node's capacity against."""
-        by_clock: dict[tuple[str, time, bool], date] = {}
+        by_clock: dict[ShipClock, date] = {}
         out: dict[str, int] = {}
         for (node_id, day), shipments in planned.items():
             node = self.nodes.get(node_id)
@@ -181,4 +198,11 @@ def network_from_events(events: Iterable[EventPayload]) -> NetworkView:
     return view
 
 
-__all__ = ["NetworkView", "network_from_events", "ship_clock", "ship_day"]
+__all__ = [
+    "SHIP_DAY_SEARCH_DAYS",
+    "NetworkView",
+    "ShipClock",
+    "network_from_events",
+    "ship_clock",
+    "ship_day",
+]

@@ -45,9 +45,9 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from types import MappingProxyType
 
@@ -67,7 +67,7 @@ from orchestrator.contract.orders import OrderCreated
 from orchestrator.contract.pipeline import PlanDecided, PlanOutcome
 from orchestrator.domain.geo import haversine_km
 from orchestrator.domain.learning import NO_RISK, RoutingRisk
-from orchestrator.domain.network import NetworkView, ship_clock, ship_day
+from orchestrator.domain.network import NetworkView, ShipClock, ship_clock, ship_day
 from orchestrator.domain.policy import Policy
 
 #: Units of a SKU available now at a node: (node_id, sku) -> units, already net of
@@ -486,7 +486,7 @@ class _Context:
     lookahead_weight: float = 0.0
     _all_quotes: list[_Quote] | None = None
     # Nodes share time zones, cut-offs and so ship dates: each is worked out once.
-    _ship_days: dict[tuple[str, time, bool], tuple[date, datetime]] = field(default_factory=dict)
+    _ship_days: dict[ShipClock, tuple[date, datetime]] = field(default_factory=dict)
     _timed: dict[tuple[date, bool], list[tuple[_Quote, date, int, float]]] = field(default_factory=dict)
     _rate_tables: dict[tuple[date, bool], _RateTable] = field(default_factory=dict)
 
@@ -515,7 +515,8 @@ class _Context:
         if timed is None:
             timed = []
             for quote in self.all_quotes() if outages_ignored else self.quotes:
-                delivery = after_working_days(ship_date, quote.service.transit_days)
+                service = quote.service
+                delivery = after_working_days(ship_date, service.transit_days, service.non_working_days)
                 late = self.late_days(delivery)
                 timed.append((quote, delivery, late, quote.base + late * self.late_rate))
             self._timed[key] = timed
@@ -611,10 +612,12 @@ class _RateTable:
         return classes, min_slope
 
 
-def after_working_days(start: date, days: int) -> date:
-    """The date `days` working days (Monday to Friday) after `start`: transit times count working days.
+def after_working_days(start: date, days: int, holidays: Collection[date] = ()) -> date:
+    """The date `days` working days (Monday to Friday, less `holidays`) after `start`: transit
+    times count working days.
 
-    Counted in whole weeks, not day by day: every decision dates every carrier service this way.
+    Counted in whole weeks, not day by day (every decision dates every carrier service this way),
+    then a day further for each holiday on the way.
     """
     if days <= 0:
         return start
@@ -624,7 +627,15 @@ def after_working_days(start: date, days: int) -> date:
         start -= timedelta(days=weekday - 4)
         weekday = 4
     weeks, rest = divmod(days, 5)
-    return start + timedelta(days=7 * weeks + rest + (2 if weekday + rest > 4 else 0))
+    end = start + timedelta(days=7 * weeks + rest + (2 if weekday + rest > 4 else 0))
+    if not holidays:
+        return end
+    skipped = sum(1 for h in holidays if start < h <= end and h.weekday() < 5)
+    while skipped:
+        end += timedelta(days=1)
+        if end.weekday() < 5 and end not in holidays:
+            skipped -= 1
+    return end
 
 
 def _carrier_rates(

@@ -37,6 +37,7 @@ import asyncpg
 from orchestrator.contract.envelope import Envelope
 from orchestrator.contract.orders import OrderCreated
 from orchestrator.contract.pipeline import OrderValidated, PlanDecided, RedecideRequested
+from orchestrator.domain.network import SHIP_DAY_SEARCH_DAYS
 from orchestrator.domain.supply import set_aside
 
 
@@ -89,8 +90,8 @@ class DecideReads:
 def around(day: date) -> list[date]:
     """The dates a shipment planned on UTC's `day` can leave a node on: its local date is one of
     the three around `day`; after the cut-off it leaves the next working day, which from a local
-    Friday is the Monday after."""
-    return [day + timedelta(days=d) for d in range(-1, 5)]
+    Friday is the Monday after, and past the node's holidays up to `SHIP_DAY_SEARCH_DAYS` later."""
+    return [day + timedelta(days=d) for d in range(-1, SHIP_DAY_SEARCH_DAYS + 3)]
 
 
 async def planned_load(conn: asyncpg.Connection, days: Sequence[date]) -> dict[tuple[str, date], int]:
