@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.contract.common import NodeKind
+from orchestrator.contract.common import NodeKind, Weekday
 from orchestrator.contract.examples import example
 from orchestrator.contract.network import NodeUpserted
 from orchestrator.contract.pipeline import DayCapacity, PlanDecided
@@ -60,16 +60,30 @@ def test_a_plan_the_batch_makes_counts_on_its_nodes_day() -> None:
     moment=st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=1) - timedelta(microseconds=1)),
     # Holidays from none to every day of three weeks (past the search's reach).
     holidays=st.sets(st.integers(min_value=-1, max_value=20)),
+    # The node's days of the week: its kind's (None), or any.
+    week=st.none() | st.sets(st.sampled_from(list(Weekday)), min_size=1),
 )
 def test_the_load_is_read_for_every_date_a_shipment_can_leave_on(
-    day: date, zone: str, cutoff: time, kind: NodeKind, moment: timedelta, holidays: set[int]
+    day: date,
+    zone: str,
+    cutoff: time,
+    kind: NodeKind,
+    moment: timedelta,
+    holidays: set[int],
+    week: set[Weekday] | None,
 ) -> None:
     # Whatever the day, the node's time zone, cut-off, kind and holidays, a plan made on the UTC
     # date leaves on a date read, and on the node's first working day from its local date (from
     # the next after its cut-off): any day but a holiday for a store, Monday to Friday else.
     calendar = tuple(sorted(day + timedelta(days=d) for d in holidays))
     node = NODE.model_copy(
-        update={"timezone": zone, "cutoff_local": cutoff, "kind": kind, "non_working_days": calendar}
+        update={
+            "timezone": zone,
+            "cutoff_local": cutoff,
+            "kind": kind,
+            "non_working_days": calendar,
+            "working_days": None if week is None else tuple(sorted(week, key=lambda d: d.number)),
+        }
     )
     at = datetime.combine(day, time(0), tzinfo=UTC) + moment
     ship_date, ship_by = ship_day(node, at)
@@ -77,7 +91,11 @@ def test_the_load_is_read_for_every_date_a_shipment_can_leave_on(
     first = local.date() + timedelta(days=0 if local.time() < cutoff else 1)
 
     def working(d: date) -> bool:
-        return (d.weekday() < 5 or kind is NodeKind.STORE) and d not in calendar
+        if week is not None:
+            on_the_week = any(d.weekday() == w.number for w in week)
+        else:
+            on_the_week = d.weekday() < 5 or kind is NodeKind.STORE
+        return on_the_week and d not in calendar
 
     assert local.date() in around(day) and ship_date in around(day)
     assert ship_date >= first and ship_by > at

@@ -34,6 +34,7 @@ from orchestrator.contract.common import (
     ServiceLevel,
     ShipToStore,
     StorePickup,
+    Weekday,
 )
 from orchestrator.contract.network import (
     CarrierOutage,
@@ -723,6 +724,39 @@ def test_a_store_closed_on_christmas_day_hands_over_on_boxing_day() -> None:
     assert at_store.capacity is not None and at_store.capacity.day == date(2025, 12, 26)
 
 
+def test_working_days_of_the_week_set_when_goods_leave_and_arrive() -> None:
+    friday_evening = datetime(2025, 3, 14, 18, 0, tzinfo=UTC)
+    the_order = order(line("1", "SKU-A"), delivery=HomeDelivery(kind="next_day")).model_copy(
+        update={"placed_at": friday_evening}
+    )
+    stock = {("DC-MANCHESTER", "SKU-A"): 9}
+    week = (Weekday.MONDAY, Weekday.TUESDAY, Weekday.WEDNESDAY, Weekday.THURSDAY, Weekday.FRIDAY)
+    saturdays = uk_network(
+        node("DC-MANCHESTER", "manchester").model_copy(update={"working_days": (*week, Weekday.SATURDAY)})
+    )
+    # A warehouse that works Saturdays ships then; the carrier still delivers Monday.
+    [shipment] = plan_for(the_order, stock, network=saturdays, now=friday_evening).shipments
+    assert shipment.ship_by == datetime(2025, 3, 15, 17, 0, tzinfo=UTC)
+    assert shipment.promised_delivery_date == date(2025, 3, 17)
+    assert shipment.capacity is not None and shipment.capacity.day == date(2025, 3, 15)
+    # A next-day service that delivers on Saturdays: Friday before the cut-off arrives Saturday.
+    friday = datetime(2025, 3, 14, 12, 0, tzinfo=UTC)
+    dpd = service("dpd-next-day", ServiceLevel.NEXT_DAY, 1, "5.00", "0.30")
+    saturday_delivery = uk_network(dpd.model_copy(update={"working_days": (*week, Weekday.SATURDAY)}))
+    [shipment] = plan_for(
+        the_order.model_copy(update={"placed_at": friday}), stock, network=saturday_delivery, now=friday
+    ).shipments
+    assert shipment.promised_delivery_date == date(2025, 3, 15)
+    # A store that closes on Sundays hands a Sunday collect-in-store order over on Monday.
+    sunday = datetime(2025, 3, 16, 10, 0, tzinfo=UTC)
+    pickup = StorePickup(kind="bopis", pickup_store_id="STORE-LEEDS-01")
+    leeds = node("STORE-LEEDS-01", "leeds", NodeKind.STORE, STORE_CAPS, capacity=50, cutoff=time(15, 0))
+    no_sundays = uk_network(leeds.model_copy(update={"working_days": (*week, Weekday.SATURDAY)}))
+    bopis = order(line("1", "SKU-A"), delivery=pickup).model_copy(update={"placed_at": sunday})
+    [at_store] = plan_for(bopis, {("STORE-LEEDS-01", "SKU-A"): 5}, network=no_sundays, now=sunday).shipments
+    assert at_store.promised_delivery_date == date(2025, 3, 17)
+
+
 def test_a_calendar_lists_each_day_once_in_date_order() -> None:
     the_node = node("DC-X", "leeds").model_copy(update={"non_working_days": ()})
     raw = the_node.model_dump(mode="json") | {"non_working_days": ["2025-12-26", "2025-12-25"]}
@@ -1323,11 +1357,16 @@ def assert_every_search_optimal(decide_it: Callable[[], object]) -> None:
         assert found == pytest.approx(best, abs=1e-6) or found == best == math.inf
 
 
-def _working_days_one_by_one(start: date, days: int, holidays: frozenset[date] = frozenset()) -> date:
+def _working_days_one_by_one(
+    start: date,
+    days: int,
+    holidays: frozenset[date] = frozenset(),
+    week: frozenset[int] = frozenset(range(5)),
+) -> date:
     day = start
     while days > 0:
         day += timedelta(days=1)
-        if day.weekday() < 5 and day not in holidays:
+        if day.weekday() in week and day not in holidays:
             days -= 1
     return day
 
@@ -1336,11 +1375,16 @@ def _working_days_one_by_one(start: date, days: int, holidays: frozenset[date] =
     st.dates(min_value=date(2000, 1, 1), max_value=date(2100, 1, 1)),
     st.integers(min_value=-3, max_value=60),
     st.sets(st.integers(min_value=-5, max_value=90), max_size=30),
+    st.frozensets(st.integers(min_value=0, max_value=6), min_size=1),
 )
 def test_transit_counted_in_weeks_lands_on_the_day_counted_one_by_one(
-    start: date, days: int, offsets: set[int]
+    start: date, days: int, offsets: set[int], week: frozenset[int]
 ) -> None:
     assert after_working_days(start, days) == _working_days_one_by_one(start, days)
     # Holidays (any weekday, before, on or after the start) are skipped like weekends.
     holidays = frozenset(start + timedelta(days=d) for d in offsets)
     assert after_working_days(start, days, holidays) == _working_days_one_by_one(start, days, holidays)
+    # So are the days a carrier's week leaves out (Saturday deliveries, say).
+    assert after_working_days(start, days, holidays, week) == _working_days_one_by_one(
+        start, days, holidays, week
+    )

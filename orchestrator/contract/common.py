@@ -163,6 +163,26 @@ class NodeKind(StrEnum):
     MICRO_FULFILMENT = "micro_fulfilment"
 
 
+class Weekday(StrEnum):
+    """A day of the week, in a node's or a carrier's working pattern."""
+
+    MONDAY = "monday"
+    TUESDAY = "tuesday"
+    WEDNESDAY = "wednesday"
+    THURSDAY = "thursday"
+    FRIDAY = "friday"
+    SATURDAY = "saturday"
+    SUNDAY = "sunday"
+
+    @property
+    def number(self) -> int:
+        """Monday 0 to Sunday 6, as `date.weekday()` counts."""
+        return _WEEKDAY_NUMBERS[self]
+
+
+_WEEKDAY_NUMBERS = {day: n for n, day in enumerate(Weekday)}
+
+
 class NodeCapability(StrEnum):
     """What a node is able to do beyond picking and shipping ordinary parcels."""
 

@@ -27,6 +27,7 @@ from orchestrator.contract.common import (
     NodeKind,
     ServiceLevel,
     Text,
+    Weekday,
     require_not_before,
     unique_values,
 )
@@ -40,6 +41,12 @@ def calendar_days(days: tuple[date, ...]) -> tuple[date, ...]:
     no meaning, so equal calendars compare equal)."""
     unique_values(tuple(d.isoformat() for d in days), "non_working_days")
     return tuple(sorted(days))
+
+
+def week_days(days: tuple[Weekday, ...]) -> tuple[Weekday, ...]:
+    """Days of the week in week order (Monday first), or raise naming the repeated ones."""
+    unique_values(tuple(str(d) for d in days), "working_days")
+    return tuple(sorted(days, key=lambda d: d.number))
 
 
 class NodeUpserted(EventPayload):
@@ -72,14 +79,27 @@ class NodeUpserted(EventPayload):
         description="IANA time zone of the node, e.g. `Europe/London`; `cutoff_local` is read in it."
     )
     open: bool = Field(description="Whether the node currently takes work.")
+    working_days: tuple[Weekday, ...] | None = Field(
+        default=None,
+        min_length=1,
+        description="Days of the week the node hands goods over (to carriers, or to customers "
+        "collecting in store). Absent: Monday to Friday for a warehouse, 3PL, micro-fulfilment "
+        "centre or drop-ship vendor; every day for a store.",
+        json_schema_extra={"uniqueItems": True},
+    )
     non_working_days: tuple[date, ...] = Field(
         default=(),
         max_length=MAX_CALENDAR_DAYS,
-        description="Local dates the node ships nothing (public holidays, stock-takes), besides its "
-        "weekly rest days: Saturday and Sunday for a warehouse, 3PL or drop-ship vendor; a store "
-        "trades every day. Work planned for such a day leaves on the node's next working day.",
+        description="Local dates the node ships nothing (public holidays, stock-takes), besides the "
+        "days of the week missing from `working_days`. Work planned for such a day leaves on the "
+        "node's next working day.",
         json_schema_extra={"uniqueItems": True},
     )
+
+    @field_validator("working_days")
+    @classmethod
+    def _week(cls, v: tuple[Weekday, ...] | None) -> tuple[Weekday, ...] | None:
+        return None if v is None else week_days(v)
 
     @field_validator("non_working_days")
     @classmethod
@@ -216,13 +236,26 @@ class CarrierServiceUpserted(EventPayload):
     )
     cost: CostModel = Field(description="How the service prices a shipment.")
     active: bool = Field(default=True, description="False: the service is withdrawn; plan nothing on it.")
+    working_days: tuple[Weekday, ...] | None = Field(
+        default=None,
+        min_length=1,
+        description="Days of the week the service moves and delivers parcels: `transit_days` count "
+        "them. Absent: Monday to Friday (add `saturday` for a service that delivers on Saturdays).",
+        json_schema_extra={"uniqueItems": True},
+    )
     non_working_days: tuple[date, ...] = Field(
         default=(),
         max_length=MAX_CALENDAR_DAYS,
-        description="Dates that are not transit days for the service, besides Saturdays and Sundays "
-        "(its public holidays): it delivers on none of them, and `transit_days` count the days left.",
+        description="Dates that are not transit days for the service, besides the days of the week "
+        "missing from `working_days` (its public holidays): it delivers on none of them, and "
+        "`transit_days` count the days left.",
         json_schema_extra={"uniqueItems": True},
     )
+
+    @field_validator("working_days")
+    @classmethod
+    def _week(cls, v: tuple[Weekday, ...] | None) -> tuple[Weekday, ...] | None:
+        return None if v is None else week_days(v)
 
     @field_validator("non_working_days")
     @classmethod

@@ -45,23 +45,45 @@ def _with(mapping: Mapping[K, V], key: K, value: V) -> Mapping[K, V]:
 SHIP_DAY_SEARCH_DAYS = 14
 
 
+#: Monday to Friday, as `date.weekday()` numbers them: a warehouse's week, and a carrier's.
+WEEKDAYS = frozenset(range(5))
+EVERY_DAY = frozenset(range(7))
+
+
+def node_week(node: NodeUpserted) -> frozenset[int]:
+    """The days of the week `node` hands goods over (`date.weekday()` numbers): its `working_days`,
+    else every day for a store and Monday to Friday for the others."""
+    if node.working_days is not None:
+        return frozenset(day.number for day in node.working_days)
+    return EVERY_DAY if node.kind is NodeKind.STORE else WEEKDAYS
+
+
+def service_week(service: CarrierServiceUpserted) -> frozenset[int]:
+    """The days of the week a carrier service's transit days count: its `working_days`, else
+    Monday to Friday."""
+    if service.working_days is None:
+        return WEEKDAYS
+    return frozenset(day.number for day in service.working_days)
+
+
 def ship_day(node: NodeUpserted, at: datetime) -> tuple[date, datetime]:
     """(ship date, ship-by in UTC) of `node` at `at`: today before its cut-off, else
     its next working day, as `cutoff_local` says. A store trades every day; a warehouse, 3PL or
     vendor hands goods to carriers Monday to Friday (the days transit times count), so after its
-    Friday cut-off or at the weekend its next working day is Monday. Its `non_working_days`
-    (holidays) are skipped too, for at most `SHIP_DAY_SEARCH_DAYS`. The node's capacity is counted
-    on the ship date: what it can ship that day."""
+    Friday cut-off or at the weekend its next working day is Monday; `working_days` says
+    otherwise. Its `non_working_days` (holidays) are skipped too, for at most
+    `SHIP_DAY_SEARCH_DAYS`. The node's capacity is counted on the ship date: what it can ship
+    that day."""
     cutoff = node.cutoff_local
     local = at.astimezone(ZoneInfo(node.timezone))
     today = local.date()
     ship_date = today if local.time() < cutoff else today + timedelta(days=1)
-    weekdays_only = node.kind is not NodeKind.STORE
+    week = node_week(node)
     holidays = node.non_working_days
     for _ in range(SHIP_DAY_SEARCH_DAYS):
         # Counted from a weekend day instead, a next-day parcel was promised for Monday and
         # arrived on Tuesday; counted from a bank holiday, a day early.
-        if (weekdays_only and ship_date.weekday() > 4) or (holidays and ship_date in holidays):
+        if ship_date.weekday() not in week or (holidays and ship_date in holidays):
             ship_date += timedelta(days=1)
         else:
             break
@@ -69,14 +91,14 @@ def ship_day(node: NodeUpserted, at: datetime) -> tuple[date, datetime]:
     return ship_date, ship_by
 
 
-#: What a node's ship date depends on besides the moment: its zone, cut-off, whether it trades at
-#: weekends, and its holidays.
-ShipClock = tuple[str, time, bool, tuple[date, ...]]
+#: What a node's ship date depends on besides the moment: its zone, cut-off, working days of the
+#: week, and holidays.
+ShipClock = tuple[str, time, frozenset[int], tuple[date, ...]]
 
 
 def ship_clock(node: NodeUpserted) -> ShipClock:
     """What a node's ship date depends on: nodes alike in it share one (a handful for tens of nodes)."""
-    return node.timezone, node.cutoff_local, node.kind is NodeKind.STORE, node.non_working_days
+    return node.timezone, node.cutoff_local, node_week(node), node.non_working_days
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -199,10 +221,14 @@ def network_from_events(events: Iterable[EventPayload]) -> NetworkView:
 
 
 __all__ = [
+    "EVERY_DAY",
     "SHIP_DAY_SEARCH_DAYS",
+    "WEEKDAYS",
     "NetworkView",
     "ShipClock",
     "network_from_events",
+    "node_week",
+    "service_week",
     "ship_clock",
     "ship_day",
 ]

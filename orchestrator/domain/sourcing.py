@@ -67,7 +67,14 @@ from orchestrator.contract.orders import OrderCreated
 from orchestrator.contract.pipeline import PlanDecided, PlanOutcome
 from orchestrator.domain.geo import haversine_km
 from orchestrator.domain.learning import NO_RISK, RoutingRisk
-from orchestrator.domain.network import NetworkView, ShipClock, ship_clock, ship_day
+from orchestrator.domain.network import (
+    WEEKDAYS,
+    NetworkView,
+    ShipClock,
+    service_week,
+    ship_clock,
+    ship_day,
+)
 from orchestrator.domain.policy import Policy
 
 #: Units of a SKU available now at a node: (node_id, sku) -> units, already net of
@@ -516,7 +523,9 @@ class _Context:
             timed = []
             for quote in self.all_quotes() if outages_ignored else self.quotes:
                 service = quote.service
-                delivery = after_working_days(ship_date, service.transit_days, service.non_working_days)
+                delivery = after_working_days(
+                    ship_date, service.transit_days, service.non_working_days, service_week(service)
+                )
                 late = self.late_days(delivery)
                 timed.append((quote, delivery, late, quote.base + late * self.late_rate))
             self._timed[key] = timed
@@ -612,28 +621,42 @@ class _RateTable:
         return classes, min_slope
 
 
-def after_working_days(start: date, days: int, holidays: Collection[date] = ()) -> date:
-    """The date `days` working days (Monday to Friday, less `holidays`) after `start`: transit
-    times count working days.
+def after_working_days(
+    start: date, days: int, holidays: Collection[date] = (), week: frozenset[int] = WEEKDAYS
+) -> date:
+    """The date `days` working days after `start`: transit times count working days, the days of
+    `week` (`date.weekday()` numbers; Monday to Friday unless the service says otherwise) less
+    `holidays`.
 
     Counted in whole weeks, not day by day (every decision dates every carrier service this way),
     then a day further for each holiday on the way.
     """
     if days <= 0:
         return start
-    weekday = start.weekday()
-    if weekday > 4:
-        # From a Saturday or Sunday the first working day after is Monday, as from the Friday before.
-        start -= timedelta(days=weekday - 4)
-        weekday = 4
-    weeks, rest = divmod(days, 5)
-    end = start + timedelta(days=7 * weeks + rest + (2 if weekday + rest > 4 else 0))
+    if week is WEEKDAYS or week == WEEKDAYS:
+        weekday = start.weekday()
+        if weekday > 4:
+            # From a Saturday or Sunday the first working day after is Monday, as from the Friday before.
+            start -= timedelta(days=weekday - 4)
+            weekday = 4
+        weeks, rest = divmod(days, 5)
+        end = start + timedelta(days=7 * weeks + rest + (2 if weekday + rest > 4 else 0))
+    else:
+        # Any 7 days in a row hold each day of the week once: whole weeks first, then the rest
+        # (at least one day, at most a week's worth) counted one by one.
+        weeks, rest = divmod(days - 1, len(week))
+        end = start + timedelta(days=7 * weeks)
+        rest += 1
+        while rest:
+            end += timedelta(days=1)
+            if end.weekday() in week:
+                rest -= 1
     if not holidays:
         return end
-    skipped = sum(1 for h in holidays if start < h <= end and h.weekday() < 5)
+    skipped = sum(1 for h in holidays if start < h <= end and h.weekday() in week)
     while skipped:
         end += timedelta(days=1)
-        if end.weekday() < 5 and end not in holidays:
+        if end.weekday() in week and end not in holidays:
             skipped -= 1
     return end
 
