@@ -293,7 +293,13 @@ async def test_a_warehouse_on_holiday_is_promised_and_planned_from_its_next_work
     plan = await latest_plan(pipeline, placed_order)
     assert shipments(plan) == shipments(standard)
     assert [s["capacity"]["day"] for s in plan["shipments"]] == [ships_on.isoformat()]
-    slots = await pipeline.db.fetch(
-        "SELECT day, shipments FROM reserve_node_load WHERE node_id = $1 ORDER BY day", north
-    )
+    # Reserve holds it after decide-node planned it: wait for its slot.
+    deadline = time.monotonic() + 60
+    while not (
+        slots := await pipeline.db.fetch(
+            "SELECT day, shipments FROM reserve_node_load WHERE node_id = $1 ORDER BY day", north
+        )
+    ):
+        assert time.monotonic() < deadline, f"reserve never held a slot at {north}"
+        await asyncio.sleep(0.1)
     assert [(r["day"], r["shipments"]) for r in slots] == [(ships_on, 1)]
