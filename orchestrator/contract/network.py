@@ -12,7 +12,7 @@ from itertools import pairwise
 from typing import Annotated, ClassVar, Literal, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AwareDatetime, Field, NonNegativeInt, field_validator, model_validator
+from pydantic import AfterValidator, AwareDatetime, Field, NonNegativeInt, field_validator, model_validator
 
 from orchestrator.contract.base import EventPayload
 from orchestrator.contract.common import (
@@ -49,6 +49,12 @@ def week_days(days: tuple[Weekday, ...]) -> tuple[Weekday, ...]:
     return tuple(sorted(days, key=lambda d: d.number))
 
 
+#: A node's or carrier's holidays: validated and ordered by `calendar_days`.
+Calendar = Annotated[tuple[date, ...], AfterValidator(calendar_days)]
+#: The days of the week a node or carrier works: validated and ordered by `week_days`.
+WorkingWeek = Annotated[tuple[Weekday, ...], Field(min_length=1), AfterValidator(week_days)]
+
+
 class NodeUpserted(EventPayload):
     """A fulfilment node was created or its master data changed; the event carries all of it.
 
@@ -79,15 +85,14 @@ class NodeUpserted(EventPayload):
         description="IANA time zone of the node, e.g. `Europe/London`; `cutoff_local` is read in it."
     )
     open: bool = Field(description="Whether the node currently takes work.")
-    working_days: tuple[Weekday, ...] | None = Field(
+    working_days: WorkingWeek | None = Field(
         default=None,
-        min_length=1,
         description="Days of the week the node hands goods over (to carriers, or to customers "
         "collecting in store). Absent: Monday to Friday for a warehouse, 3PL, micro-fulfilment "
         "centre or drop-ship vendor; every day for a store.",
         json_schema_extra={"uniqueItems": True},
     )
-    non_working_days: tuple[date, ...] = Field(
+    non_working_days: Calendar = Field(
         default=(),
         max_length=MAX_CALENDAR_DAYS,
         description="Local dates the node ships nothing (public holidays, stock-takes), besides the "
@@ -95,16 +100,6 @@ class NodeUpserted(EventPayload):
         "node's next working day.",
         json_schema_extra={"uniqueItems": True},
     )
-
-    @field_validator("working_days")
-    @classmethod
-    def _week(cls, v: tuple[Weekday, ...] | None) -> tuple[Weekday, ...] | None:
-        return None if v is None else week_days(v)
-
-    @field_validator("non_working_days")
-    @classmethod
-    def _calendar(cls, v: tuple[date, ...]) -> tuple[date, ...]:
-        return calendar_days(v)
 
     @field_validator("capabilities")
     @classmethod
@@ -236,14 +231,13 @@ class CarrierServiceUpserted(EventPayload):
     )
     cost: CostModel = Field(description="How the service prices a shipment.")
     active: bool = Field(default=True, description="False: the service is withdrawn; plan nothing on it.")
-    working_days: tuple[Weekday, ...] | None = Field(
+    working_days: WorkingWeek | None = Field(
         default=None,
-        min_length=1,
         description="Days of the week the service moves and delivers parcels: `transit_days` count "
         "them. Absent: Monday to Friday (add `saturday` for a service that delivers on Saturdays).",
         json_schema_extra={"uniqueItems": True},
     )
-    non_working_days: tuple[date, ...] = Field(
+    non_working_days: Calendar = Field(
         default=(),
         max_length=MAX_CALENDAR_DAYS,
         description="Dates that are not transit days for the service, besides the days of the week "
@@ -251,16 +245,6 @@ class CarrierServiceUpserted(EventPayload):
         "`transit_days` count the days left.",
         json_schema_extra={"uniqueItems": True},
     )
-
-    @field_validator("working_days")
-    @classmethod
-    def _week(cls, v: tuple[Weekday, ...] | None) -> tuple[Weekday, ...] | None:
-        return None if v is None else week_days(v)
-
-    @field_validator("non_working_days")
-    @classmethod
-    def _calendar(cls, v: tuple[date, ...]) -> tuple[date, ...]:
-        return calendar_days(v)
 
     @field_validator("countries")
     @classmethod
