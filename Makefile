@@ -18,7 +18,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	@touch $@
 
-setup: $(STAMP)
+# The decision core compiled with mypyc (orchestrator/native.py); pure Python where no compiler can.
+NATIVE := orchestrator/_native/domain/sourcing.sha256
+
+$(NATIVE): orchestrator/domain/sourcing.py $(STAMP)
+	@echo ">> compiling the decision core (orchestrator/domain/sourcing.py) with mypyc"
+	$(BIN)/python -m orchestrator.native build --if-possible
+
+setup: $(STAMP) $(NATIVE)
 
 ## run: local Kafka + PostgreSQL, topics, migrations, the stages and the simulators with a live view (Ctrl-C stops all); ARGS="--orders 300" passes flags
 run: setup
@@ -58,7 +65,7 @@ schemas: setup
 	$(BIN)/orchestrator schemas export
 
 clean:
-	rm -rf $(VENV) .state .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .state .pytest_cache .mypy_cache .ruff_cache orchestrator/_native
 
 $(NODE_TOOLS): tools/asyncapi/package-lock.json
 	.ci/install-node-tools

@@ -25,11 +25,12 @@ import contextlib
 import json
 import os
 import random
+import statistics
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,6 +43,7 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from bench import ceiling
 from bench.pipeline import commit
+from orchestrator import native
 from orchestrator.contract.common import HomeDelivery
 from orchestrator.contract.envelope import Envelope, encode
 from orchestrator.contract.inventory import DeltaReason, InventoryDelta
@@ -150,19 +152,50 @@ def percentiles(values_ms: list[float]) -> dict[str, float | None]:
 # --------------------------------------------------------------------------- 1. the decision alone
 
 
+#: Rounds of the decision alone, the compiled and the pure Python core taking turns (medians reported).
+ENGINE_ROUNDS = 3
+
+
+def pure_quote() -> Callable[..., Any]:
+    """`quote` deciding with the pure Python sourcing module, whatever the process imported."""
+    module = native.pure_module("orchestrator.promise", "quote")
+    module.decide = native.pure_module("orchestrator.domain", "sourcing").decide  # type: ignore[attr-defined]
+    fn: Callable[..., Any] = module.quote
+    return fn
+
+
 def engine_phase(network: SimNetwork, requests: list[PromiseRequest]) -> dict[str, Any]:
+    """Quotes in this process. With the decision core compiled, the pure Python one takes turns with
+    it on the same carts, so the two rates and their ratio come from one run."""
     policy, view, stock = load_policy(), network.view(), network.stock()
     now = datetime.now(UTC)
-    took: list[float] = []
     # As the service does: the ledger's positions in the cart's SKUs only.
     skus = [{line.sku for line in r.cart} for r in requests]
     held = [{k: u for k, u in stock.items() if k[1] in wanted} for wanted in skus]
-    for req, positions in zip(requests, held, strict=True):
-        t0 = time.perf_counter()
-        quote(req, network=view, stock=positions, capacity_used={}, policy=policy, now=now)
-        took.append((time.perf_counter() - t0) * 1000)
-    elapsed = sum(took) / 1000
-    return {"quotes": len(requests), "quotes_per_s": round(len(requests) / elapsed, 1), **percentiles(took)}
+    core = native.loaded_state()["orchestrator.domain.sourcing"]
+    runs: dict[str, Callable[..., Any]] = {core: quote}
+    if core == "compiled":
+        runs["pure"] = pure_quote()
+    took: dict[str, list[float]] = {name: [] for name in runs}
+    rates: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(ENGINE_ROUNDS):
+        for name, quote_with in runs.items():
+            round_took = []
+            for req, positions in zip(requests, held, strict=True):
+                t0 = time.perf_counter()
+                quote_with(req, network=view, stock=positions, capacity_used={}, policy=policy, now=now)
+                round_took.append((time.perf_counter() - t0) * 1000)
+            took[name].extend(round_took)
+            rates[name].append(len(round_took) / (sum(round_took) / 1000))
+    median = {name: round(statistics.median(r), 1) for name, r in rates.items()}
+    return {
+        "decision_core": core,
+        "quotes": len(took[core]),
+        "quotes_per_s": median[core],
+        **percentiles(took[core]),
+        "pure_quotes_per_s": median.get("pure", median[core]),
+        "speedup": round(median[core] / median.get("pure", median[core]), 2),
+    }
 
 
 # --------------------------------------------------------------------------- 2. the HTTP API
@@ -235,12 +268,15 @@ async def http_phase(
     limits = aiohttp.TCPConnector(limit=options.clients * 2)
     async with aiohttp.ClientSession(connector=limits) as http:
         await wait_healthy(http, url, child)
+        async with http.get(f"{url}/healthz") as resp:
+            core = str((await resp.json())["decision_core"])
+        say(f"  the server decides with the {core} core")
         await load(http, url, bodies, min(3.0, options.sizes.http_seconds), options.clients, None)  # warm-up
         top = await load(http, url, bodies, options.sizes.http_seconds, options.clients, None)
         say(f"  maximum: {top['requests_per_s']:,.0f}/s, p50 {top['p50_ms']} ms, p99 {top['p99_ms']} ms")
         half = await load(http, url, bodies, options.sizes.http_seconds, 4, top["requests_per_s"] / 2)
         say(f"  at half of it: p50 {half['p50_ms']} ms, p99 {half['p99_ms']} ms")
-    return {"maximum": top, "half": half, "server_cpus": [0], "client_cpus": [1]}
+    return {"maximum": top, "half": half, "server_cpus": [0], "client_cpus": [1], "decision_core": core}
 
 
 # --------------------------------------------------------------------------- 3. inventory deltas
@@ -484,12 +520,20 @@ def render(result: dict[str, Any]) -> str:
         "",
         "| part | rate | p50 | p99 |",
         "|---|---:|---:|---:|",
-        f"| decision alone, in process | {engine['quotes_per_s']:,.0f} quotes/s | {engine['p50_ms']} ms | "
-        f"{engine['p99_ms']} ms |",
+        f"| decision alone, in process ({engine['decision_core']} core) | "
+        f"{engine['quotes_per_s']:,.0f} quotes/s | {engine['p50_ms']} ms | {engine['p99_ms']} ms |",
         f"| HTTP, {result['clients']} in flight | {top['requests_per_s']:,.0f} req/s | {top['p50_ms']} ms | "
         f"{top['p99_ms']} ms |",
         f"| HTTP, paced at half | {half['requests_per_s']:,.0f} req/s | {half['p50_ms']} ms | "
         f"{half['p99_ms']} ms |",
+        "",
+        f"The server's decision core: {http['decision_core']}. In this process: {engine['decision_core']}"
+        + (
+            f", {engine['speedup']}x the pure Python one ({engine['pure_quotes_per_s']:,.0f} quotes/s, "
+            "taking turns on the same carts)."
+            if engine["decision_core"] == "compiled"
+            else " Python (`python -m orchestrator.native build` compiles it)."
+        ),
         "",
         f"Deltas: {deltas['deltas']:,} published at {deltas['publish_per_s']:,.0f}/s by one producer while "
         f"{deltas['orders_placed_meanwhile']} orders were placed at {deltas['orders_per_s']}/s.",
@@ -512,7 +556,11 @@ def main(argv: list[str] | None = None) -> int:
     result["engine"] = engine_phase(
         network, carts(network, random.Random(options.seed), options.sizes.engine_quotes)
     )
-    say(f"  {result['engine']['quotes_per_s']:,.0f} quotes/s, p50 {result['engine']['p50_ms']} ms")
+    engine = result["engine"]
+    say(
+        f"  {engine['quotes_per_s']:,.0f} quotes/s ({engine['decision_core']} core; pure Python "
+        f"{engine['pure_quotes_per_s']:,.0f}), p50 {engine['p50_ms']} ms"
+    )
     work = Path(tempfile.mkdtemp(prefix="bench-promise-"))
     log_dir = work / "logs"
     try:

@@ -14,6 +14,8 @@ import os
 import sys
 from pathlib import Path
 
+from orchestrator.native import decision_core
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -32,6 +34,11 @@ async def test_the_promise_benchmark_runs_and_reports_every_part(tmp_path: Path)
     engine = result["engine"]
     assert engine["quotes"] > 0 and engine["quotes_per_s"] > 0 and engine["p99_ms"] >= engine["p50_ms"]
     http = result["served"]["http"]
+    # The server and the benchmark run the core this checkout has (compiled when built and current).
+    assert http["decision_core"] == decision_core()
+    assert engine["decision_core"] == ("compiled" if decision_core() == "compiled" else "pure")
+    if engine["decision_core"] == "compiled":
+        assert engine["pure_quotes_per_s"] > 0 and engine["speedup"] > 0
     for phase in (http["maximum"], http["half"]):
         assert phase["requests"] > 0 and phase["errors"] == 0, phase
         assert phase["p99_ms"] >= phase["p50_ms"] > 0, phase

@@ -8,12 +8,14 @@ determinism, and that the exact search never loses to the greedy one.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -49,12 +51,12 @@ from orchestrator.contract.network import (
 )
 from orchestrator.contract.orders import OrderCreated
 from orchestrator.contract.pipeline import DayCapacity, PlanDecided, PlanOutcome
-from orchestrator.domain import sourcing
 from orchestrator.domain.explain import explain_plan
 from orchestrator.domain.geo import haversine_km
 from orchestrator.domain.network import NetworkView, network_from_events
 from orchestrator.domain.policy import Policy, load_policy
 from orchestrator.domain.sourcing import IN_STORE_PICKUP, StockView, after_working_days, decide
+from orchestrator.native import pure_module
 
 NOW = datetime(2025, 3, 10, 9, 0, tzinfo=UTC)  # a Monday morning, before every cut-off
 TODAY = NOW.date()
@@ -226,8 +228,9 @@ def plan_for(
     excluded: Iterable[str] = (),
     now: datetime = NOW,
     heuristic: bool = False,
+    decide_with: Callable[..., PlanDecided] = decide,
 ) -> PlanDecided:
-    return decide(
+    return decide_with(
         the_order,
         network=network or uk_network(),
         stock=stock,
@@ -1233,7 +1236,9 @@ def scenarios(draw: st.DrawFn) -> dict[str, Any]:
     }
 
 
-def run(scenario: dict[str, Any], heuristic: bool = False) -> PlanDecided:
+def run(
+    scenario: dict[str, Any], heuristic: bool = False, decide_with: Callable[..., PlanDecided] = decide
+) -> PlanDecided:
     return plan_for(
         scenario["order"],
         scenario["stock"],
@@ -1242,6 +1247,7 @@ def run(scenario: dict[str, Any], heuristic: bool = False) -> PlanDecided:
         used=scenario["used"],
         excluded=scenario["excluded"],
         heuristic=heuristic,
+        decide_with=decide_with,
     )
 
 
@@ -1335,22 +1341,32 @@ def test_decide_gives_the_same_plan_for_the_same_inputs(scenario: dict[str, Any]
 @given(scenarios())
 def test_the_exact_search_finds_the_optimum(scenario: dict[str, Any]) -> None:
     """Checked against brute force over every assignment of the search's lines (small orders only)."""
-    assert_every_search_optimal(lambda: run(scenario))
+    assert_every_search_optimal(lambda decide_with: run(scenario, decide_with=decide_with))
 
 
-def assert_every_search_optimal(decide_it: Callable[[], object]) -> None:
-    """Run `decide_it` watching the search: each result must cost what brute force finds best."""
-    searched: list[tuple[sourcing._Problem, float]] = []
-    original = sourcing._search
+@functools.cache
+def pure_sourcing() -> ModuleType:
+    """sourcing.py as pure Python, whether or not the compiled module is the one imported."""
+    return pure_module("orchestrator.domain", "sourcing")
 
-    def spy(problem: sourcing._Problem, exact: bool) -> list[int | None] | None:
+
+def assert_every_search_optimal(decide_it: Callable[[Callable[..., PlanDecided]], object]) -> None:
+    """Run `decide_it` (given the `decide` to call) watching the search: each result must cost what
+    brute force finds best. The pure module is watched: a compiled one calls its `_search` directly,
+    past any patch (tests/test_native.py holds the compiled one to the same plans)."""
+    module = pure_sourcing()
+    assert str(module.__file__).endswith(".py"), "a compiled module's own calls pass the patch by"
+    searched: list[tuple[Any, float]] = []
+    original = module._search
+
+    def spy(problem: Any, exact: bool) -> list[int | None] | None:
         found = original(problem, exact)
         searched.append((problem, math.inf if found is None else problem.objective(found)))
         return found
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(sourcing, "_search", spy)
-        decide_it()
+        patch.setattr(module, "_search", spy)
+        decide_it(module.decide)
     for problem, found in searched:
         choices = [[*options, *([None] if problem.allow_backorder else [])] for options in problem.options]
         best = min((problem.objective(assign) for assign in itertools.product(*choices)), default=0.0)

@@ -33,6 +33,7 @@ from orchestrator.api.app import json_response
 from orchestrator.contract.base import EventPayload
 from orchestrator.domain.network import NetworkView
 from orchestrator.domain.policy import Policy
+from orchestrator.native import decision_core
 from orchestrator.promise.ledger import PromiseLedger
 from orchestrator.promise.models import AvailabilityResponse, PromiseRequest
 from orchestrator.promise.openapi import openapi_document
@@ -108,6 +109,8 @@ class PromiseState:
     #: Opportunity costs, when the active policy looks ahead (read every few minutes, as decide-node does).
     lookahead: LookaheadView
     metrics: PromiseMetrics = field(default_factory=PromiseMetrics)
+    #: "compiled", or "pure: ..." with why (orchestrator/native.py): /healthz says it.
+    decision_core: str = field(default_factory=decision_core)
 
     @property
     def views(self) -> tuple[AnyView, ...]:
@@ -207,7 +210,9 @@ async def _healthz(request: web.Request) -> web.Response:
     state = request.app[STATE]
     if not state.ready:
         return _problem(503, "not ready", "the views are still catching up with their topics")
-    return json_response({"status": "ok", "ledger_events": state.ledger.ledger.applied})
+    return json_response(
+        {"status": "ok", "ledger_events": state.ledger.ledger.applied, "decision_core": state.decision_core}
+    )
 
 
 async def _metrics(request: web.Request) -> web.Response:

@@ -16,6 +16,7 @@ import asyncpg
 import structlog
 from aiokafka.errors import KafkaError
 
+from orchestrator.native import decision_core
 from orchestrator.runtime.dead_letter import dead_letter_topic
 from orchestrator.runtime.http import start_http
 from orchestrator.runtime.metrics import RuntimeMetrics
@@ -146,6 +147,7 @@ async def run_stages(
         stages=[s.name for s in stages],
         http=f"http://{settings.http_host}:{settings.http_port}",
         kafka=settings.kafka_bootstrap,
+        decision_core=decision_core(),
     )
     tasks = [asyncio.create_task(w.run(stop), name=f"stage:{w.stage.name}") for w in workers]
     try:

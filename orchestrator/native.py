@@ -1,0 +1,196 @@
+"""The decision core compiled to C with mypyc, used only when it was built from the sources it replaces.
+
+`decide` (orchestrator/domain/sourcing.py) is what decide-node, re-decides, repairs and every promise
+quote spend their time in. Compiled by mypyc from the same typed source it runs about a third faster,
+with the same results (tests/test_native.py compares the two on random orders). The pure Python
+module stays the reference: it is what runs wherever no C compiler built the extension, when
+`ORCHESTRATOR_PURE_PYTHON=1`, and whenever the source changed since the build.
+
+The build (`python -m orchestrator.native build`, a step of `make setup`) writes the extension into
+`orchestrator/_native/<package>/` with the SHA-256 of the source it came from. A package listed in
+`COMPILED` puts that folder first on its `__path__` (see `native_path`) only while every one of its
+compiled modules still matches its source: an edited `sourcing.py` runs as written, not as last built.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib.machinery
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import ModuleType
+
+PACKAGE_ROOT = Path(__file__).resolve().parent
+#: Where the extensions are written: one folder per package, beside the package's own modules.
+NATIVE_ROOT = PACKAGE_ROOT / "_native"
+#: The modules compiled, by package. Each must type-check under mypyc (no pydantic models defined in it).
+COMPILED: Mapping[str, tuple[str, ...]] = {"orchestrator.domain": ("sourcing",)}
+PURE_ENV = "ORCHESTRATOR_PURE_PYTHON"
+_STAMP_SUFFIX = ".sha256"
+
+
+def _relative(package: str) -> Path:
+    """`orchestrator.domain` -> `domain`: the package's folder under the root package."""
+    return Path(*package.split(".")[1:])
+
+
+def source_file(package: str, module: str) -> Path:
+    return PACKAGE_ROOT / _relative(package) / f"{module}.py"
+
+
+def native_dir(package: str) -> Path:
+    return NATIVE_ROOT / _relative(package)
+
+
+def source_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _extension_suffix() -> str:
+    return str(sysconfig.get_config_var("EXT_SUFFIX") or importlib.machinery.EXTENSION_SUFFIXES[0])
+
+
+def module_state(package: str, module: str, env: Mapping[str, str] | None = None) -> str:
+    """ "compiled", or why the pure Python module runs: "pure: ..." with the reason."""
+    return state_of(source_file(package, module), native_dir(package), env)
+
+
+def state_of(source: Path, folder: Path, env: Mapping[str, str] | None = None) -> str:
+    """What runs of the module `source` whose extension, if built, is in `folder` (see `module_state`)."""
+    env = os.environ if env is None else env
+    if env.get(PURE_ENV, "").strip() not in ("", "0"):
+        return f"pure: {PURE_ENV} is set"
+    if not (folder / f"{source.stem}{_extension_suffix()}").exists():
+        return "pure: not built for this Python (python -m orchestrator.native build)"
+    stamp = folder / f"{source.stem}{_STAMP_SUFFIX}"
+    if not stamp.exists() or stamp.read_text().strip() != source_digest(source):
+        return "pure: the source changed since the build (python -m orchestrator.native build)"
+    return "compiled"
+
+
+def native_path(package_path: Sequence[str], package: str) -> list[str]:
+    """A package's `__path__`, with its compiled modules' folder first when every one is current."""
+    modules = COMPILED.get(package, ())
+    if modules and all(module_state(package, m) == "compiled" for m in modules):
+        return [str(native_dir(package)), *package_path]
+    return list(package_path)
+
+
+def loaded_state() -> dict[str, str]:
+    """What each compiled module is in this process: "compiled" or "pure" (imported as it came)."""
+    out = {}
+    for package, modules in COMPILED.items():
+        for module in modules:
+            name = f"{package}.{module}"
+            loaded = sys.modules.get(name) or importlib.import_module(name)
+            compiled = str(getattr(loaded, "__file__", "")).endswith(_extension_suffix())
+            out[name] = "compiled" if compiled else "pure"
+    return out
+
+
+def decision_core() -> str:
+    """What this process decides with: "compiled", or "pure: ..." with why (for logs and health)."""
+    if loaded_state()["orchestrator.domain.sourcing"] == "compiled":
+        return "compiled"
+    why = module_state("orchestrator.domain", "sourcing")
+    return why if why != "compiled" else "pure: imported before the build"
+
+
+def pure_module(package: str, module: str) -> ModuleType:
+    """The pure Python module, loaded apart from the one imported (for comparing the two)."""
+    name = f"{package}._pure_{module}"
+    spec = importlib.util.spec_from_file_location(name, source_file(package, module))
+    assert spec is not None and spec.loader is not None
+    loaded = importlib.util.module_from_spec(spec)
+    # Dataclasses look their module up while they are made.
+    sys.modules[name] = loaded
+    spec.loader.exec_module(loaded)
+    return loaded
+
+
+def build(say: bool = True) -> dict[str, str]:
+    """Compile every module of `COMPILED` with mypyc; returns what each is now (see `module_state`).
+
+    mypyc type-checks the whole package, so it runs on a copy of the sources (its build folder and the
+    extensions it copies beside the sources stay out of the tree); the extension and the digest of the
+    very source it was built from are then moved into `_native/`.
+    """
+    with tempfile.TemporaryDirectory(prefix="orchestrator-native-") as tmp:
+        work = Path(tmp)
+        shutil.copytree(
+            PACKAGE_ROOT, work / "orchestrator", ignore=shutil.ignore_patterns("_native", "__pycache__")
+        )
+        shutil.copy(PACKAGE_ROOT.parent / "pyproject.toml", work / "pyproject.toml")
+        targets = [
+            (package, module, work / "orchestrator" / _relative(package) / f"{module}.py")
+            for package, modules in COMPILED.items()
+            for module in modules
+        ]
+        command = [sys.executable, "-m", "mypyc", *(str(t.relative_to(work)) for _, _, t in targets)]
+        done = subprocess.run(command, cwd=work, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(
+                f"mypyc failed (exit {done.returncode}):\n{(done.stdout + done.stderr)[-4000:]}"
+            )
+        for package, module, copied in targets:
+            folder = native_dir(package)
+            folder.mkdir(parents=True, exist_ok=True)
+            built = copied.parent
+            for extension in built.glob(f"{module}{_extension_suffix()}"):
+                shutil.copy2(extension, folder / extension.name)
+            for extension in built.glob(f"{module}__mypyc*{_extension_suffix()}"):
+                shutil.copy2(extension, folder / extension.name)
+            (folder / f"{module}{_STAMP_SUFFIX}").write_text(source_digest(copied) + "\n")
+    states = {f"{p}.{m}": module_state(p, m) for p, ms in COMPILED.items() for m in ms}
+    if say:
+        for name, state in states.items():
+            print(f"{name}: {state}", flush=True)
+    return states
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m orchestrator.native", description="Build or inspect the compiled decision core."
+    )
+    parser.add_argument("action", choices=("build", "status", "clean"))
+    parser.add_argument(
+        "--if-possible",
+        action="store_true",
+        help="build: without mypyc or a C compiler, say so and leave the pure Python modules (exit 0)",
+    )
+    args = parser.parse_args(argv)
+    if args.action == "clean":
+        shutil.rmtree(NATIVE_ROOT, ignore_errors=True)
+        return 0
+    if args.action == "status":
+        for package, modules in COMPILED.items():
+            for module in modules:
+                print(f"{package}.{module}: {module_state(package, module)}")
+        return 0
+    if args.if_possible and (shutil.which("cc") is None and shutil.which("gcc") is None):
+        print("no C compiler: the decision core runs as pure Python", flush=True)
+        return 0
+    print(
+        f"compiling {', '.join(f'{p}.{m}' for p, ms in COMPILED.items() for m in ms)} with mypyc", flush=True
+    )
+    try:
+        build()
+    except (RuntimeError, OSError) as exc:
+        if args.if_possible:
+            print(f"the decision core runs as pure Python: {exc}", flush=True)
+            return 0
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
