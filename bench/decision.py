@@ -24,13 +24,14 @@ import random
 import statistics
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as clock
 from decimal import Decimal
 from pathlib import Path
 
+from orchestrator import native
 from orchestrator.contract.common import (
     Address,
     Channel,
@@ -426,6 +427,53 @@ def run(fixture: Fixture, policy: Policy, *, warmup: int = 50) -> list[Decision]
     return decisions
 
 
+#: Rounds of the compiled and the pure Python core taking turns on the same orders (medians reported).
+CORE_ROUNDS = 3
+
+
+def compare_cores(fixture: Fixture, policy: Policy) -> dict[str, object]:
+    """With the decision core compiled: decisions/s of it and of the pure Python source, taking turns
+    on the same orders, and how many plans differ between the two (none, or a defect)."""
+    core = native.loaded_state()["orchestrator.domain.sourcing"]
+    if core != "compiled":
+        return {"core": core}
+    pure_decide = native.pure_module("orchestrator.domain", "sourcing").decide
+    cores: dict[str, Callable[..., PlanDecided]] = {"compiled": decide, "pure": pure_decide}
+    rates: dict[str, list[float]] = {name: [] for name in cores}
+    plans: dict[str, list[PlanDecided]] = {name: [] for name in cores}
+    for round_no in range(CORE_ROUNDS):
+        for name, decide_with in cores.items():
+            took = 0
+            for order in fixture.orders:
+                started = time.perf_counter_ns()
+                plan = decide_with(
+                    order,
+                    network=fixture.network,
+                    stock=fixture.stock,
+                    capacity_used=fixture.capacity_used,
+                    policy=policy,
+                    now=fixture.now,
+                )
+                took += time.perf_counter_ns() - started
+                if round_no == 0:
+                    plans[name].append(plan)
+            rates[name].append(len(fixture.orders) / (took / 1e9))
+        print(f"  round {round_no + 1}/{CORE_ROUNDS} of the two cores", flush=True)
+    median = {name: statistics.median(r) for name, r in rates.items()}
+    differ = sum(
+        a.model_dump(mode="json") != b.model_dump(mode="json")
+        for a, b in zip(plans["compiled"], plans["pure"], strict=True)
+    )
+    return {
+        "core": core,
+        "compiled_decisions_per_s": median["compiled"],
+        "pure_decisions_per_s": median["pure"],
+        "speedup": median["compiled"] / median["pure"],
+        "plans_compared": len(fixture.orders),
+        "plans_differing": differ,
+    }
+
+
 def _mean(values: list[float]) -> float | None:
     return statistics.fmean(values) if values else None
 
@@ -473,6 +521,20 @@ def print_tables(result: dict[str, object]) -> None:
         f"Outcomes: {result['outcomes']}; shipments per shipped order "
         f"{result['shipments_per_shipped_order']:.2f}"
     )
+    cores = result["cores"]
+    assert isinstance(cores, dict)
+    print()
+    if cores["core"] == "compiled":
+        print(f"The compiled and the pure Python core, taking turns ({CORE_ROUNDS} rounds, medians):")
+        print()
+        print("| compiled decisions/s | pure Python decisions/s | ratio | plans differing |")
+        print("|---:|---:|---:|---:|")
+        print(
+            f"| {cores['compiled_decisions_per_s']:,.0f} | {cores['pure_decisions_per_s']:,.0f} | "
+            f"{cores['speedup']:.2f}x | {cores['plans_differing']} of {cores['plans_compared']} |"
+        )
+    else:
+        print("Decision core: pure Python (`python -m orchestrator.native build` compiles it).")
     quality = result["quality"]
     assert isinstance(quality, dict)
     if quality["orders_compared"]:
@@ -513,6 +575,7 @@ def main(argv: list[str] | None = None) -> int:
         gc.collect()
         gc.freeze()
     result = summarise(fixture, run(fixture, policy))
+    result["cores"] = compare_cores(fixture, policy)
     result["seed"] = args.seed
     result["gc_frozen"] = not args.no_gc_freeze
     result["measured_on"] = date.today().isoformat()
