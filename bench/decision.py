@@ -394,18 +394,25 @@ class Decision:
     ranked: float | None
 
 
+def decide_on(
+    fixture: Fixture, policy: Policy, order: OrderCreated, decide_with: Callable[..., PlanDecided] = decide
+) -> PlanDecided:
+    """The plan for `order` on the fixture's network and stock."""
+    return decide_with(
+        order,
+        network=fixture.network,
+        stock=fixture.stock,
+        capacity_used=fixture.capacity_used,
+        policy=policy,
+        now=fixture.now,
+    )
+
+
 def run(fixture: Fixture, policy: Policy, *, warmup: int = 50) -> list[Decision]:
     """Decide every order once (after a warm-up); only `decide` is timed."""
 
     def once(order: OrderCreated) -> PlanDecided:
-        return decide(
-            order,
-            network=fixture.network,
-            stock=fixture.stock,
-            capacity_used=fixture.capacity_used,
-            policy=policy,
-            now=fixture.now,
-        )
+        return decide_on(fixture, policy, order)
 
     for order in fixture.orders[:warmup]:
         once(order)
@@ -446,14 +453,7 @@ def compare_cores(fixture: Fixture, policy: Policy) -> dict[str, object]:
             took = 0
             for order in fixture.orders:
                 started = time.perf_counter_ns()
-                plan = decide_with(
-                    order,
-                    network=fixture.network,
-                    stock=fixture.stock,
-                    capacity_used=fixture.capacity_used,
-                    policy=policy,
-                    now=fixture.now,
-                )
+                plan = decide_on(fixture, policy, order, decide_with)
                 took += time.perf_counter_ns() - started
                 if round_no == 0:
                     plans[name].append(plan)
