@@ -21,7 +21,8 @@ $(STAMP): pyproject.toml
 # The decision core compiled with mypyc (orchestrator/native.py); pure Python where no compiler can.
 NATIVE := orchestrator/_native/domain/sourcing.sha256
 
-$(NATIVE): orchestrator/domain/sourcing.py $(STAMP)
+# Built again after any edit in the package: mypyc builds in what it learnt of the modules sourcing imports.
+$(NATIVE): $(shell find orchestrator -name '*.py' -not -path '*/_native/*') $(STAMP)
 	@echo ">> compiling the decision core (orchestrator/domain/sourcing.py) with mypyc"
 	$(BIN)/python -m orchestrator.native build --if-possible
 

@@ -50,37 +50,52 @@ def test_the_compiled_decision_prices_the_future_as_the_source_does(scenario: di
 
 
 def _built(tmp_path: Path) -> tuple[Path, Path]:
-    """A module's source and a build folder holding an extension stamped with that source."""
-    source = tmp_path / "sourcing.py"
-    source.write_text("def decide() -> int:\n    return 1\n")
-    folder = tmp_path / "_native"
-    folder.mkdir()
+    """A package's sources and a build folder holding an extension stamped with those sources."""
+    root = tmp_path / "orchestrator"
+    (root / "domain").mkdir(parents=True)
+    (root / "domain" / "sourcing.py").write_text("def decide() -> int:\n    return 1\n")
+    (root / "domain" / "network.py").write_text("WEEK = 5\n")
+    folder = root / "_native" / "domain"
+    folder.mkdir(parents=True)
     (folder / f"sourcing{EXTENSION}").write_bytes(b"")
-    (folder / "sourcing.sha256").write_text(native.source_digest(source) + "\n")
-    return source, folder
+    (folder / "sourcing.sha256").write_text(native.sources_digest(root) + "\n")
+    return root, folder
 
 
-def test_an_extension_built_from_the_source_is_used(tmp_path: Path) -> None:
-    source, folder = _built(tmp_path)
-    assert native.state_of(source, folder, env={}) == "compiled"
+def test_an_extension_built_from_the_sources_is_used(tmp_path: Path) -> None:
+    root, folder = _built(tmp_path)
+    assert native.state_of(root, folder, "sourcing", env={}) == "compiled"
 
 
 def test_an_edited_source_runs_as_written_not_as_last_built(tmp_path: Path) -> None:
-    source, folder = _built(tmp_path)
-    source.write_text("def decide() -> int:\n    return 2\n")
-    assert native.state_of(source, folder, env={}).startswith("pure: the source changed since the build")
+    root, folder = _built(tmp_path)
+    (root / "domain" / "sourcing.py").write_text("def decide() -> int:\n    return 2\n")
+    assert native.state_of(root, folder, "sourcing", env={}).startswith("pure: the sources changed")
+
+
+def test_an_edit_to_a_module_it_builds_on_makes_the_build_stale_too(tmp_path: Path) -> None:
+    root, folder = _built(tmp_path)
+    (root / "domain" / "network.py").write_text("WEEK = 6\n")
+    assert native.state_of(root, folder, "sourcing", env={}).startswith("pure: the sources changed")
+    # A module added counts as an edit; the build folder's own files do not.
+    (root / "domain" / "network.py").write_text("WEEK = 5\n")
+    (folder / "leftover.py").write_text("")
+    assert native.state_of(root, folder, "sourcing", env={}) == "compiled"
+    (root / "domain" / "calendars.py").write_text("")
+    assert native.state_of(root, folder, "sourcing", env={}).startswith("pure: the sources changed")
 
 
 def test_no_extension_for_this_python_means_pure(tmp_path: Path) -> None:
-    source, folder = _built(tmp_path)
+    root, folder = _built(tmp_path)
     (folder / f"sourcing{EXTENSION}").unlink()
-    assert native.state_of(source, folder, env={}).startswith("pure: not built for this Python")
+    assert native.state_of(root, folder, "sourcing", env={}).startswith("pure: not built for this Python")
 
 
 def test_the_environment_can_ask_for_pure_python(tmp_path: Path) -> None:
-    source, folder = _built(tmp_path)
-    assert native.state_of(source, folder, env={native.PURE_ENV: "1"}) == f"pure: {native.PURE_ENV} is set"
-    assert native.state_of(source, folder, env={native.PURE_ENV: "0"}) == "compiled"
+    root, folder = _built(tmp_path)
+    asked = native.state_of(root, folder, "sourcing", env={native.PURE_ENV: "1"})
+    assert asked == f"pure: {native.PURE_ENV} is set"
+    assert native.state_of(root, folder, "sourcing", env={native.PURE_ENV: "0"}) == "compiled"
 
 
 def test_a_package_path_gets_the_build_folder_first_only_when_current() -> None:
