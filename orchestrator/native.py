@@ -191,7 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"{package}.{module}: {module_state(package, module)}")
         return 0
     if args.if_possible and (shutil.which("cc") is None and shutil.which("gcc") is None):
-        print("no C compiler: the decision core runs as pure Python", flush=True)
+        print("no C compiler found: nothing compiled", flush=True)
         return 0
     print(
         f"compiling {', '.join(f'{p}.{m}' for p, ms in COMPILED.items() for m in ms)} with mypyc", flush=True
