@@ -130,12 +130,20 @@ def pure_module(package: str, module: str) -> ModuleType:
     return loaded
 
 
+def _replace(built: Path, target: Path) -> None:
+    """Put `built` at `target` by renaming a copy over it: a process running the old extension keeps
+    its file (copied over in place, the library it has mapped would change under it)."""
+    staged = target.with_name(f".{target.name}.new")
+    shutil.copy2(built, staged)
+    os.replace(staged, target)
+
+
 def build(say: bool = True) -> dict[str, str]:
     """Compile every module of `COMPILED` with mypyc; returns what each is now (see `module_state`).
 
     mypyc type-checks the whole package, so it runs on a copy of the sources (its build folder and the
     extensions it copies beside the sources stay out of the tree); the extension and the digest of the
-    very source it was built from are then moved into `_native/`.
+    very sources it was built from are then moved into `_native/`.
     """
     with tempfile.TemporaryDirectory(prefix="orchestrator-native-") as tmp:
         work = Path(tmp)
@@ -159,10 +167,10 @@ def build(say: bool = True) -> dict[str, str]:
             folder = native_dir(package)
             folder.mkdir(parents=True, exist_ok=True)
             built = copied.parent
-            for extension in built.glob(f"{module}{_extension_suffix()}"):
-                shutil.copy2(extension, folder / extension.name)
-            for extension in built.glob(f"{module}__mypyc*{_extension_suffix()}"):
-                shutil.copy2(extension, folder / extension.name)
+            for pattern in (f"{module}{_extension_suffix()}", f"{module}__mypyc*{_extension_suffix()}"):
+                for extension in built.glob(pattern):
+                    _replace(extension, folder / extension.name)
+            # Last: until the stamp says so, the new extension is not taken for current.
             (folder / f"{module}{_STAMP_SUFFIX}").write_text(built_from + "\n")
     states = {f"{p}.{m}": module_state(p, m) for p, ms in COMPILED.items() for m in ms}
     if say:
