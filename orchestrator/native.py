@@ -39,6 +39,11 @@ PURE_ENV = "ORCHESTRATOR_PURE_PYTHON"
 _STAMP_SUFFIX = ".sha256"
 
 
+def compiled_modules() -> list[tuple[str, str]]:
+    """(package, module) of every module `COMPILED` names."""
+    return [(package, module) for package, modules in COMPILED.items() for module in modules]
+
+
 def _relative(package: str) -> Path:
     """`orchestrator.domain` -> `domain`: the package's folder under the root package."""
     return Path(*package.split(".")[1:])
@@ -101,12 +106,11 @@ def native_path(package_path: Sequence[str], package: str) -> list[str]:
 def loaded_state() -> dict[str, str]:
     """What each compiled module is in this process: "compiled" or "pure" (imported as it came)."""
     out = {}
-    for package, modules in COMPILED.items():
-        for module in modules:
-            name = f"{package}.{module}"
-            loaded = sys.modules.get(name) or importlib.import_module(name)
-            compiled = str(getattr(loaded, "__file__", "")).endswith(_extension_suffix())
-            out[name] = "compiled" if compiled else "pure"
+    for package, module in compiled_modules():
+        name = f"{package}.{module}"
+        loaded = sys.modules.get(name) or importlib.import_module(name)
+        compiled = str(getattr(loaded, "__file__", "")).endswith(_extension_suffix())
+        out[name] = "compiled" if compiled else "pure"
     return out
 
 
@@ -154,8 +158,7 @@ def build(say: bool = True) -> dict[str, str]:
         built_from = sources_digest(work / "orchestrator")
         targets = [
             (package, module, work / "orchestrator" / _relative(package) / f"{module}.py")
-            for package, modules in COMPILED.items()
-            for module in modules
+            for package, module in compiled_modules()
         ]
         command = [sys.executable, "-m", "mypyc", *(str(t.relative_to(work)) for _, _, t in targets)]
         done = subprocess.run(command, cwd=work, capture_output=True, text=True, check=False)
@@ -172,11 +175,15 @@ def build(say: bool = True) -> dict[str, str]:
                     _replace(extension, folder / extension.name)
             # Last: until the stamp says so, the new extension is not taken for current.
             (folder / f"{module}{_STAMP_SUFFIX}").write_text(built_from + "\n")
-    states = {f"{p}.{m}": module_state(p, m) for p, ms in COMPILED.items() for m in ms}
+    states = {f"{p}.{m}": module_state(p, m) for p, m in compiled_modules()}
     if say:
-        for name, state in states.items():
-            print(f"{name}: {state}", flush=True)
+        _print_states(states)
     return states
+
+
+def _print_states(states: Mapping[str, str]) -> None:
+    for name, state in states.items():
+        print(f"{name}: {state}", flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -194,16 +201,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         shutil.rmtree(NATIVE_ROOT, ignore_errors=True)
         return 0
     if args.action == "status":
-        for package, modules in COMPILED.items():
-            for module in modules:
-                print(f"{package}.{module}: {module_state(package, module)}")
+        _print_states({f"{p}.{m}": module_state(p, m) for p, m in compiled_modules()})
         return 0
     if args.if_possible and (shutil.which("cc") is None and shutil.which("gcc") is None):
         print("no C compiler found: nothing compiled", flush=True)
         return 0
-    print(
-        f"compiling {', '.join(f'{p}.{m}' for p, ms in COMPILED.items() for m in ms)} with mypyc", flush=True
-    )
+    print(f"compiling {', '.join(f'{p}.{m}' for p, m in compiled_modules())} with mypyc", flush=True)
     try:
         build()
     except (RuntimeError, OSError) as exc:

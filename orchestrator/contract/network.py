@@ -49,8 +49,12 @@ def week_days(days: tuple[Weekday, ...]) -> tuple[Weekday, ...]:
     return tuple(sorted(days, key=lambda d: d.number))
 
 
-#: A node's or carrier's holidays: validated and ordered by `calendar_days`.
-Calendar = Annotated[tuple[date, ...], AfterValidator(calendar_days)]
+#: A node's or carrier's holidays: validated and ordered by `calendar_days`, at most `MAX_CALENDAR_DAYS`.
+Calendar = Annotated[
+    tuple[date, ...],
+    Field(max_length=MAX_CALENDAR_DAYS, json_schema_extra={"uniqueItems": True}),
+    AfterValidator(calendar_days),
+]
 #: The days of the week a node or carrier works: validated and ordered by `week_days`.
 WorkingWeek = Annotated[tuple[Weekday, ...], Field(min_length=1), AfterValidator(week_days)]
 
@@ -94,11 +98,9 @@ class NodeUpserted(EventPayload):
     )
     non_working_days: Calendar = Field(
         default=(),
-        max_length=MAX_CALENDAR_DAYS,
         description="Local dates the node ships nothing (public holidays, stock-takes), besides the "
         "days of the week missing from `working_days`. Work planned for such a day leaves on the "
         "node's next working day.",
-        json_schema_extra={"uniqueItems": True},
     )
 
     @field_validator("capabilities")
@@ -239,11 +241,9 @@ class CarrierServiceUpserted(EventPayload):
     )
     non_working_days: Calendar = Field(
         default=(),
-        max_length=MAX_CALENDAR_DAYS,
         description="Dates that are not transit days for the service, besides the days of the week "
         "missing from `working_days` (its public holidays): it delivers on none of them, and "
         "`transit_days` count the days left.",
-        json_schema_extra={"uniqueItems": True},
     )
 
     @field_validator("countries")

@@ -10,12 +10,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
 from types import MappingProxyType
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from orchestrator.contract.base import EventPayload
-from orchestrator.contract.common import NodeKind
+from orchestrator.contract.common import NodeKind, Weekday
 from orchestrator.contract.network import (
     CarrierOutage,
     CarrierServiceUpserted,
@@ -50,20 +51,25 @@ WEEKDAYS = frozenset(range(5))
 EVERY_DAY = frozenset(range(7))
 
 
+@lru_cache(maxsize=128)
+def _week(days: tuple[Weekday, ...]) -> frozenset[int]:
+    """`date.weekday()` numbers of `days`: made once per distinct week, not once per node a decision
+    looks at (a network has a handful of weeks)."""
+    return frozenset(day.number for day in days)
+
+
 def node_week(node: NodeUpserted) -> frozenset[int]:
     """The days of the week `node` hands goods over (`date.weekday()` numbers): its `working_days`,
     else every day for a store and Monday to Friday for the others."""
     if node.working_days is not None:
-        return frozenset(day.number for day in node.working_days)
+        return _week(node.working_days)
     return EVERY_DAY if node.kind is NodeKind.STORE else WEEKDAYS
 
 
 def service_week(service: CarrierServiceUpserted) -> frozenset[int]:
     """The days of the week a carrier service's transit days count: its `working_days`, else
     Monday to Friday."""
-    if service.working_days is None:
-        return WEEKDAYS
-    return frozenset(day.number for day in service.working_days)
+    return WEEKDAYS if service.working_days is None else _week(service.working_days)
 
 
 def ship_day(node: NodeUpserted, at: datetime) -> tuple[date, datetime]:
