@@ -584,6 +584,30 @@ def test_a_closed_node_is_never_chosen() -> None:
     assert any(s.startswith("4 other nodes were not used") and "closed (1)" in s for s in plan.explanation)
 
 
+def test_each_network_view_is_decided_on_its_own_nodes() -> None:
+    """A decision keeps what it read of the nodes with the view (`NetworkView.derived`): a later
+    view, with a node closed, resized or moved, must be decided on as it is, and the earlier view
+    as it was."""
+    stock = {("DC-MANCHESTER", "SKU-A"): 9, ("DC-LONDON", "SKU-A"): 9}
+    the_order = order(line("1", "SKU-A"))
+    before = uk_network()
+    assert shipped(plan_for(the_order, stock, network=before)) == {"DC-MANCHESTER": {"1": 1}}
+    closed = before.apply(NodeStatusChanged(node_id="DC-MANCHESTER", open=False, reason="x", changed_at=NOW))
+    assert shipped(plan_for(the_order, stock, network=closed)) == {"DC-LONDON": {"1": 1}}
+    full = before.apply(NodeCapacityChanged(node_id="DC-MANCHESTER", daily_capacity=1))
+    assert shipped(plan_for(the_order, stock, network=full, used={"DC-MANCHESTER": 1})) == {
+        "DC-LONDON": {"1": 1}
+    }
+    only_there = {("DC-MANCHESTER", "SKU-A"): 9}
+    [here] = plan_for(the_order, only_there, network=before).shipments
+    moved = before.apply(node("DC-MANCHESTER", "london", capabilities=HEAVY))
+    [there] = plan_for(the_order, only_there, network=moved).shipments
+    assert there.distance_km > here.distance_km + 100
+    # The first view is still decided on as it was.
+    assert shipped(plan_for(the_order, stock, network=before)) == {"DC-MANCHESTER": {"1": 1}}
+    assert closed.derived is not before.derived
+
+
 def test_an_excluded_node_is_never_chosen() -> None:
     stock = {("DC-MANCHESTER", "SKU-A"): 9, ("DC-LONDON", "SKU-A"): 9}
     plan = decide(

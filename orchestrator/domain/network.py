@@ -121,6 +121,9 @@ class NetworkView:
     services: Mapping[str, CarrierServiceUpserted] = field(default_factory=_empty)
     #: Outages by outage id (a later event with the same id replaces the earlier one).
     outages: Mapping[str, CarrierOutage] = field(default_factory=_empty)
+    #: What decisions derive from this view and keep with it (the view never changes, so they never
+    #: go stale): by the deriving module's own key. A new view starts empty.
+    derived: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @classmethod
     def empty(cls) -> NetworkView:

@@ -398,11 +398,59 @@ def _classes(rates: list[_Rate], needed: frozenset[int]) -> tuple[tuple[_Rate, .
 
 
 @dataclass(slots=True)
+class _NodeFacts:
+    """What a decision reads of a node that no order changes, read off its event once per network
+    view: a pydantic model's attributes cost several times a slot's, fifty nodes a decision."""
+
+    node: NodeUpserted
+    node_id: str
+    kind: NodeKind
+    open: bool
+    #: Handling classes it can take (_HAZMAT, _OVERSIZE bits).
+    handles: int
+    ships_from_store: bool
+    latitude: float
+    longitude: float
+    clock: ShipClock
+    daily_capacity: int
+
+
+def _facts_of(node: NodeUpserted) -> _NodeFacts:
+    caps = node.capabilities
+    return _NodeFacts(
+        node=node,
+        node_id=node.node_id,
+        kind=node.kind,
+        open=node.open,
+        handles=(_HAZMAT if NodeCapability.HAZMAT in caps else 0)
+        | (_OVERSIZE if NodeCapability.OVERSIZE in caps else 0),
+        ships_from_store=NodeCapability.SHIP_FROM_STORE in caps,
+        latitude=node.location.latitude,
+        longitude=node.location.longitude,
+        clock=ship_clock(node),
+        daily_capacity=node.daily_capacity,
+    )
+
+
+#: The key of the node facts in `NetworkView.derived`.
+_FACTS_KEY = "sourcing.node_facts"
+
+
+def _node_facts(network: NetworkView) -> list[_NodeFacts]:
+    """Every node's facts, by node id: worked out once per network view, which never changes (a
+    change of the network is a new view, with nothing derived yet)."""
+    facts: list[_NodeFacts] | None = network.derived.get(_FACTS_KEY)
+    if facts is None:
+        facts = network.derived[_FACTS_KEY] = [_facts_of(network.nodes[n]) for n in sorted(network.nodes)]
+    return facts
+
+
+@dataclass(slots=True)
 class _Candidate:
     """One node as a source for this order."""
 
     index: int
-    node: NodeUpserted
+    node: _NodeFacts
     #: True: the collect store handing over its own stock (no carrier).
     in_store: bool
     #: Passes the node-wide hard constraints (open, not excluded, capacity, rules, a carrier).
@@ -485,6 +533,8 @@ class _Context:
     #: The policy's rules for this order's channel.
     excluded_kinds: tuple[NodeKind, ...]
     ship_from_store: bool
+    #: The policy's handling cost per shipment, by node kind.
+    handling_costs: Mapping[NodeKind, float]
     #: What execution taught: risk costs and subjects out of routing.
     risk: RoutingRisk = NO_RISK
     #: Look-ahead price per unit by (node_id, sku); empty: myopic sourcing.
@@ -504,12 +554,11 @@ class _Context:
             self._all_quotes = _quotes(active, self.dest)
         return self._all_quotes
 
-    def ship_day(self, node: NodeUpserted) -> tuple[date, datetime]:
+    def ship_day(self, node: _NodeFacts) -> tuple[date, datetime]:
         """(ship date, ship-by in UTC): see `orchestrator.domain.network.ship_day`."""
-        key = ship_clock(node)
-        known = self._ship_days.get(key)
+        known = self._ship_days.get(node.clock)
         if known is None:
-            known = self._ship_days[key] = ship_day(node, self.now)
+            known = self._ship_days[node.clock] = ship_day(node.node, self.now)
         return known
 
     def late_days(self, delivery: date) -> int:
@@ -668,7 +717,7 @@ def _carrier_rates(
     return ctx.rate_table(ship_date, outages_ignored).rates(distance)
 
 
-def _assess_node(ctx: _Context, index: int, node: NodeUpserted, in_store: bool) -> _Candidate:
+def _assess_node(ctx: _Context, index: int, node: _NodeFacts, in_store: bool) -> _Candidate:
     cand = _Candidate(index=index, node=node, in_store=in_store)
     ship_date, cand.ship_by = ctx.ship_day(node)
     # Capacity is what the node can ship in a day: a shipment counts on the day it leaves.
@@ -694,7 +743,7 @@ def _assess_node(ctx: _Context, index: int, node: NodeUpserted, in_store: bool) 
     cand.usable = not cand.reasons
     share = 1.0 if capacity <= 0 or used >= capacity else used / capacity
     cand.fixed = (
-        ctx.policy.handling_cost(node.kind)
+        ctx.handling_costs.get(node.kind, 0.0)
         + ctx.policy.capacity_pressure_weight * share
         - ctx.rank_bonuses.get(node.node_id, 0.0)
         + ctx.risk.node_cost.get(node.node_id, 0.0)
@@ -714,7 +763,7 @@ def _assess_node(ctx: _Context, index: int, node: NodeUpserted, in_store: bool) 
 
 
 def _price_carriers(ctx: _Context, cand: _Candidate, ship_date: date) -> None:
-    here, there = cand.node.location, ctx.dest.address
+    here, there = cand.node, ctx.dest.address
     cand.distance_km = haversine_km(here.latitude, here.longitude, there.latitude, there.longitude)
     cand.rates, cand.min_slope = ctx.rate_table(ship_date, False).by_class(cand.distance_km)
     if not cand.rates[0]:
@@ -734,7 +783,9 @@ def _node_state(ctx: _Context, cand: _Candidate, day: date) -> tuple[int, int]:
         cand.reject(BREAKER_OPEN, ctx.risk.closed_nodes[node_id])
     if node_id in ctx.excluded:
         cand.reject(EXCLUDED, f"excluded by re-decide attempt {ctx.attempt}")
-    capacity = ctx.network.capacity_on(node_id, day)
+    overrides = ctx.network.capacity_overrides
+    override = overrides.get((node_id, day)) if overrides else None
+    capacity = cand.node.daily_capacity if override is None else override
     used = ctx.capacity_used.get(node_id, 0)
     if capacity - used <= 0:
         cand.reject(NO_CAPACITY, f"no capacity left on {day.isoformat()} ({used} of {capacity} planned)")
@@ -756,7 +807,7 @@ def _node_rules(ctx: _Context, cand: _Candidate) -> str | None:
         cand.reject(CHANNEL_RULE, f"{channel.value} orders never ship from {node.kind.value} nodes")
         lasting = CHANNEL_RULE
     if node.kind is NodeKind.STORE:
-        if NodeCapability.SHIP_FROM_STORE not in node.capabilities:
+        if not node.ships_from_store:
             cand.reject(SHIP_FROM_STORE_DISABLED, "store has no ship_from_store capability")
             lasting = lasting or SHIP_FROM_STORE_DISABLED
         elif not ctx.ship_from_store:
@@ -777,12 +828,12 @@ def _drop_ship_rule(cand: _Candidate, line: _Line) -> str | None:
 
 
 def _capability_rules(cand: _Candidate, line: _Line) -> str | None:
-    caps = cand.node.capabilities
+    handles = cand.node.handles
     never = None
-    if line.mask & _HAZMAT and NodeCapability.HAZMAT not in caps:
+    if line.mask & _HAZMAT and not handles & _HAZMAT:
         cand.reject(NOT_HAZMAT_CAPABLE, "cannot handle hazmat", line.sku)
         never = NOT_HAZMAT_CAPABLE
-    if line.mask & _OVERSIZE and NodeCapability.OVERSIZE not in caps:
+    if line.mask & _OVERSIZE and not handles & _OVERSIZE:
         cand.reject(NOT_OVERSIZE_CAPABLE, "cannot handle oversize", line.sku)
         never = never or NOT_OVERSIZE_CAPABLE
     return never
@@ -828,18 +879,14 @@ def _check_stock(ctx: _Context, cand: _Candidate, line: _Line) -> None:
 def _candidates(ctx: _Context) -> list[_Candidate]:
     """Every node considered for the order, sorted by node id."""
     dest = ctx.dest
-    nodes = ctx.network.nodes
-    if dest.carrier_shipments:
-        node_ids = sorted(nodes)
-    else:
-        node_ids = [
-            node_id for node_id in (dest.collect_store_id,) if node_id is not None and node_id in nodes
-        ]
+    facts = _node_facts(ctx.network)
+    if not dest.carrier_shipments:
+        facts = [node for node in facts if node.node_id == dest.collect_store_id]
     return [
         _assess_node(
-            ctx, index, nodes[node_id], in_store=dest.pin_collect_lines and node_id == dest.collect_store_id
+            ctx, index, node, in_store=dest.pin_collect_lines and node.node_id == dest.collect_store_id
         )
-        for index, node_id in enumerate(node_ids)
+        for index, node in enumerate(facts)
     ]
 
 
@@ -1609,6 +1656,7 @@ def decide(
         classes=_handling_classes(lines),
         excluded_kinds=policy.excluded_kinds(order.channel),
         ship_from_store=policy.ship_from_store.allows(order.channel),
+        handling_costs=policy.node_kind_handling_cost,
         risk=risk,
     )
     lookahead = policy.lookahead
