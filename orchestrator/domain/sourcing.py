@@ -445,42 +445,61 @@ def _node_facts(network: NetworkView) -> list[_NodeFacts]:
     return facts
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class _Candidate:
-    """One node as a source for this order."""
+    """One node as a source for this order.
+
+    Its `__init__` is written out: mypyc compiles a written one, while the one `dataclass` makes is
+    interpreted, and fifty candidates are made for every decision and promise quote.
+    """
 
     index: int
     node: _NodeFacts
+    node_id: str
+    is_vendor: bool
     #: True: the collect store handing over its own stock (no carrier).
     in_store: bool
     #: Passes the node-wide hard constraints (open, not excluded, capacity, rules, a carrier).
-    usable: bool = False
+    usable: bool
     #: Per-shipment cost apart from the carrier: handling + capacity pressure - rank bonus.
-    fixed: float = 0.0
-    rates: tuple[tuple[_Rate, ...], ...] = ((), (), (), ())
-    ship_by: datetime | None = None
-    distance_km: float = 0.0
+    fixed: float
+    rates: tuple[tuple[_Rate, ...], ...]
+    ship_by: datetime | None
+    distance_km: float
     #: Reason code -> phrase -> the SKUs it applies to (none for node-wide phrases), in line order.
-    reasons: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    reasons: dict[str, dict[str, list[str]]]
     #: Line position -> units it could ship now (only lines that pass every check).
-    serves: dict[int, int] = field(default_factory=dict)
+    serves: dict[int, int]
     #: Line position -> the reason code by which this node can never serve the line.
-    never: dict[int, str] = field(default_factory=dict)
+    never: dict[int, str]
     #: A node-wide lasting reason found while pricing carriers (no service reaches the destination).
-    never_all: str | None = None
-    min_slope: float = 0.0
-    node_id: str = ""
-    is_vendor: bool = False
+    never_all: str | None
+    min_slope: float
     #: The day a shipment from here would leave (today before the cut-off, else the node's next
     #: working day: `orchestrator.domain.network.ship_day`), and the
     #: shipments the node can take that day (a shipment from here counts against them, and reserve
     #: re-checks them when it holds the plan).
-    ships_on: date | None = None
-    capacity: int = 0
+    ships_on: date | None
+    capacity: int
 
-    def __post_init__(self) -> None:
-        self.node_id = self.node.node_id
-        self.is_vendor = self.node.kind is NodeKind.DROP_SHIP_VENDOR
+    def __init__(self, index: int, node: _NodeFacts, in_store: bool) -> None:
+        self.index = index
+        self.node = node
+        self.node_id = node.node_id
+        self.is_vendor = node.kind is NodeKind.DROP_SHIP_VENDOR
+        self.in_store = in_store
+        self.usable = False
+        self.fixed = 0.0
+        self.rates = ((), (), (), ())  # none yet for any of the _CLASSES handling classes
+        self.ship_by = None
+        self.distance_km = 0.0
+        self.reasons = {}
+        self.serves = {}
+        self.never = {}
+        self.never_all = None
+        self.min_slope = 0.0
+        self.ships_on = None
+        self.capacity = 0
 
     def reject(self, code: str, phrase: str, sku: str | None = None) -> None:
         """Record a reason; the SKUs of one phrase are listed together ("no stock of SKU-A, SKU-B")."""
