@@ -31,6 +31,8 @@ def group_of(cmdline: list[str], own_pid: int, pid: int) -> str | None:
         return "PostgreSQL"
     if "orchestrator" in joined:
         words = [Path(w).name for w in cmdline]
+        if "promise" in words and "serve" in words:
+            return "promise API"
         for verb in ("run", "sim"):
             if verb in words:
                 i = words.index(verb)

@@ -41,7 +41,7 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.partitioner import DefaultPartitioner
 
-from bench import ceiling
+from bench import ceiling, procfs
 from bench.pipeline import commit
 from orchestrator import native
 from orchestrator.contract.common import HomeDelivery
@@ -343,6 +343,7 @@ async def deltas_phase(
         try:
             await asyncio.sleep(3)  # orders flowing before the deltas start
             before = await wait_healthy(http, url, child)
+            cpu_before = procfs.snapshot()
             started = time.monotonic()
             await publish_batched(producer, INVENTORY_TOPIC, records)
             published = time.monotonic() - started
@@ -362,6 +363,12 @@ async def deltas_phase(
                     reserve_s = time.monotonic() - started
                     say(f"  reserve's ledger has them all after {reserve_s:.1f} s")
                 await asyncio.sleep(0.05 if view_s is None else 0.5)
+            # Where the machine's CPU went while the ledgers took the deltas in.
+            cpu = procfs.shares(
+                procfs.used_between(cpu_before, procfs.snapshot()),
+                time.monotonic() - started,
+                os.cpu_count() or 1,
+            )
             # With orders still flowing: the view's own pace, not the one producer's.
             catch_up = await view_catch_up(bootstrap)
             say(f"  a new promise view reads {catch_up['events']:,} events in {catch_up['seconds']} s")
@@ -372,6 +379,7 @@ async def deltas_phase(
     n = len(records)
     return {
         "catch_up": catch_up,
+        "cpu": cpu,
         "deltas": n,
         "publish_per_s": round(n / published, 1),
         "promise_view_per_s": round(n / view_s, 1) if view_s else None,
@@ -492,6 +500,10 @@ def _mark(ok: bool | None) -> str:
     return "-" if ok is None else ("met" if ok else "not met")
 
 
+def _rate(per_s: float | None) -> str:
+    return "-" if per_s is None else f"{per_s:,.0f}"
+
+
 def render(result: dict[str, Any]) -> str:
     engine, http, deltas = result["engine"], result["served"]["http"], result["served"]["deltas"]
     top, half = http["maximum"], http["half"]
@@ -509,13 +521,13 @@ def render(result: dict[str, Any]) -> str:
         f"| p99 at half of that | ≤ {TARGETS['p99_ms']:.0f} ms | {half['p99_ms']} ms | "
         f"{_mark(half['p99_ms'] is not None and half['p99_ms'] <= TARGETS['p99_ms'])} |",
         f"| deltas/s into the promise view (order path running) | ≥ {TARGETS['deltas_per_s']:,.0f} | "
-        f"{view_rate or '-'} | "
+        f"{_rate(view_rate)} | "
         f"{_mark(None if view_rate is None else view_rate >= TARGETS['deltas_per_s'])} |",
         f"| events/s a new promise view reads (catch-up) | ≥ {TARGETS['deltas_per_s']:,.0f} | "
         f"{deltas['catch_up']['per_s']:,.0f} | "
         f"{_mark(deltas['catch_up']['per_s'] >= TARGETS['deltas_per_s'])} |",
         f"| deltas/s into reserve's ledger (PostgreSQL) | ≥ {TARGETS['deltas_per_s']:,.0f} | "
-        f"{reserve_rate or '-'} | "
+        f"{_rate(reserve_rate)} | "
         f"{_mark(None if reserve_rate is None else reserve_rate >= TARGETS['deltas_per_s'])} |",
         "",
         "| part | rate | p50 | p99 |",
@@ -537,6 +549,15 @@ def render(result: dict[str, Any]) -> str:
         "",
         f"Deltas: {deltas['deltas']:,} published at {deltas['publish_per_s']:,.0f}/s by one producer while "
         f"{deltas['orders_placed_meanwhile']} orders were placed at {deltas['orders_per_s']}/s.",
+        "",
+        "Where the CPU went from the first delta published until both ledgers had the last:",
+        "",
+        "| processes | CPU seconds | cores busy | share of the machine |",
+        "|---|---:|---:|---:|",
+        *(
+            f"| {row['group']} | {row['cpu_seconds']} | {row['cores']} | {float(row['share']):.0%} |"
+            for row in deltas.get("cpu", [])
+        ),
     ]
     return "\n".join(rows)
 

@@ -45,6 +45,12 @@ async def test_the_promise_benchmark_runs_and_reports_every_part(tmp_path: Path)
     deltas = result["served"]["deltas"]
     assert deltas["promise_view_per_s"] and deltas["reserve_ledger_per_s"], deltas
     assert deltas["catch_up"]["events"] >= deltas["deltas"], deltas["catch_up"]
+    # Where the CPU went while the ledgers took the deltas: the processes that did the work are named.
+    groups = {row["group"]: row for row in deltas["cpu"]}
+    for busy in ("stage reserve", "promise API", "Kafka broker", "PostgreSQL", "benchmark (OMS, reader)"):
+        assert groups[busy]["cpu_seconds"] > 0, groups
+    assert sum(float(row["share"]) for row in deltas["cpu"]) <= 1.05, deltas["cpu"]
 
     report = (tmp_path / "promise.md").read_text()
     assert "promise requests/s over HTTP, one core" in report and "reserve's ledger" in report
+    assert "| stage reserve |" in report
