@@ -395,6 +395,66 @@ async def test_events_an_observer_does_not_want_are_passed_over_without_its_hand
     assert sorted(r["event_id"] for r in recorded) == sorted(e.id for e in cancelled)
 
 
+@dataclasses.dataclass
+class _Written:
+    """A batch reader's result that settles the events it wrote itself (see `SettlingBatch`)."""
+
+    ids: frozenset[str]
+
+    def settled(self, event: Envelope) -> bool:
+        return event.id in self.ids
+
+
+async def test_events_a_batch_reader_settled_get_no_handler_and_are_still_recorded_once(
+    bootstrap: str, database_url: str, db: asyncpg.Connection
+) -> None:
+    """reserve applies a batch's stock changes in a few statements; the events it settled so must
+    cost no handler call, yet count as processed: an upstream resending them changes nothing."""
+    source = unique("settled")
+    table = f"t_{uuid.uuid4().hex[:8]}"
+    await db.execute(f"CREATE TABLE {table} (order_id text, event_id text UNIQUE, how text)")
+    await create_topics(bootstrap, [source], partitions=1)
+    events = orders(12)
+    # The reader writes the even-numbered orders' events for the whole batch; the handler the rest.
+    by_reader = {e.id for e in events if int(e.subject[-1]) % 2 == 0}
+    handled: list[str] = []
+
+    async def read(batch: Sequence[Envelope], conn: asyncpg.Connection) -> _Written:
+        mine = [e for e in batch if e.id in by_reader]
+        await conn.executemany(
+            f"INSERT INTO {table} (order_id, event_id, how) VALUES ($1, $2, 'batch')",
+            [(e.subject, e.id) for e in mine],
+        )
+        return _Written(frozenset(e.id for e in mine))
+
+    async def handle(event: Envelope, ctx: HandlerContext) -> None:
+        handled.append(event.id)
+        await ctx.db.execute(
+            f"INSERT INTO {table} (order_id, event_id, how) VALUES ($1, $2, 'handler')",
+            event.subject,
+            event.id,
+        )
+
+    name = f"settling-{table}"
+    stage = Stage(name=name, inputs=(source,), handler=handle, uses_database=True, read_batch=read)
+    settings = _settings(bootstrap, database_url)
+    async with running([stage], settings):
+        await publish_events(bootstrap, source, events)
+        await publish_events(bootstrap, source, events[:6])  # an upstream resends six of them
+        deadline = time.monotonic() + 30
+        duplicates = f'orchestrator_events_duplicate_total{{stage="{name}",topic="{source}"}} 6.0'
+        while duplicates not in (await _get(settings, "/metrics"))[1]:
+            assert time.monotonic() < deadline, "the resent events were not all skipped"
+            await asyncio.sleep(0.1)
+    rows = await db.fetch(f"SELECT event_id, how FROM {table}")
+    assert sorted(r["event_id"] for r in rows) == sorted(e.id for e in events), "each event written once"
+    assert {r["event_id"] for r in rows if r["how"] == "batch"} == by_reader
+    assert sorted(handled) == sorted(e.id for e in events if e.id not in by_reader)
+    recorded = await db.fetch("SELECT event_id, outputs FROM runtime_processed_events WHERE stage = $1", name)
+    assert sorted(r["event_id"] for r in recorded) == sorted(e.id for e in events)
+    assert {orjson.loads(r["outputs"]) == [] for r in recorded} == {True}
+
+
 # ----------------------------------------------------------------- metrics and probes
 
 

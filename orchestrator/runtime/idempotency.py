@@ -62,6 +62,10 @@ def _encode_outputs(outputs: Sequence[OutgoingRecord]) -> bytes:
     )
 
 
+#: What an event that produced nothing records (most of them).
+_NO_OUTPUTS = orjson.dumps([])
+
+
 def _decode_outputs(raw: bytes) -> list[OutgoingRecord]:
     return [
         OutgoingRecord(
@@ -97,12 +101,21 @@ async def record_processed(
     stage: str,
     rows: Sequence[tuple[str, str, int, int, Sequence[OutgoingRecord]]],
 ) -> None:
-    """Insert (event_id, topic, partition, offset, outputs) rows; a conflict means a bug upstream."""
+    """Insert (event_id, topic, partition, offset, outputs) rows; a conflict means a bug upstream.
+
+    One statement for the batch, its rows as arrays: a row per statement (`executemany`) cost the
+    server a bind and an execute each, inside the transaction and whatever lock the stage holds.
+    """
     if not rows:
         return
-    await conn.executemany(
+    await conn.execute(
         "INSERT INTO runtime_processed_events"
         " (stage, event_id, source_topic, source_partition, source_offset, outputs)"
-        " VALUES ($1, $2, $3, $4, $5, $6)",
-        [(stage, eid, t, p, o, _encode_outputs(outs)) for eid, t, p, o, outs in rows],
+        " SELECT $1, * FROM unnest($2::text[], $3::text[], $4::int[], $5::bigint[], $6::bytea[])",
+        stage,
+        [eid for eid, _, _, _, _ in rows],
+        [t for _, t, _, _, _ in rows],
+        [p for _, _, p, _, _ in rows],
+        [o for _, _, _, o, _ in rows],
+        [_NO_OUTPUTS if not outs else _encode_outputs(outs) for _, _, _, _, outs in rows],
     )

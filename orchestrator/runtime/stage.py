@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import structlog
 
@@ -150,6 +150,17 @@ class HandlerContext:
 Handler = Callable[[Envelope, HandlerContext], Awaitable[None]]
 #: (the batch's events still to handle, the batch's connection) -> the batch's shared reads.
 BatchReader = Callable[[Sequence[Envelope], "asyncpg.Connection"], Awaitable[Any]]
+
+
+@runtime_checkable
+class SettlingBatch(Protocol):
+    """What a `read_batch` returns when it may have done all some events need (reserve applies a
+    batch's stock changes in three statements). Asked in event order, just before an event's turn:
+    for a settled event the worker calls no handler and builds no context for it, and records it
+    as processed, with no outputs, in the batch's transaction, like any handled event. Its handling
+    time is not observed on its own."""
+
+    def settled(self, event: Envelope) -> bool: ...
 
 
 @dataclass(frozen=True)

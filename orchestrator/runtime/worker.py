@@ -51,7 +51,14 @@ from orchestrator.runtime.idempotency import ProcessedEvent, fetch_processed, re
 from orchestrator.runtime.kafka_client import client_kwargs
 from orchestrator.runtime.metrics import RuntimeMetrics
 from orchestrator.runtime.pause import sleep_unless
-from orchestrator.runtime.stage import HandlerContext, RejectEvent, RetryLater, Stage, TransientError
+from orchestrator.runtime.stage import (
+    HandlerContext,
+    RejectEvent,
+    RetryLater,
+    SettlingBatch,
+    Stage,
+    TransientError,
+)
 from orchestrator.settings import Settings
 
 Record = ConsumedRecord
@@ -489,6 +496,7 @@ class StageWorker:
             batch = await stage.read_batch(
                 [e for _, e in decoded if e is not None and e.id not in processed], conn
             )
+        settling = batch if isinstance(batch, SettlingBatch) else None
         for rec, maybe_env in decoded:
             if maybe_env is None:
                 continue
@@ -509,6 +517,10 @@ class StageWorker:
                 result.duplicates += 1
                 continue
             seen.add(env.id)
+            if settling is not None and settling.settled(env):
+                result.consumed.append((rec.topic, env.type))
+                to_record.append((env.id, rec.topic, rec.partition, rec.offset, ()))
+                continue
             outputs = await self._handle_one(rec, env, conn, now, deferred, batch, result.on_commit)
             result.outgoing.extend(outputs)
             result.dead_letters.extend(d for d in map(dead_letter_origin, outputs) if d is not None)

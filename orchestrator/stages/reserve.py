@@ -438,6 +438,18 @@ class InventoryBatch:
     #: SKUs whose queue a handler of this batch has seen to.
     seen_to: set[str] = field(default_factory=set)
 
+    def settled(self, event: Envelope) -> bool:
+        """True for a stock event this batch applied whose SKU's queue needs nothing of it: no line
+        waits for the SKU, or a handler has seen to its queue already. The worker then calls no
+        handler for it (`SettlingBatch`): a batch of 500 deltas is then a few statements, not 500
+        handler calls inside the ledger's lock."""
+        data = event.data
+        return (
+            event.id in self.applied
+            and isinstance(data, (InventorySnapshot, InventoryDelta))
+            and (data.sku not in self.queued or data.sku in self.seen_to)
+        )
+
 
 _UPSERT_POSITIONS = (
     "INSERT INTO reserve_ledger (node_id, sku, on_hand, safety_stock, counted_at)"
