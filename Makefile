@@ -23,7 +23,7 @@ NATIVE := orchestrator/_native/domain/sourcing.sha256
 
 # Built again after any edit in the package: mypyc builds in what it learnt of the modules sourcing imports.
 $(NATIVE): $(shell find orchestrator -name '*.py' -not -path '*/_native/*') $(STAMP)
-	@echo ">> compiling the decision core (orchestrator/domain/sourcing.py) with mypyc"
+	@echo ">> compiling the decision core (orchestrator/domain/sourcing.py and geo.py) with mypyc"
 	$(BIN)/python -m orchestrator.native build --if-possible
 
 setup: $(STAMP) $(NATIVE)

@@ -3,6 +3,7 @@ used only while it was built from that very source."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from orchestrator import native
-from orchestrator.domain import sourcing
+from orchestrator.domain import geo, sourcing
 from tests.test_lookahead import priced_run, priced_scenarios
 from tests.test_sourcing import pure_sourcing, run, scenarios
 
@@ -24,11 +25,35 @@ def _compiled_or_skip() -> None:
         pytest.skip(f"the compiled decision core is not in use here ({state})")
 
 
-def test_the_module_imported_is_the_one_the_build_state_names() -> None:
-    """Built and current: the extension is what `import` gives; otherwise the source is."""
+def test_the_modules_imported_are_the_ones_the_build_state_names() -> None:
+    """Built and current: the extensions are what `import` gives; otherwise the sources are."""
     expected = "compiled" if native.module_state("orchestrator.domain", "sourcing") == "compiled" else "pure"
-    assert native.loaded_state() == {"orchestrator.domain.sourcing": expected}
-    assert str(sourcing.__file__).endswith(EXTENSION if expected == "compiled" else ".py")
+    assert native.loaded_state() == {
+        "orchestrator.domain.sourcing": expected,
+        "orchestrator.domain.geo": expected,
+    }
+    for module in (sourcing, geo):
+        assert str(module.__file__).endswith(EXTENSION if expected == "compiled" else ".py")
+
+
+_DEGREES = st.floats(min_value=-90, max_value=90, allow_nan=False)
+_LONGITUDES = st.floats(min_value=-180, max_value=180, allow_nan=False)
+
+
+@functools.cache
+def _pure_geo() -> Any:
+    return native.pure_module("orchestrator.domain", "geo")
+
+
+@settings(max_examples=2000, deadline=None)
+@given(_DEGREES, _LONGITUDES, _DEGREES, _LONGITUDES)
+def test_the_compiled_distance_is_the_sources_to_the_last_bit(
+    lat1: float, lon1: float, lat2: float, lon2: float
+) -> None:
+    """Plans compared with the pure sourcing module still measure with the compiled `geo`: its
+    distances, which pick carriers' bands, must be the very floats the source gives."""
+    _compiled_or_skip()
+    assert geo.haversine_km(lat1, lon1, lat2, lon2) == _pure_geo().haversine_km(lat1, lon1, lat2, lon2)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
