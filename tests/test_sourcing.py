@@ -53,7 +53,7 @@ from orchestrator.contract.orders import OrderCreated
 from orchestrator.contract.pipeline import DayCapacity, PlanDecided, PlanOutcome
 from orchestrator.domain.explain import explain_plan
 from orchestrator.domain.geo import haversine_km
-from orchestrator.domain.network import NetworkView, network_from_events
+from orchestrator.domain.network import NetworkView, network_from_events, ship_day
 from orchestrator.domain.policy import Policy, load_policy
 from orchestrator.domain.sourcing import IN_STORE_PICKUP, StockView, after_working_days, decide
 from orchestrator.native import pure_module
@@ -853,6 +853,50 @@ def test_load_counts_each_nodes_own_ship_date() -> None:
         ("STORE-LEEDS-01", date(2025, 3, 17)): 5,
     }
     assert weekend.load_on_ship_dates(planned, saturday) == {"DC-LONDON": 7, "STORE-LEEDS-01": 2}
+
+
+_CLOCK_NETWORK = network_from_events(
+    [
+        node("DC-LONDON", "london"),
+        node("DC-LATE", "london", cutoff=time(22, 0)),
+        node("DC-TOKYO", "leeds").model_copy(update={"timezone": "Asia/Tokyo"}),
+        node("DC-NEWYORK", "leeds").model_copy(update={"timezone": "America/New_York"}),
+        node("DC-HOLIDAY", "york").model_copy(
+            update={"non_working_days": (date(2025, 3, 11), date(2025, 3, 12))}
+        ),
+        node("DC-SATURDAYS", "york").model_copy(
+            update={"working_days": (Weekday.MONDAY, Weekday.WEDNESDAY, Weekday.SATURDAY)}
+        ),
+        node("STORE-LEEDS-01", "leeds", NodeKind.STORE, STORE_CAPS),
+        node("STORE-YORK-01", "york", NodeKind.STORE, STORE_CAPS, cutoff=time(12, 30)),
+    ]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(
+        st.tuples(
+            st.sampled_from([*sorted(_CLOCK_NETWORK.nodes), "DC-GONE"]),
+            st.dates(min_value=date(2025, 3, 6), max_value=date(2025, 3, 20)),
+        ),
+        st.integers(min_value=0, max_value=9),
+        max_size=60,
+    ),
+    st.datetimes(min_value=datetime(2025, 3, 7), max_value=datetime(2025, 3, 17), timezones=st.just(UTC)),
+)
+def test_the_load_on_ship_dates_is_each_nodes_own_ship_date(
+    planned: dict[tuple[str, date], int], at: datetime
+) -> None:
+    """Nodes alike in zone, cut-off, week and holidays share one ship date, worked out once per
+    clock (`NetworkView.ship_clocks`): the load must be what each node's own ship date gives."""
+    expected = {}
+    for (node_id, day), shipments in planned.items():
+        known = _CLOCK_NETWORK.nodes.get(node_id)
+        ships = at.astimezone(UTC).date() if known is None else ship_day(known, at)[0]
+        if shipments and day == ships:
+            expected[node_id] = shipments
+    assert _CLOCK_NETWORK.load_on_ship_dates(planned, at) == expected
 
 
 def test_max_shipments_is_respected() -> None:

@@ -107,6 +107,10 @@ def ship_clock(node: NodeUpserted) -> ShipClock:
     return node.timezone, node.cutoff_local, node_week(node), node.non_working_days
 
 
+#: The key of `NetworkView.ship_clocks` in `NetworkView.derived`.
+_CLOCKS_KEY = "network.ship_clocks"
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class NetworkView:
     """What is known about the network now; read-only (build a new one with `apply`).
@@ -185,22 +189,44 @@ class NetworkView:
             return at.astimezone(UTC).date()
         return ship_day(node, at)[0]
 
+    def ship_clocks(self) -> tuple[Mapping[str, int], tuple[NodeUpserted, ...]]:
+        """Each node's ship clock (`ship_clock`) by number, and a node of each number: nodes alike in
+        it share their ship date, a handful of clocks for tens of nodes. Worked out once per view,
+        which never changes; callers ask it for every decision and promise quote."""
+        known = self.derived.get(_CLOCKS_KEY)
+        if known is None:
+            numbers: dict[ShipClock, int] = {}
+            of_node: dict[str, int] = {}
+            first: list[NodeUpserted] = []
+            for node_id, node in self.nodes.items():
+                clock = ship_clock(node)
+                number = numbers.get(clock)
+                if number is None:
+                    number = numbers[clock] = len(first)
+                    first.append(node)
+                of_node[node_id] = number
+            known = self.derived[_CLOCKS_KEY] = (MappingProxyType(of_node), tuple(first))
+        clocks: tuple[Mapping[str, int], tuple[NodeUpserted, ...]] = known
+        return clocks
+
     def load_on_ship_dates(self, planned: Mapping[tuple[str, date], int], at: datetime) -> dict[str, int]:
         """Shipments planned per node on the day a shipment planned at `at` would leave it, from
         shipments per (node, day): what `decide` checks each node's capacity against."""
-        by_clock: dict[ShipClock, date] = {}
+        of_node, first = self.ship_clocks()
+        ship_dates: list[date | None] = [None] * len(first)
         out: dict[str, int] = {}
         for (node_id, day), shipments in planned.items():
-            node = self.nodes.get(node_id)
-            if node is None:
+            if not shipments:
+                continue
+            number = of_node.get(node_id)
+            if number is None:
                 ships = at.astimezone(UTC).date()
             else:
-                clock = ship_clock(node)
-                known = by_clock.get(clock)
+                known = ship_dates[number]
                 if known is None:
-                    known = by_clock[clock] = ship_day(node, at)[0]
+                    known = ship_dates[number] = ship_day(first[number], at)[0]
                 ships = known
-            if shipments and day == ships:
+            if day == ships:
                 out[node_id] = shipments
         return out
 
