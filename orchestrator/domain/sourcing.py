@@ -70,9 +70,7 @@ from orchestrator.domain.learning import NO_RISK, RoutingRisk
 from orchestrator.domain.network import (
     WEEKDAYS,
     NetworkView,
-    ShipClock,
     service_week,
-    ship_clock,
     ship_day,
 )
 from orchestrator.domain.policy import Policy
@@ -411,11 +409,12 @@ class _NodeFacts:
     ships_from_store: bool
     latitude: float
     longitude: float
-    clock: ShipClock
+    #: Its ship clock's number (`NetworkView.ship_clocks`): nodes of one number share a ship date.
+    clock: int
     daily_capacity: int
 
 
-def _facts_of(node: NodeUpserted) -> _NodeFacts:
+def _facts_of(node: NodeUpserted, clock: int) -> _NodeFacts:
     caps = node.capabilities
     return _NodeFacts(
         node=node,
@@ -427,7 +426,7 @@ def _facts_of(node: NodeUpserted) -> _NodeFacts:
         ships_from_store=NodeCapability.SHIP_FROM_STORE in caps,
         latitude=node.location.latitude,
         longitude=node.location.longitude,
-        clock=ship_clock(node),
+        clock=clock,
         daily_capacity=node.daily_capacity,
     )
 
@@ -441,7 +440,10 @@ def _node_facts(network: NetworkView) -> list[_NodeFacts]:
     change of the network is a new view, with nothing derived yet)."""
     facts: list[_NodeFacts] | None = network.derived.get(_FACTS_KEY)
     if facts is None:
-        facts = network.derived[_FACTS_KEY] = [_facts_of(network.nodes[n]) for n in sorted(network.nodes)]
+        clocks, _ = network.ship_clocks()
+        facts = network.derived[_FACTS_KEY] = [
+            _facts_of(network.nodes[n], clocks[n]) for n in sorted(network.nodes)
+        ]
     return facts
 
 
@@ -562,7 +564,7 @@ class _Context:
     lookahead_weight: float = 0.0
     _all_quotes: list[_Quote] | None = None
     # Nodes share time zones, cut-offs and so ship dates: each is worked out once.
-    _ship_days: dict[ShipClock, tuple[date, datetime]] = field(default_factory=dict)
+    _ship_days: dict[int, tuple[date, datetime]] = field(default_factory=dict)
     _timed: dict[tuple[date, bool], list[tuple[_Quote, date, int, float]]] = field(default_factory=dict)
     _rate_tables: dict[tuple[date, bool], _RateTable] = field(default_factory=dict)
 
