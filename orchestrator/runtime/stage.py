@@ -148,7 +148,9 @@ class HandlerContext:
 
 
 Handler = Callable[[Envelope, HandlerContext], Awaitable[None]]
-#: (the batch's events still to handle, the batch's connection) -> the batch's shared reads.
+#: (the batch's events still to handle, the batch's connection) -> the batch's shared reads. The events
+#: may hold a resent copy of one of them (the worker skips the second copy): a reader that writes takes
+#: each event id once, as reserve's `read_inventory` does.
 BatchReader = Callable[[Sequence[Envelope], "asyncpg.Connection"], Awaitable[Any]]
 
 
