@@ -411,7 +411,6 @@ class _NodeFacts:
     longitude: float
     #: Its ship clock's number (`NetworkView.ship_clocks`): nodes of one number share a ship date.
     clock: int
-    daily_capacity: int
 
 
 def _facts_of(node: NodeUpserted, clock: int) -> _NodeFacts:
@@ -427,7 +426,6 @@ def _facts_of(node: NodeUpserted, clock: int) -> _NodeFacts:
         latitude=node.location.latitude,
         longitude=node.location.longitude,
         clock=clock,
-        daily_capacity=node.daily_capacity,
     )
 
 
@@ -554,8 +552,6 @@ class _Context:
     #: The policy's rules for this order's channel.
     excluded_kinds: tuple[NodeKind, ...]
     ship_from_store: bool
-    #: The policy's handling cost per shipment, by node kind.
-    handling_costs: Mapping[NodeKind, float]
     #: What execution taught: risk costs and subjects out of routing.
     risk: RoutingRisk = NO_RISK
     #: Look-ahead price per unit by (node_id, sku); empty: myopic sourcing.
@@ -764,7 +760,7 @@ def _assess_node(ctx: _Context, index: int, node: _NodeFacts, in_store: bool) ->
     cand.usable = not cand.reasons
     share = 1.0 if capacity <= 0 or used >= capacity else used / capacity
     cand.fixed = (
-        ctx.handling_costs.get(node.kind, 0.0)
+        ctx.policy.handling_cost(node.kind)
         + ctx.policy.capacity_pressure_weight * share
         - ctx.rank_bonuses.get(node.node_id, 0.0)
         + ctx.risk.node_cost.get(node.node_id, 0.0)
@@ -804,9 +800,7 @@ def _node_state(ctx: _Context, cand: _Candidate, day: date) -> tuple[int, int]:
         cand.reject(BREAKER_OPEN, ctx.risk.closed_nodes[node_id])
     if node_id in ctx.excluded:
         cand.reject(EXCLUDED, f"excluded by re-decide attempt {ctx.attempt}")
-    overrides = ctx.network.capacity_overrides
-    override = overrides.get((node_id, day)) if overrides else None
-    capacity = cand.node.daily_capacity if override is None else override
+    capacity = ctx.network.capacity_on(node_id, day)
     used = ctx.capacity_used.get(node_id, 0)
     if capacity - used <= 0:
         cand.reject(NO_CAPACITY, f"no capacity left on {day.isoformat()} ({used} of {capacity} planned)")
@@ -1677,7 +1671,6 @@ def decide(
         classes=_handling_classes(lines),
         excluded_kinds=policy.excluded_kinds(order.channel),
         ship_from_store=policy.ship_from_store.allows(order.channel),
-        handling_costs=policy.node_kind_handling_cost,
         risk=risk,
     )
     lookahead = policy.lookahead

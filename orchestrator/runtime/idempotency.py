@@ -62,10 +62,6 @@ def _encode_outputs(outputs: Sequence[OutgoingRecord]) -> bytes:
     )
 
 
-#: What an event that produced nothing records (most of them).
-_NO_OUTPUTS = orjson.dumps([])
-
-
 def _decode_outputs(raw: bytes) -> list[OutgoingRecord]:
     return [
         OutgoingRecord(
@@ -117,5 +113,5 @@ async def record_processed(
         [t for _, t, _, _, _ in rows],
         [p for _, _, p, _, _ in rows],
         [o for _, _, _, o, _ in rows],
-        [_NO_OUTPUTS if not outs else _encode_outputs(outs) for _, _, _, _, outs in rows],
+        [_encode_outputs(outs) for _, _, _, _, outs in rows],
     )

@@ -180,7 +180,6 @@ def order_options(
         classes=_handling_classes(lines),
         excluded_kinds=policy.excluded_kinds(order.channel) if rules else (),
         ship_from_store=policy.ship_from_store.allows(order.channel) if rules else True,
-        handling_costs=policy.node_kind_handling_cost,
     )
     nodes = {c.node_id: c for c in _candidates(ctx) if c.usable and c.serves}
     there = dest.address

@@ -438,16 +438,19 @@ class InventoryBatch:
     #: SKUs whose queue a handler of this batch has seen to.
     seen_to: set[str] = field(default_factory=set)
 
+    def queue_to_see_to(self, sku: str) -> bool:
+        """Lines wait for the SKU and no handler of this batch has seen to its queue yet."""
+        return sku in self.queued and sku not in self.seen_to
+
     def settled(self, event: Envelope) -> bool:
-        """True for a stock event this batch applied whose SKU's queue needs nothing of it: no line
-        waits for the SKU, or a handler has seen to its queue already. The worker then calls no
-        handler for it (`SettlingBatch`): a batch of 500 deltas is then a few statements, not 500
-        handler calls inside the ledger's lock."""
+        """True for a stock event this batch applied whose SKU's queue needs nothing of it. The
+        worker then calls no handler for it (`SettlingBatch`): a batch of 500 deltas is then a few
+        statements, not 500 handler calls inside the ledger's lock."""
         data = event.data
         return (
             event.id in self.applied
             and isinstance(data, (InventorySnapshot, InventoryDelta))
-            and (data.sku not in self.queued or data.sku in self.seen_to)
+            and not self.queue_to_see_to(data.sku)
         )
 
 
@@ -752,7 +755,7 @@ def reserve_stage(
 
     async def see_to_queue(ctx: HandlerContext, batch: InventoryBatch, sku: str) -> None:
         """Once per SKU of a batch whose stock `read_inventory` applied: release and re-date its queue."""
-        if sku in batch.seen_to or sku not in batch.queued:
+        if not batch.queue_to_see_to(sku):
             return
         batch.seen_to.add(sku)
         if sku in batch.stocked:
