@@ -698,7 +698,7 @@ def measured_against_targets(result: dict[str, Any]) -> dict[str, float | None]:
 def targets(result: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
     """(what, wanted, measured, met) for every target of the issue; None where nothing was measured."""
     measured = measured_against_targets(result)
-    rows = []
+    rows: list[tuple[str, str, str, bool | None]] = []
     for key, name, at_least, shown in TARGET_ROWS:
         want, value = TARGETS[key], measured[key]
         wanted = f"{'≥' if at_least else '≤'} {shown.format(want).lstrip('+')}"

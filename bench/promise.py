@@ -5,7 +5,8 @@
 
 On the seeded real-geography network of `make run` (50 nodes), carts of 3
 lines to customers drawn by population, one delivery option each:
-1. the decision alone, in this process (no HTTP): per-quote latency and rate;
+1. the quote alone, in this process (no HTTP): deciding and writing the answer, as the
+   service does for a request once read; per-quote latency and rate;
 2. the HTTP API, `orchestrator promise serve` pinned to one core (this
    process, the client, to the other): the maximum (closed loop, `--clients`
    requests in flight) with its latency, then p50/p99 paced at half of it;
@@ -51,8 +52,8 @@ from orchestrator.db.migrate import migrate
 from orchestrator.domain.policy import load_policy
 from orchestrator.faults.driver import RunServers, StageFleet
 from orchestrator.infra.ports import free_port
+from orchestrator.promise import quote as promise_quote
 from orchestrator.promise.models import CartLine, PromiseRequest
-from orchestrator.promise.quote import quote
 from orchestrator.promise.service import PromiseLedgerView
 from orchestrator.runtime.kafka_client import client_kwargs
 from orchestrator.settings import Settings
@@ -156,12 +157,21 @@ def percentiles(values_ms: list[float]) -> dict[str, float | None]:
 ENGINE_ROUNDS = 3
 
 
-def pure_quote() -> Callable[..., Any]:
-    """`quote` deciding with the pure Python sourcing module, whatever the process imported."""
+def served_quote(module: Any) -> Callable[..., bytes]:
+    """What the service does for a request once it is read: the answer, written as JSON."""
+
+    def answer(request: PromiseRequest, **state: Any) -> bytes:
+        written: bytes = module.answer_json(module.promise_answer(request, **state))
+        return written
+
+    return answer
+
+
+def pure_quote() -> Callable[..., bytes]:
+    """`served_quote` deciding with the pure Python sourcing module, whatever the process imported."""
     module = native.pure_module("orchestrator.promise", "quote")
     module.decide = native.pure_module("orchestrator.domain", "sourcing").decide  # type: ignore[attr-defined]
-    fn: Callable[..., Any] = module.quote
-    return fn
+    return served_quote(module)
 
 
 def engine_phase(network: SimNetwork, requests: list[PromiseRequest]) -> dict[str, Any]:
@@ -173,7 +183,7 @@ def engine_phase(network: SimNetwork, requests: list[PromiseRequest]) -> dict[st
     skus = [{line.sku for line in r.cart} for r in requests]
     held = [{k: u for k, u in stock.items() if k[1] in wanted} for wanted in skus]
     core = native.loaded_state()["orchestrator.domain.sourcing"]
-    runs: dict[str, Callable[..., Any]] = {core: quote}
+    runs: dict[str, Callable[..., Any]] = {core: served_quote(promise_quote)}
     if core == "compiled":
         runs["pure"] = pure_quote()
     took: dict[str, list[float]] = {name: [] for name in runs}

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import json
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
@@ -11,7 +12,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from openapi_spec_validator import validate
 
-from orchestrator.contract.common import CarrierAssignment, HomeDelivery, ServiceLevel, SkuLine
+from orchestrator.contract.common import (
+    CarrierAssignment,
+    HomeDelivery,
+    ServiceLevel,
+    ShipToStore,
+    SkuLine,
+    StorePickup,
+)
 from orchestrator.contract.inventory import DeltaReason, InventoryDelta, InventorySnapshot
 from orchestrator.contract.pipeline import (
     PlannedShipment,
@@ -27,9 +35,9 @@ from orchestrator.domain.policy import load_policy
 from orchestrator.domain.sourcing import decide
 from orchestrator.promise.cli import OPENAPI_PATH, render_openapi
 from orchestrator.promise.ledger import PromiseLedger
-from orchestrator.promise.models import CartLine, PromiseRequest
+from orchestrator.promise.models import CartLine, PromiseRequest, PromiseResponse
 from orchestrator.promise.openapi import openapi_document
-from orchestrator.promise.quote import cart_order, quote
+from orchestrator.promise.quote import answer_json, cart_order, promise_answer, quote
 from orchestrator.promise.token import decode_token, promise_sentence
 from tests.test_sourcing import NOW, address, order, uk_network, with_holidays
 from tests.test_sourcing import line as order_line
@@ -360,6 +368,55 @@ def test_the_order_placed_with_the_promised_date_gets_the_promised_plan(
     ]
     if option.promise_token:
         assert promise_sentence(plan, option.promise_token).startswith("As promised")
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    **CHECKOUTS,
+    moment=st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=7)),
+    zone_hours=st.sampled_from([0, 1, -5]),
+    deliver_in_days=st.none() | st.integers(0, 10),
+    ship_complete=st.booleans(),
+)
+def test_the_answer_is_written_byte_for_byte_as_the_response_model_writes_it(
+    stock: dict[tuple[str, str], int],
+    cart: list[tuple[str, int]],
+    to: str,
+    kind: str,
+    moment: timedelta,
+    zone_hours: int,
+    deliver_in_days: int | None,
+    ship_complete: bool,
+) -> None:
+    """The service writes its answer without validating it again: what it writes must be what the
+    validated `PromiseResponse` writes, and its promise tokens what `PromiseToken` writes."""
+    now = (datetime(2025, 3, 10, 6, 30, 0, 250_000, tzinfo=UTC) + moment).astimezone(
+        timezone(timedelta(hours=zone_hours))
+    )
+    req = request(
+        *cart,
+        to=to,
+        delivery_options=(
+            HomeDelivery(kind=kind),  # type: ignore[arg-type]
+            StorePickup(kind="bopis", pickup_store_id="STORE-LEEDS-01"),
+            ShipToStore(kind="ship_to_store", store_id="STORE-LEEDS-01"),
+        ),
+        deliver_by=None if deliver_in_days is None else now.date() + timedelta(days=deliver_in_days),
+        ship_complete=ship_complete,
+    )
+    answer = promise_answer(
+        req, network=uk_network(), stock=stock, capacity_used={}, policy=load_policy(), now=now
+    )
+    written = answer_json(answer)
+    model = PromiseResponse.model_validate(answer)
+    assert written == model.model_dump_json().encode()
+    assert PromiseResponse.model_validate_json(written) == model
+    for option in model.options:
+        if option.promise_token is not None:
+            token = decode_token(option.promise_token)
+            by_model = base64.urlsafe_b64encode(token.model_dump_json().encode()).decode().rstrip("=")
+            assert option.promise_token == by_model
+            assert token.at == now
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])

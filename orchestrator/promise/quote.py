@@ -16,6 +16,10 @@ import hashlib
 from collections.abc import Mapping
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from typing import Any
+
+import orjson
+from pydantic import BaseModel
 
 from orchestrator.contract.common import DeliveryOption, OrderLine
 from orchestrator.contract.orders import OrderCreated
@@ -127,7 +131,7 @@ def availability(stock: Mapping[StockKey, int], skus: list[str]) -> tuple[SkuAva
     return tuple(SkuAvailability.model_validate(data) for data in _availability(stock, skus))
 
 
-def quote(
+def promise_answer(
     request: PromiseRequest,
     *,
     network: NetworkView,
@@ -137,8 +141,9 @@ def quote(
     now: datetime,
     risk: RoutingRisk = NO_RISK,
     opportunity: Mapping[StockKey, float] = NO_OPPORTUNITY,
-) -> PromiseResponse:
-    """Every delivery option of `request` answered by the decision decide-node would make now."""
+) -> dict[str, Any]:
+    """Every delivery option of `request` answered by the decision decide-node would make now: the
+    fields of a `PromiseResponse`, as plain data (`answer_json` writes it, `quote` validates it)."""
     options: list[dict[str, object]] = []
     for delivery in request.delivery_options:
         order = cart_order(request, delivery, now)
@@ -156,14 +161,57 @@ def quote(
         made_up = None if request.deliver_by else order.promised_delivery_date
         options.append(_option(plan, delivery, now, made_up))
     skus = list(dict.fromkeys(line.sku for line in request.cart))
+    return {
+        "quoted_at": now,
+        "policy_version": policy.version,
+        "options": options,
+        "availability": _availability(stock, skus),
+    }
+
+
+def _plain(value: object) -> object:
+    """What orjson cannot write itself, as pydantic writes it: amounts as strings, models as JSON data."""
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    raise TypeError(f"{type(value).__name__} is not part of a promise answer")
+
+
+def answer_json(answer: Mapping[str, Any]) -> bytes:
+    """A `promise_answer` as the JSON `PromiseResponse` writes, byte for byte, without validating it.
+
+    Everything in it comes from a validated request and a validated plan, so validating the answer
+    again checks nothing; it took a third of the time outside the decision (tests hold the bytes
+    equal to the model's).
+    """
+    return orjson.dumps(answer, default=_plain, option=orjson.OPT_UTC_Z)
+
+
+def quote(
+    request: PromiseRequest,
+    *,
+    network: NetworkView,
+    stock: Mapping[StockKey, int],
+    capacity_used: Mapping[str, int],
+    policy: Policy,
+    now: datetime,
+    risk: RoutingRisk = NO_RISK,
+    opportunity: Mapping[StockKey, float] = NO_OPPORTUNITY,
+) -> PromiseResponse:
+    """`promise_answer` as the validated model."""
     return PromiseResponse.model_validate(
-        {
-            "quoted_at": now,
-            "policy_version": policy.version,
-            "options": options,
-            "availability": _availability(stock, skus),
-        }
+        promise_answer(
+            request,
+            network=network,
+            stock=stock,
+            capacity_used=capacity_used,
+            policy=policy,
+            now=now,
+            risk=risk,
+            opportunity=opportunity,
+        )
     )
 
 
-__all__ = ["availability", "cart_order", "quote"]
+__all__ = ["answer_json", "availability", "cart_order", "promise_answer", "quote"]

@@ -37,7 +37,7 @@ from orchestrator.native import decision_core
 from orchestrator.promise.ledger import PromiseLedger
 from orchestrator.promise.models import AvailabilityResponse, PromiseRequest
 from orchestrator.promise.openapi import openapi_document
-from orchestrator.promise.quote import availability, quote
+from orchestrator.promise.quote import answer_json, availability, promise_answer
 from orchestrator.runtime.views import FollowedTopics, TopicView
 from orchestrator.settings import Settings
 from orchestrator.stages.common import INVENTORY_UPDATES, QUEUES, RESERVATIONS, network_view
@@ -170,7 +170,7 @@ async def _promise(request: web.Request) -> web.Response:
     now = datetime.now(UTC)
     skus = frozenset(line.sku for line in body.cart)
     policy, network = state.policies.active, state.network.state
-    answer = quote(
+    answer = promise_answer(
         body,
         network=network,
         stock=state.ledger.ledger.stock(skus),
@@ -180,10 +180,11 @@ async def _promise(request: web.Request) -> web.Response:
         risk=state.risk.state,
         opportunity=state.lookahead.prices_for(policy),
     )
+    body_json = answer_json(answer)
     state.metrics.seconds.observe(time.perf_counter() - started)
-    for option in answer.options:
-        state.metrics.options.labels(option.outcome.value).inc()
-    return web.Response(body=answer.model_dump_json(), content_type="application/json")
+    for option in answer["options"]:
+        state.metrics.options.labels(option["outcome"].value).inc()
+    return web.Response(body=body_json, content_type="application/json")
 
 
 async def _availability(request: web.Request) -> web.Response:
