@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from openapi_spec_validator import validate
 
@@ -21,6 +21,7 @@ from orchestrator.contract.common import (
     StorePickup,
 )
 from orchestrator.contract.inventory import DeltaReason, InventoryDelta, InventorySnapshot
+from orchestrator.contract.orders import OrderCreated
 from orchestrator.contract.pipeline import (
     PlannedShipment,
     QueueOwed,
@@ -469,6 +470,64 @@ def test_a_cart_is_refused_with_the_reason_when_it_is_not_one() -> None:
         PromiseRequest.model_validate({"cart": [], "ship_to": None})
     with pytest.raises(ValueError, match="quantity"):
         PromiseRequest.model_validate({"cart": [{"sku": "A", "quantity": 0}]})
+    # Both once made an order that failed its own validation: an error 500 instead of the reason.
+    with pytest.raises(ValueError, match="labels must not repeat: hazmat"):
+        PromiseRequest.model_validate({"cart": [{"sku": "A", "quantity": 1, "labels": ["hazmat", "hazmat"]}]})
+    with pytest.raises(ValueError, match="the cart's total"):
+        PromiseRequest.model_validate(
+            {"cart": [{"sku": "A", "quantity": 100_000, "unit_price": "9999999999.5"}]}
+        )
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    lines=st.lists(
+        st.fixed_dictionaries(
+            {
+                "sku": st.sampled_from(["A", "B", " C "]),
+                "quantity": st.integers(1, 100_000),
+                "unit_price": st.decimals(min_value=0, max_value=10**9, places=4),
+                "unit_weight_kg": st.none() | st.decimals(min_value="0.001", max_value=10**6, places=3),
+                "labels": st.lists(st.sampled_from(["hazmat", "oversize", "fragile"]), max_size=3),
+                "drop_ship_vendor_id": st.none() | st.just("VEND-1"),
+            }
+        ),
+        min_size=1,
+        max_size=5,
+    ),
+    fields=st.fixed_dictionaries(
+        {},
+        optional={
+            "channel": st.sampled_from(["web", "marketplace", "store", "b2b_edi"]),
+            "customer_tier": st.sampled_from(["standard", "gold"]),
+            "ship_complete": st.booleans(),
+            "priority": st.booleans(),
+            "deliver_by": st.dates(min_value=date(2025, 1, 1), max_value=date(2027, 1, 1)).map(str),
+            "currency": st.just("EUR"),
+        },
+    ),
+)
+# The largest total an order can have, and one past it.
+@example(lines=[{"sku": "A", "quantity": 100_000, "unit_price": Decimal("999999999.9999")}], fields={})
+@example(lines=[{"sku": "A", "quantity": 100_000, "unit_price": Decimal("1000000000")}], fields={})
+def test_the_order_a_quote_plans_is_the_validated_order(lines: list[dict], fields: dict) -> None:
+    """`cart_order` skips validating the order: every valid request must make a valid order, the
+    same the order's own validation makes of it."""
+    try:
+        req = PromiseRequest.model_validate(
+            {
+                "cart": [
+                    {k: str(v) if isinstance(v, Decimal) else v for k, v in line.items()} for line in lines
+                ]
+            }
+            | fields
+            | {"ship_to": address("leeds").model_dump(mode="json")}
+        )
+    except ValueError:
+        return  # refused with the reason: nothing is planned
+    for delivery in (HomeDelivery(kind="express"), StorePickup(kind="bopis", pickup_store_id="S1")):
+        built = cart_order(req, delivery, NOW)
+        assert OrderCreated.model_validate(built.model_dump()) == built
 
 
 # --------------------------------------------------------------------------- the document

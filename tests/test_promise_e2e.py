@@ -174,6 +174,10 @@ async def test_the_order_gets_the_plan_it_was_promised_and_a_changed_stock_is_se
 async def test_a_bad_request_gets_the_reason_and_the_api_keeps_answering(promise_api: str) -> None:
     status, body = await post(promise_api, {"cart": [{"sku": "A", "quantity": 0}]})
     assert status == 400 and "quantity" in body["detail"]
+    status, body = await post(
+        promise_api, {"cart": [{"sku": "A", "quantity": 1, "labels": ["fragile", "fragile"]}]}
+    )
+    assert status == 400 and "labels must not repeat: fragile" in body["detail"]
     async with aiohttp.ClientSession() as http:
         async with http.post(f"{promise_api}/v1/promise", data=b"{not json") as resp:
             assert resp.status == 400 and "not JSON" in (await resp.json())["title"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date
 from decimal import Decimal
 
-from pydantic import AwareDatetime, Field, NonNegativeInt
+from pydantic import AwareDatetime, Field, NonNegativeInt, field_validator, model_validator
 
 from orchestrator.contract.common import (
     Address,
@@ -23,12 +23,15 @@ from orchestrator.contract.common import (
     ServiceLevel,
     Text,
     WeightKg,
+    unique_values,
 )
 from orchestrator.contract.pipeline import PlanOutcome
 
 #: A cart larger than this is not a checkout; it is refused rather than planned.
 MAX_CART_LINES = 100
 MAX_DELIVERY_OPTIONS = 6
+#: An `Amount` has at most 14 digits before the point: the cart's total must be one too.
+MAX_CART_TOTAL = Decimal(10) ** 14
 
 
 class CartLine(ContractModel):
@@ -38,10 +41,20 @@ class CartLine(ContractModel):
     quantity: Quantity = Field(le=100_000, description="Units wanted (at least 1).")
     unit_price: Amount = Field(default=Decimal(0), description="Price of one unit (not used to choose).")
     unit_weight_kg: WeightKg | None = Field(default=None, description="Shipping weight of one unit in kg.")
-    labels: tuple[ProductLabel, ...] = Field(default=(), description="Handling labels (hazmat, oversize...).")
+    labels: tuple[ProductLabel, ...] = Field(
+        default=(),
+        description="Handling labels (hazmat, oversize...); each at most once.",
+        json_schema_extra={"uniqueItems": True},
+    )
     drop_ship_vendor_id: Identifier | None = Field(
         default=None, description="Only this drop-ship vendor can fulfil the line."
     )
+
+    @field_validator("labels")
+    @classmethod
+    def _labels_unique(cls, v: tuple[ProductLabel, ...]) -> tuple[ProductLabel, ...]:
+        unique_values(tuple(str(x) for x in v), "labels")
+        return v
 
 
 class PromiseRequest(ContractModel):
@@ -66,6 +79,14 @@ class PromiseRequest(ContractModel):
     ship_complete: bool = Field(default=False, description="True: one shipment or none.")
     priority: bool = Field(default=False, description="True: a priority order.")
     currency: CurrencyCode = Field(default="GBP", description="Currency of prices and costs.")
+
+    @model_validator(mode="after")
+    def _total_is_an_amount(self) -> PromiseRequest:
+        # The order a quote plans is this cart placed: its total must be an amount like any order's.
+        total = sum((line.unit_price * line.quantity for line in self.cart), Decimal(0))
+        if total >= MAX_CART_TOTAL:
+            raise ValueError(f"the cart's total ({total}) is more than an order's total can be")
+        return self
 
 
 class PromisedLine(ContractModel):
