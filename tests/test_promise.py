@@ -38,7 +38,7 @@ from orchestrator.promise.cli import OPENAPI_PATH, render_openapi
 from orchestrator.promise.ledger import PromiseLedger
 from orchestrator.promise.models import CartLine, PromiseRequest, PromiseResponse
 from orchestrator.promise.openapi import openapi_document
-from orchestrator.promise.quote import answer_json, cart_order, promise_answer, quote
+from orchestrator.promise.quote import answer_json, cart_order, promise_answer
 from orchestrator.promise.token import decode_token, promise_sentence
 from tests.test_sourcing import NOW, address, order, uk_network, with_holidays
 from tests.test_sourcing import line as order_line
@@ -265,6 +265,12 @@ def test_counts_and_shipments_give_one_position_whatever_order_they_arrive_in(
 
 
 # --------------------------------------------------------------------------- the quote
+
+
+def quote(request: PromiseRequest, **inputs) -> PromiseResponse:
+    """The answer the service would write, read back as its model."""
+    return PromiseResponse.model_validate_json(answer_json(promise_answer(request, **inputs)))
+
 
 STOCK = {
     ("DC-MANCHESTER", "SKU-KETTLE"): 5,

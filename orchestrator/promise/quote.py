@@ -28,7 +28,7 @@ from orchestrator.domain.network import NetworkView
 from orchestrator.domain.policy import Policy
 from orchestrator.domain.sourcing import NO_OPPORTUNITY, decide
 from orchestrator.promise.ledger import StockKey
-from orchestrator.promise.models import PromiseRequest, PromiseResponse, SkuAvailability
+from orchestrator.promise.models import PromiseRequest, SkuAvailability
 from orchestrator.promise.token import encode_token
 
 #: Without a date from the customer, the order's promised date is this far out: no option is late.
@@ -77,7 +77,7 @@ def cart_order(request: PromiseRequest, delivery: DeliveryOption, now: datetime)
 def _option(
     plan: PlanDecided, delivery: DeliveryOption, now: datetime, deadline: date | None
 ) -> dict[str, object]:
-    """A PromiseOption's fields, as plain data (the answer is validated in one go, see `quote`)."""
+    """A PromiseOption's fields, as plain data (see `answer_json`)."""
     shipments = [
         {
             "node_id": s.node_id,
@@ -149,7 +149,7 @@ def promise_answer(
     opportunity: Mapping[StockKey, float] = NO_OPPORTUNITY,
 ) -> dict[str, Any]:
     """Every delivery option of `request` answered by the decision decide-node would make now: the
-    fields of a `PromiseResponse`, as plain data (`answer_json` writes it, `quote` validates it)."""
+    fields of a `PromiseResponse`, as plain data (`answer_json` writes it)."""
     options: list[dict[str, object]] = []
     for delivery in request.delivery_options:
         order = cart_order(request, delivery, now)
@@ -194,30 +194,4 @@ def answer_json(answer: Mapping[str, Any]) -> bytes:
     return orjson.dumps(answer, default=_plain, option=orjson.OPT_UTC_Z)
 
 
-def quote(
-    request: PromiseRequest,
-    *,
-    network: NetworkView,
-    stock: Mapping[StockKey, int],
-    capacity_used: Mapping[str, int],
-    policy: Policy,
-    now: datetime,
-    risk: RoutingRisk = NO_RISK,
-    opportunity: Mapping[StockKey, float] = NO_OPPORTUNITY,
-) -> PromiseResponse:
-    """`promise_answer` as the validated model."""
-    return PromiseResponse.model_validate(
-        promise_answer(
-            request,
-            network=network,
-            stock=stock,
-            capacity_used=capacity_used,
-            policy=policy,
-            now=now,
-            risk=risk,
-            opportunity=opportunity,
-        )
-    )
-
-
-__all__ = ["answer_json", "availability", "cart_order", "promise_answer", "quote"]
+__all__ = ["answer_json", "availability", "cart_order", "promise_answer"]
