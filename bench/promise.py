@@ -150,10 +150,10 @@ def percentiles(values_ms: list[float]) -> dict[str, float | None]:
     }
 
 
-# --------------------------------------------------------------------------- 1. the decision alone
+# --------------------------------------------------------------------------- 1. the quote alone
 
 
-#: Rounds of the decision alone, the compiled and the pure Python core taking turns (medians reported).
+#: Rounds of the quote alone, the compiled and the pure Python core taking turns (medians reported).
 ENGINE_ROUNDS = 3
 
 
@@ -542,7 +542,7 @@ def render(result: dict[str, Any]) -> str:
         "",
         "| part | rate | p50 | p99 |",
         "|---|---:|---:|---:|",
-        f"| decision alone, in process ({engine['decision_core']} core) | "
+        f"| quote alone, answer written, in process ({engine['decision_core']} core) | "
         f"{engine['quotes_per_s']:,.0f} quotes/s | {engine['p50_ms']} ms | {engine['p99_ms']} ms |",
         f"| HTTP, {result['clients']} in flight | {top['requests_per_s']:,.0f} req/s | {top['p50_ms']} ms | "
         f"{top['p99_ms']} ms |",
@@ -583,7 +583,7 @@ def main(argv: list[str] | None = None) -> int:
         "clients": options.clients,
         "nodes": len(network.nodes),
     }
-    say("phase 1: the decision alone")
+    say("phase 1: the quote alone, answer written")
     result["engine"] = engine_phase(
         network, carts(network, random.Random(options.seed), options.sizes.engine_quotes)
     )

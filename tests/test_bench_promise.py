@@ -1,4 +1,4 @@
-"""`make bench`'s promise run still runs and reports: the decision alone, the HTTP API at its maximum
+"""`make bench`'s promise run still runs and reports: the quote alone, the HTTP API at its maximum
 and at half of it, inventory deltas into the promise view and reserve's ledger while the order path
 runs, and a new view's catch-up, at the smallest sizes, on a Kafka and a PostgreSQL of its own.
 
