@@ -471,6 +471,71 @@ def test_the_order_says_how_and_why_it_differs_from_its_promise() -> None:
     assert "cannot be read" in promise_sentence(plan, "not-a-token")
 
 
+#: Any cart line the API may be sent: SKUs held and not, drop-ship vendors that are nodes and not.
+ANY_LINE = st.fixed_dictionaries(
+    {"sku": st.sampled_from(["A", "B", "C", "SKU-UNKNOWN"]), "quantity": st.integers(1, 100_000)},
+    optional={
+        "unit_price": st.decimals(min_value=0, max_value=10**6, places=2).map(str),
+        "unit_weight_kg": st.decimals(min_value="0.001", max_value=10**5, places=3).map(str),
+        "labels": st.lists(
+            st.sampled_from(["hazmat", "oversize", "fragile", "perishable", "high_value", "age_restricted"]),
+            max_size=3,
+        ),
+        "drop_ship_vendor_id": st.sampled_from(["VEND-1", "DC-LONDON", "NO-SUCH-NODE"]),
+    },
+)
+#: Any delivery option, to stores that exist and are stores, that are not stores, and that do not exist.
+ANY_OPTION = st.one_of(
+    st.fixed_dictionaries({"kind": st.sampled_from(["standard", "express", "next_day"])}),
+    st.fixed_dictionaries(
+        {
+            "kind": st.just("bopis"),
+            "pickup_store_id": st.sampled_from(["STORE-LEEDS-01", "DC-LONDON", "NONE"]),
+        }
+    ),
+    st.fixed_dictionaries(
+        {
+            "kind": st.just("ship_to_store"),
+            "store_id": st.sampled_from(["STORE-LEEDS-01", "DC-LONDON", "NONE"]),
+        }
+    ),
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    cart=st.lists(ANY_LINE, min_size=1, max_size=6),
+    options=st.lists(ANY_OPTION, min_size=1, max_size=3),
+    to=st.none() | st.sampled_from(["leeds", "london", "glasgow"]),
+    fields=st.fixed_dictionaries(
+        {},
+        optional={
+            "deliver_by": st.dates(min_value=date(2020, 1, 1), max_value=date(2030, 1, 1)).map(str),
+            "channel": st.sampled_from(["web", "app", "store", "marketplace", "b2b_edi", "call_centre"]),
+            "customer_tier": st.sampled_from(["standard", "silver", "gold", "platinum"]),
+            "ship_complete": st.booleans(),
+            "priority": st.booleans(),
+        },
+    ),
+    stock=CHECKOUTS["stock"],
+)
+def test_every_cart_the_api_accepts_is_answered(
+    cart: list[dict], options: list[dict], to: str | None, fields: dict, stock: dict[tuple[str, str], int]
+) -> None:
+    """A request that passes validation gets an answer, never an error 500: no address, stores that
+    are not stores, vendors that are not nodes, dates passed, every label and channel."""
+    body = {"cart": cart, "delivery_options": options, **fields}
+    if to is not None:
+        body["ship_to"] = address(to).model_dump(mode="json")
+    try:
+        req = PromiseRequest.model_validate(body)
+    except ValueError:
+        return  # refused with the reason
+    answer = quote(req, network=uk_network(), stock=stock, capacity_used={}, policy=load_policy(), now=NOW)
+    assert len(answer.options) == len(req.delivery_options)
+    assert [a.sku for a in answer.availability] == list(dict.fromkeys(line.sku for line in req.cart))
+
+
 def test_a_cart_is_refused_with_the_reason_when_it_is_not_one() -> None:
     with pytest.raises(ValueError, match="cart"):
         PromiseRequest.model_validate({"cart": [], "ship_to": None})
