@@ -1,6 +1,6 @@
 """What /proc says about the benchmark's processes: where the machine's CPU went during a phase,
-per group of processes (the broker, PostgreSQL, each stage, the simulators, the benchmark), read
-before and after; and a process's peak RSS.
+per group of processes (the broker, its JIT compiler apart, PostgreSQL, each stage, the
+simulators, the benchmark), read before and after; and a process's peak RSS.
 
 Linux only; elsewhere the snapshot is empty and the table says nothing was measured.
 """
@@ -14,7 +14,13 @@ from pathlib import Path
 
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
-#: pid -> (group, CPU seconds used so far)
+#: The broker's group, and that of its JIT compiler threads, which a young JVM keeps busy for minutes.
+BROKER = "Kafka broker"
+BROKER_JIT = "Kafka broker: JIT compiler"
+_JIT_THREADS = ("C1 CompilerThre", "C2 CompilerThre")
+
+
+#: pid (or a broker JIT thread's id) -> (group, CPU seconds used so far)
 Snapshot = dict[int, tuple[str, float]]
 
 
@@ -26,7 +32,7 @@ def group_of(cmdline: list[str], own_pid: int, pid: int) -> str | None:
         return None
     joined = " ".join(cmdline)
     if "kafka.Kafka" in joined:
-        return "Kafka broker"
+        return BROKER
     if Path(cmdline[0]).name.startswith("postgres") or joined.startswith("postgres:"):
         return "PostgreSQL"
     if "orchestrator" in joined:
@@ -61,8 +67,33 @@ def snapshot() -> Snapshot:
             utime, stime = int(fields[11]), int(fields[12])
         except (OSError, IndexError, ValueError):
             continue  # gone meanwhile
-        out[pid] = (group, (utime + stime) / _TICKS)
+        total = (utime + stime) / _TICKS
+        if group == BROKER:
+            total -= _jit_threads(entry, out)
+        out[pid] = (group, total)
     return out
+
+
+def _jit_threads(process: Path, out: Snapshot) -> float:
+    """Put the process's JIT compiler threads in `out` (keyed by thread id) as BROKER_JIT; returns
+    their CPU seconds. A compiler thread that ends between two snapshots leaves its time in the
+    process's total, so it then counts as the broker's: the JVM retires idle ones, rarely."""
+    jit = 0.0
+    try:
+        tasks = list((process / "task").iterdir())
+    except OSError:
+        return 0.0
+    for task in tasks:
+        try:
+            if (task / "comm").read_text().strip() not in _JIT_THREADS:
+                continue
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            seconds = (int(fields[11]) + int(fields[12])) / _TICKS
+        except (OSError, IndexError, ValueError):
+            continue
+        out[int(task.name)] = (BROKER_JIT, seconds)
+        jit += seconds
+    return jit
 
 
 def used_between(before: Snapshot, after: Snapshot) -> dict[str, float]:

@@ -1,6 +1,6 @@
 """The promise benchmark: how fast the promise API answers, and how fast stock changes reach ledgers.
 
-    python -m bench.promise            # the full run (about 3 minutes)
+    python -m bench.promise            # the full run (about 6 minutes)
     python -m bench.promise --quick    # a smoke run: small and short, not a measurement
 
 On the seeded real-geography network of `make run` (50 nodes), carts of 3
@@ -13,7 +13,10 @@ lines to customers drawn by population, one delivery option each:
 3. inventory deltas published to `inventory.updates.v1` as fast as one
    producer can while every stage runs and orders flow: how long until the
    promise view has applied them all, and until reserve's ledger has (its
-   consumer group's committed offsets reach the end of the topic).
+   consumer group's committed offsets reach the end of the topic). First,
+   untimed, a warm-up: the order path runs and the ledgers take in half as
+   many deltas, because a fresh broker's JIT compiler takes a third of the
+   machine for its first minutes (`--cold` skips it).
 
 Writes bench-results/promise.json and promise.md, and prints the markdown.
 """
@@ -32,7 +35,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -80,10 +83,22 @@ class Sizes:
     http_seconds: float
     deltas: int
     orders_per_s: float
+    #: Before the deltas are timed: deltas both ledgers take in, and seconds of orders flowing.
+    warm_up_deltas: int
+    warm_up_s: float
 
 
-FULL = Sizes(engine_quotes=3000, http_seconds=20, deltas=200_000, orders_per_s=10)
-QUICK = Sizes(engine_quotes=200, http_seconds=3, deltas=5_000, orders_per_s=5)
+FULL = Sizes(
+    engine_quotes=3000,
+    http_seconds=20,
+    deltas=200_000,
+    orders_per_s=10,
+    warm_up_deltas=100_000,
+    warm_up_s=150,
+)
+QUICK = Sizes(
+    engine_quotes=200, http_seconds=3, deltas=5_000, orders_per_s=5, warm_up_deltas=1_000, warm_up_s=3
+)
 
 
 @dataclass(frozen=True)
@@ -103,10 +118,18 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     parser.add_argument(
         "--out", type=Path, default=DEFAULT_OUT, help=f"folder of the results ({DEFAULT_OUT})"
     )
+    parser.add_argument(
+        "--cold",
+        action="store_true",
+        help="time the deltas on a just-started broker and stages, with no warm-up (as before 2026-11-28)",
+    )
     ns = parser.parse_args(argv)
     if ns.clients < 1:
         parser.error("--clients must be positive")
-    return Options(QUICK if ns.quick else FULL, ns.clients, ns.seed, ns.out, ns.quick)
+    sizes = QUICK if ns.quick else FULL
+    if ns.cold:
+        sizes = replace(sizes, warm_up_deltas=0, warm_up_s=3)
+    return Options(sizes, ns.clients, ns.seed, ns.out, ns.quick)
 
 
 def say(text: str) -> None:
@@ -322,25 +345,56 @@ async def orders_at(bootstrap: str, network: SimNetwork, rate: float, stop: asyn
     return placed
 
 
+def delta_records(
+    rng: random.Random, positions: list[tuple[str, str]], n: int
+) -> list[tuple[bytes, bytes, list[tuple[str, bytes]]]]:
+    """`n` deltas of one unit over `positions`, encoded: stock moves, and stays where it was on the whole."""
+    now = datetime.now(UTC)
+    records = []
+    for i in range(n):
+        node_id, sku = rng.choice(positions)
+        delta = InventoryDelta(
+            node_id=node_id,
+            sku=sku,
+            change=1 if i % 2 == 0 else -1,
+            reason=DeltaReason.ADJUSTMENT,
+            as_of=now,
+        )
+        records.append(encode(Envelope.new(delta, source="bench/wms")))
+    return records
+
+
+async def both_ledgers_have(
+    bootstrap: str, http: aiohttp.ClientSession, url: str, child: Child, applied: int, started: float
+) -> tuple[float | None, float | None]:
+    """Seconds from `started` until the promise view has applied `applied` events and reserve's
+    group has committed the end of the inventory topic (None: not within 10 minutes)."""
+    parts = [
+        TopicPartition(INVENTORY_TOPIC, p) for p in range(load_catalog().get(INVENTORY_TOPIC).partitions)
+    ]
+    ends = await end_offsets_of(bootstrap, parts)
+    view_s = reserve_s = None
+    deadline = time.monotonic() + 600
+    while (view_s is None or reserve_s is None) and time.monotonic() < deadline:
+        if view_s is None and await wait_healthy(http, url, child) >= applied:
+            view_s = time.monotonic() - started
+        if reserve_s is None and await committed_by(bootstrap, RESERVE_GROUP, ends):
+            reserve_s = time.monotonic() - started
+        await asyncio.sleep(0.05 if view_s is None else 0.5)
+    return view_s, reserve_s
+
+
 async def deltas_phase(
     options: Options, network: SimNetwork, bootstrap: str, url: str, child: Child
 ) -> dict[str, Any]:
     rng = random.Random(options.seed + 3)
     positions = [key for key, units in network.stock().items() if units > 0]
-    now = datetime.now(UTC)
-    records = []
-    for i in range(options.sizes.deltas):
-        node_id, sku = rng.choice(positions)
-        delta = InventoryDelta(
-            node_id=node_id,
-            sku=sku,
-            change=1 if i % 2 == 0 else -1,  # stock moves, and stays where it was on the whole
-            reason=DeltaReason.ADJUSTMENT,
-            as_of=now,
-        )
-        records.append(encode(Envelope.new(delta, source="bench/wms")))
+    sizes = options.sizes
+    warm_up = delta_records(rng, positions, sizes.warm_up_deltas)
+    records = delta_records(rng, positions, sizes.deltas)
     stop_orders = asyncio.Event()
-    orders = asyncio.create_task(orders_at(bootstrap, network, options.sizes.orders_per_s, stop_orders))
+    orders = asyncio.create_task(orders_at(bootstrap, network, sizes.orders_per_s, stop_orders))
+    flowing = time.monotonic()
     producer = AIOKafkaProducer(
         **client_kwargs(bootstrap),
         acks="all",
@@ -351,28 +405,24 @@ async def deltas_phase(
     await producer.start()
     async with aiohttp.ClientSession() as http:
         try:
-            await asyncio.sleep(3)  # orders flowing before the deltas start
+            # A broker days old has compiled its hot paths long ago; a fresh one spends minutes
+            # of a core doing so (its JIT compiler threads), which is start-up, not the ledgers.
+            if warm_up:
+                say(f"  warm-up: {len(warm_up):,} deltas and {sizes.warm_up_s:.0f} s of orders, not timed")
+                before = await wait_healthy(http, url, child)
+                await publish_batched(producer, INVENTORY_TOPIC, warm_up)
+                await both_ledgers_have(bootstrap, http, url, child, before + len(warm_up), flowing)
+            await asyncio.sleep(max(3.0, sizes.warm_up_s - (time.monotonic() - flowing)))
             before = await wait_healthy(http, url, child)
             cpu_before = procfs.snapshot()
             started = time.monotonic()
             await publish_batched(producer, INVENTORY_TOPIC, records)
             published = time.monotonic() - started
             say(f"  published {len(records):,} deltas in {published:.1f} s")
-            parts = [
-                TopicPartition(INVENTORY_TOPIC, p)
-                for p in range(load_catalog().get(INVENTORY_TOPIC).partitions)
-            ]
-            consumer_ends = await end_offsets_of(bootstrap, parts)
-            view_s = reserve_s = None
-            deadline = time.monotonic() + 600
-            while (view_s is None or reserve_s is None) and time.monotonic() < deadline:
-                if view_s is None and await wait_healthy(http, url, child) >= before + len(records):
-                    view_s = time.monotonic() - started
-                    say(f"  the promise view has them all after {view_s:.1f} s")
-                if reserve_s is None and await committed_by(bootstrap, RESERVE_GROUP, consumer_ends):
-                    reserve_s = time.monotonic() - started
-                    say(f"  reserve's ledger has them all after {reserve_s:.1f} s")
-                await asyncio.sleep(0.05 if view_s is None else 0.5)
+            view_s, reserve_s = await both_ledgers_have(
+                bootstrap, http, url, child, before + len(records), started
+            )
+            say(f"  the promise view had them all after {view_s} s, reserve's ledger after {reserve_s} s")
             # Where the machine's CPU went while the ledgers took the deltas in.
             cpu = procfs.shares(
                 procfs.used_between(cpu_before, procfs.snapshot()),
@@ -391,11 +441,12 @@ async def deltas_phase(
         "catch_up": catch_up,
         "cpu": cpu,
         "deltas": n,
+        "warm_up": {"deltas": len(warm_up), "seconds": sizes.warm_up_s},
         "publish_per_s": round(n / published, 1),
         "promise_view_per_s": round(n / view_s, 1) if view_s else None,
         "reserve_ledger_per_s": round(n / reserve_s, 1) if reserve_s else None,
         "orders_placed_meanwhile": placed,
-        "orders_per_s": options.sizes.orders_per_s,
+        "orders_per_s": sizes.orders_per_s,
     }
 
 
@@ -558,7 +609,13 @@ def render(result: dict[str, Any]) -> str:
         ),
         "",
         f"Deltas: {deltas['deltas']:,} published at {deltas['publish_per_s']:,.0f}/s by one producer while "
-        f"{deltas['orders_placed_meanwhile']} orders were placed at {deltas['orders_per_s']}/s.",
+        f"{deltas['orders_placed_meanwhile']} orders were placed at {deltas['orders_per_s']}/s, "
+        + (
+            f"after a warm-up of {deltas['warm_up']['deltas']:,} deltas and "
+            f"{deltas['warm_up']['seconds']:.0f} s of orders (not timed)."
+            if deltas["warm_up"]["deltas"]
+            else "on a just-started broker and stages (no warm-up)."
+        ),
         "",
         "Where the CPU went from the first delta published until both ledgers had the last:",
         "",
