@@ -462,10 +462,17 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     import orchestrator.policies as policies_package
     from orchestrator.domain.policy import PolicyError, load_policy
     from orchestrator.sim import build_network, order_stream
+    from orchestrator.sim.orders import DEFAULT_SHIP_COMPLETE_RATE
     from orchestrator.sim.simulate import run_simulation
 
     if args.orders < 1 or args.hours <= 0:
         print("error: --orders must be at least 1 and --hours positive", file=sys.stderr)
+        return 2
+    ship_complete_rate = (
+        DEFAULT_SHIP_COMPLETE_RATE if args.ship_complete_rate is None else args.ship_complete_rate
+    )
+    if not 0 <= ship_complete_rate <= 1:
+        print("error: --ship-complete-rate is a share of the orders, between 0 and 1", file=sys.stderr)
         return 2
     try:
         # No --policy: the packaged default, not ORCHESTRATOR_POLICY_FILE, so runs compare alike.
@@ -489,7 +496,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             print("error: --stock-cover and --optimum-seconds must be positive", file=sys.stderr)
             return 2
     network = build_network(seed=args.seed)
-    orders = order_stream(network, seed=args.seed, count=args.orders, hours=args.hours)
+    orders = order_stream(
+        network, seed=args.seed, count=args.orders, hours=args.hours, ship_complete_rate=ship_complete_rate
+    )
     print(f"{len(network.nodes)} nodes, {len(orders)} orders, seed {args.seed}", file=sys.stderr)
     run_simulation(network, orders, policies, seed=args.seed, out=Path(args.out))
     if args.failing_node:
@@ -649,6 +658,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--hours", type=float, default=36.0, help="hours the stream's orders are placed over (default 36)"
     )
     simulate.add_argument("--seed", type=int, default=1, help="seed of the network and the orders")
+    simulate.add_argument(
+        "--ship-complete-rate",
+        type=float,
+        metavar="SHARE",
+        help="share of the stream's orders that ship complete or not at all (default 0.06, "
+        "`orchestrator.sim.orders.DEFAULT_SHIP_COMPLETE_RATE`); a seed draws the same orders whatever "
+        "the share, only their ship-complete flags differ",
+    )
     simulate.add_argument("--out", default="bench-results", help="where simulate.json and simulate.png go")
     simulate.add_argument(
         "--failing-node",

@@ -670,12 +670,49 @@ def test_cli_simulate_lookahead_writes_its_json(tmp_path: Path, capsys: pytest.C
     assert "| look-ahead (lookahead-2)" in printed and "Gap closed" in printed
     data = json.loads((out / "lookahead.json").read_text())
     assert data["orders"] == 30 and data["stock_cover"] == 1.5
+    # Seed 6's 30 orders at the default 6% hold two ship-complete orders.
+    assert data["ship_complete_orders"] == 2 and "30 orders (2 ship complete)" in printed
     assert [s["strategy"] for s in data["strategies"]] == ["default-2", "lookahead-2"]
     # The first policy must be the myopic one.
     assert (
         main(["simulate", "--orders", "5", "--out", str(out), "--policy", str(LOOKAHEAD_YAML), "--lookahead"])
         == 2
     )
+
+
+@pytest.mark.parametrize(("share", "complete"), [("0", 0), ("1", 20)])
+def test_cli_simulate_sets_the_share_of_ship_complete_orders(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], share: str, complete: int
+) -> None:
+    out = tmp_path / "results"
+    argv = ["simulate", "--orders", "20", "--seed", "3", "--out", str(out), "--lookahead"]
+    assert main([*argv, "--optimum-seconds", "5", "--ship-complete-rate", share]) == 0
+    data = json.loads((out / "lookahead.json").read_text())
+    assert data["orders"] == 20 and data["ship_complete_orders"] == complete
+    assert f"20 orders ({complete} ship complete)" in capsys.readouterr().out
+
+
+def test_the_share_of_ship_complete_orders_changes_only_their_flags() -> None:
+    network = build_network(seed=5, stores=10, skus=40)
+    usual = order_stream(network, seed=5, count=60)
+    none = order_stream(network, seed=5, count=60, ship_complete_rate=0.0)
+    every = order_stream(network, seed=5, count=60, ship_complete_rate=1.0)
+    assert any(o.ship_complete for o in usual)
+    assert not any(o.ship_complete for o in none) and all(o.ship_complete for o in every)
+    # The same orders otherwise: a regime compares with the default stream order by order.
+    for a, b, c in zip(usual, none, every, strict=True):
+        assert a.model_copy(update={"ship_complete": False}) == b
+        assert a.model_copy(update={"ship_complete": True}) == c
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        order_stream(network, seed=5, count=1, ship_complete_rate=1.5)
+
+
+def test_cli_simulate_refuses_a_share_outside_0_to_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["simulate", "--orders", "5", "--out", str(tmp_path), "--ship-complete-rate", "1.5"]
+    assert main(argv) == 2
+    assert "--ship-complete-rate is a share of the orders, between 0 and 1" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------

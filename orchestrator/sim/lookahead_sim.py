@@ -230,6 +230,8 @@ class LookaheadReport:
     cover: float
     units_demanded: int
     units_stocked: int
+    #: Orders of the stream that ship complete or not at all (`simulate --ship-complete-rate`).
+    ship_complete_orders: int
     myopic: LookaheadRun
     lookahead: LookaheadRun
     clairvoyant: Optimum
@@ -264,6 +266,7 @@ class LookaheadReport:
         return {
             "seed": self.seed,
             "orders": self.orders,
+            "ship_complete_orders": self.ship_complete_orders,
             "stock_cover": self.cover,
             "units_demanded": self.units_demanded,
             "units_stocked": self.units_stocked,
@@ -328,6 +331,7 @@ def compare_lookahead(
         cover=cover,
         units_demanded=sum(line.quantity for o in orders for line in o.lines),
         units_stocked=sum(stock.values()),
+        ship_complete_orders=sum(1 for o in orders if o.ship_complete),
         myopic=first,
         lookahead=second,
         clairvoyant=best,
@@ -374,9 +378,10 @@ def format_lookahead_table(report: LookaheadReport) -> str:
         f"saves {parts['held_saved']:,.2f} of the first and {parts['rest_saved']:,.2f} of the second."
     )
     lines = [
-        f"{report.orders} orders, seed {report.seed}; stock {report.units_stocked:,} units for "
-        f"{report.units_demanded:,} demanded (cover {report.cover:g} per SKU); look-ahead priced "
-        f"{report.lookahead.refreshes} times ({report.lookahead.refresh_seconds:.1f} s).",
+        f"{report.orders} orders ({report.ship_complete_orders} ship complete), seed {report.seed}; stock "
+        f"{report.units_stocked:,} units for {report.units_demanded:,} demanded (cover {report.cover:g} per "
+        f"SKU); look-ahead priced {report.lookahead.refreshes} times "
+        f"({report.lookahead.refresh_seconds:.1f} s).",
         "",
         "\n".join(rows),
         "",

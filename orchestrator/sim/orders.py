@@ -54,6 +54,8 @@ _DELIVERY = (
     ("ship_to_store", 0.08, 4),
 )
 _LINES = ((1, 0.42), (2, 0.26), (3, 0.16), (4, 0.10), (5, 0.06))
+#: Share of orders that ship complete or not at all (one node must have every line).
+DEFAULT_SHIP_COMPLETE_RATE = 0.06
 #: Start of the default stream: a Monday morning, so cut-offs and weekends both come into play.
 DEFAULT_START = datetime(2025, 3, 10, 7, 0, tzinfo=UTC)
 
@@ -84,9 +86,11 @@ class OrderMaker:
         network: SimNetwork,
         rng: random.Random,
         *,
-        ship_complete_rate: float = 0.06,
+        ship_complete_rate: float = DEFAULT_SHIP_COMPLETE_RATE,
         priority_rate: float = 0.05,
     ) -> None:
+        if not 0 <= ship_complete_rate <= 1:
+            raise ValueError(f"ship_complete_rate must be between 0 and 1, not {ship_complete_rate}")
         self.network = network
         self.rng = rng
         self.ship_complete_rate = ship_complete_rate
@@ -177,7 +181,7 @@ def order_stream(
     count: int,
     start: datetime = DEFAULT_START,
     hours: float = 36.0,
-    ship_complete_rate: float = 0.06,
+    ship_complete_rate: float = DEFAULT_SHIP_COMPLETE_RATE,
     priority_rate: float = 0.05,
 ) -> list[OrderCreated]:
     """`count` orders placed between `start` and `start + hours`, in the order they were placed."""
@@ -190,4 +194,4 @@ def order_stream(
     ]
 
 
-__all__ = ["DEFAULT_START", "OrderMaker", "order_stream", "order_total"]
+__all__ = ["DEFAULT_SHIP_COMPLETE_RATE", "DEFAULT_START", "OrderMaker", "order_stream", "order_total"]
