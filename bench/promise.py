@@ -86,6 +86,9 @@ class Sizes:
     #: Before the deltas are timed: deltas both ledgers take in, and seconds of orders flowing.
     warm_up_deltas: int
     warm_up_s: float
+    #: The ledgers alone (reserve the only stage, no orders): deltas timed, after a warm-up of these.
+    alone_deltas: int = 100_000
+    alone_warm_up_deltas: int = 20_000
 
 
 FULL = Sizes(
@@ -97,7 +100,14 @@ FULL = Sizes(
     warm_up_s=150,
 )
 QUICK = Sizes(
-    engine_quotes=200, http_seconds=3, deltas=5_000, orders_per_s=5, warm_up_deltas=1_000, warm_up_s=3
+    engine_quotes=200,
+    http_seconds=3,
+    deltas=5_000,
+    orders_per_s=5,
+    warm_up_deltas=1_000,
+    warm_up_s=3,
+    alone_deltas=2_000,
+    alone_warm_up_deltas=500,
 )
 
 
@@ -345,6 +355,19 @@ async def orders_at(bootstrap: str, network: SimNetwork, rate: float, stop: asyn
     return placed
 
 
+async def delta_producer(bootstrap: str) -> AIOKafkaProducer:
+    """A started producer for `publish_batched`: whole batches of up to 1 MiB."""
+    producer = AIOKafkaProducer(
+        **client_kwargs(bootstrap),
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=20,
+        max_batch_size=1024 * 1024,
+    )
+    await producer.start()
+    return producer
+
+
 def delta_records(
     rng: random.Random, positions: list[tuple[str, str]], n: int
 ) -> list[tuple[bytes, bytes, list[tuple[str, bytes]]]]:
@@ -395,14 +418,7 @@ async def deltas_phase(
     stop_orders = asyncio.Event()
     orders = asyncio.create_task(orders_at(bootstrap, network, sizes.orders_per_s, stop_orders))
     flowing = time.monotonic()
-    producer = AIOKafkaProducer(
-        **client_kwargs(bootstrap),
-        acks="all",
-        enable_idempotence=True,
-        linger_ms=20,
-        max_batch_size=1024 * 1024,
-    )
-    await producer.start()
+    producer = await delta_producer(bootstrap)
     async with aiohttp.ClientSession() as http:
         try:
             # A broker days old has compiled its hot paths long ago; a fresh one spends minutes
@@ -447,6 +463,52 @@ async def deltas_phase(
         "reserve_ledger_per_s": round(n / reserve_s, 1) if reserve_s else None,
         "orders_placed_meanwhile": placed,
         "orders_per_s": sizes.orders_per_s,
+    }
+
+
+async def ledgers_alone_phase(
+    options: Options, network: SimNetwork, bootstrap: str, url: str, child: Child
+) -> dict[str, Any]:
+    """Deltas into both ledgers with nothing else running: reserve the only stage, no orders.
+
+    What each ledger takes in when it has the machine to itself, beside the live rates that follow:
+    how much of the gap to the target is the ledger's own, and how much the order path's CPU.
+    """
+    rng = random.Random(options.seed + 5)
+    positions = [key for key, units in network.stock().items() if units > 0]
+    sizes = options.sizes
+    warm_up = delta_records(rng, positions, sizes.alone_warm_up_deltas)
+    records = delta_records(rng, positions, sizes.alone_deltas)
+    producer = await delta_producer(bootstrap)
+    async with aiohttp.ClientSession() as http:
+        try:
+            before = await wait_healthy(http, url, child)
+            await publish_batched(producer, INVENTORY_TOPIC, warm_up)
+            await both_ledgers_have(bootstrap, http, url, child, before + len(warm_up), time.monotonic())
+            before = await wait_healthy(http, url, child)
+            cpu_before = procfs.snapshot()
+            started = time.monotonic()
+            await publish_batched(producer, INVENTORY_TOPIC, records)
+            view_s, reserve_s = await both_ledgers_have(
+                bootstrap, http, url, child, before + len(records), started
+            )
+            used = procfs.used_between(cpu_before, procfs.snapshot())
+            seconds = time.monotonic() - started
+        finally:
+            await producer.stop()
+    n = len(records)
+    reserve_cpu = used.get("stage reserve", 0.0)
+    say(
+        f"  alone: the promise view had {n:,} deltas after {view_s} s, reserve's ledger after {reserve_s} s "
+        f"({reserve_cpu / n * 1e6:.0f} µs of reserve's CPU a delta)"
+    )
+    return {
+        "deltas": n,
+        "warm_up_deltas": len(warm_up),
+        "promise_view_per_s": round(n / view_s, 1) if view_s else None,
+        "reserve_ledger_per_s": round(n / reserve_s, 1) if reserve_s else None,
+        "reserve_cpu_us_per_delta": round(reserve_cpu / n * 1e6, 1),
+        "reserve_cores": round(reserve_cpu / seconds, 2),
     }
 
 
@@ -538,7 +600,9 @@ async def served_phases(
         if cpus > 1:
             os.sched_setaffinity(promise.process.pid, set(range(cpus)))
             os.sched_setaffinity(0, set(range(cpus)))
-        say("phase 3: inventory deltas while the order path runs")
+        say("phase 3: inventory deltas into the ledgers alone, then while the order path runs")
+        await fleet.start_stage("reserve")
+        alone = await ledgers_alone_phase(options, network, bootstrap, url, promise)
         live = LiveOptions(
             network=NetworkSize(seed=options.seed, stores=STORES),
             nodes=NodeRates(),
@@ -550,7 +614,7 @@ async def served_phases(
         await fleet.start_all()
         await start_outside_world(database_url, network, started_at, flags, env, log_dir, sims, say)
         deltas = await deltas_phase(options, network, bootstrap, url, promise)
-        return {"http": served, "deltas": deltas}
+        return {"http": served, "alone": alone, "deltas": deltas}
     finally:
         await asyncio.gather(*(c.stop(30) for c in sims.values()), return_exceptions=True)
         await fleet.stop_all()
@@ -570,6 +634,8 @@ def render(result: dict[str, Any]) -> str:
     top, half = http["maximum"], http["half"]
     view_rate = deltas["promise_view_per_s"]
     reserve_rate = deltas["reserve_ledger_per_s"]
+    alone = result["served"]["alone"]
+    target = TARGETS["deltas_per_s"]
     rows = [
         f"## Promise benchmark ({result['commit']}, {result['started_at']})",
         "",
@@ -590,6 +656,14 @@ def render(result: dict[str, Any]) -> str:
         f"| deltas/s into reserve's ledger (PostgreSQL) | ≥ {TARGETS['deltas_per_s']:,.0f} | "
         f"{_rate(reserve_rate)} | "
         f"{_mark(None if reserve_rate is None else reserve_rate >= TARGETS['deltas_per_s'])} |",
+        *(
+            f"| deltas/s into {ledger}, nothing else running | ≥ {target:,.0f} | {_rate(rate)} | "
+            f"{_mark(None if rate is None else rate >= target)} |"
+            for ledger, rate in (
+                ("the promise view", alone["promise_view_per_s"]),
+                ("reserve's ledger", alone["reserve_ledger_per_s"]),
+            )
+        ),
         "",
         "| part | rate | p50 | p99 |",
         "|---|---:|---:|---:|",
@@ -617,7 +691,12 @@ def render(result: dict[str, Any]) -> str:
             else "on a just-started broker and stages (no warm-up)."
         ),
         "",
-        "Where the CPU went from the first delta published until both ledgers had the last:",
+        f"Nothing else running: {alone['deltas']:,} deltas after a warm-up of {alone['warm_up_deltas']:,}, "
+        f"reserve the only stage and no orders; reserve's CPU {alone['reserve_cpu_us_per_delta']} µs a "
+        f"delta, {alone['reserve_cores']} of a core.",
+        "",
+        "Where the CPU went from the first delta published until both ledgers had the last (order path "
+        "running):",
         "",
         "| processes | CPU seconds | cores busy | share of the machine |",
         "|---|---:|---:|---:|",

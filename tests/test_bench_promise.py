@@ -1,6 +1,6 @@
 """`make bench`'s promise run still runs and reports: the quote alone, the HTTP API at its maximum
 and at half of it, inventory deltas into the promise view and reserve's ledger while the order path
-runs, and a new view's catch-up, at the smallest sizes, on a Kafka and a PostgreSQL of its own.
+runs (and first with nothing else running), and a new view's catch-up, at the smallest sizes, on a Kafka and a PostgreSQL of its own.
 
 Only that it completes and that each part has numbers is checked; how fast is for people to read.
 It runs as a child process because the benchmark pins itself and the server to one core each.
@@ -42,6 +42,11 @@ async def test_the_promise_benchmark_runs_and_reports_every_part(tmp_path: Path)
     for phase in (http["maximum"], http["half"]):
         assert phase["requests"] > 0 and phase["errors"] == 0, phase
         assert phase["p99_ms"] >= phase["p50_ms"] > 0, phase
+    # The ledgers alone first: reserve the only stage, no orders.
+    alone = result["served"]["alone"]
+    assert alone["deltas"] == 2_000 and alone["warm_up_deltas"] == 500, alone
+    assert alone["promise_view_per_s"] and alone["reserve_ledger_per_s"], alone
+    assert alone["reserve_cpu_us_per_delta"] > 0 and alone["reserve_cores"] > 0, alone
     deltas = result["served"]["deltas"]
     assert deltas["promise_view_per_s"] and deltas["reserve_ledger_per_s"], deltas
     # The untimed warm-up's deltas went in before the timed ones, and a new view reads both.
@@ -56,4 +61,6 @@ async def test_the_promise_benchmark_runs_and_reports_every_part(tmp_path: Path)
     report = (tmp_path / "promise.md").read_text()
     assert "promise requests/s over HTTP, one core" in report and "reserve's ledger" in report
     assert "| stage reserve |" in report
+    assert "deltas/s into reserve's ledger, nothing else running" in report
+    assert "Nothing else running: 2,000 deltas after a warm-up of 500" in report
     assert "after a warm-up of 1,000 deltas" in report

@@ -176,9 +176,18 @@ class StageFleet:
         self.children[name] = await spawn(name, ["run", _stage_of(name)], env, self.log_dir)
 
     async def start_all(self) -> None:
-        for name in self.names:
-            await self.start(name)
-        await asyncio.gather(*(wait_ready(self.children[n], self.url(n, "/readyz"), 180) for n in self.names))
+        """Start every instance not started yet, and wait until all are ready."""
+        await self._start_ready(self.names)
+
+    async def start_stage(self, stage: str) -> None:
+        """Start the instances of one stage, and wait until they are ready."""
+        await self._start_ready([name for name in self.names if _stage_of(name) == stage])
+
+    async def _start_ready(self, names: list[str]) -> None:
+        for name in names:
+            if name not in self.children:
+                await self.start(name)
+        await asyncio.gather(*(wait_ready(self.children[n], self.url(n, "/readyz"), 180) for n in names))
 
     async def kill(self, name: str, *, for_good: bool) -> None:
         child = self.children[name]
