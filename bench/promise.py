@@ -407,11 +407,51 @@ async def both_ledgers_have(
     return view_s, reserve_s
 
 
+@dataclass(frozen=True)
+class TakenIn:
+    """How both ledgers took in one lot of deltas, counted from the first one published."""
+
+    published_s: float
+    view_s: float | None
+    reserve_s: float | None
+    #: CPU seconds per group of processes meanwhile (`procfs.used_between`), over `seconds`.
+    cpu_used: dict[str, float]
+    seconds: float
+
+
+async def ledgers_take_in(
+    bootstrap: str,
+    http: aiohttp.ClientSession,
+    url: str,
+    child: Child,
+    producer: AIOKafkaProducer,
+    records: list[tuple[bytes, bytes, list[tuple[str, bytes]]]],
+) -> TakenIn:
+    """Publish `records` and wait until the promise view and reserve's ledger both have them."""
+    before = await wait_healthy(http, url, child)
+    cpu_before = procfs.snapshot()
+    started = time.monotonic()
+    await publish_batched(producer, INVENTORY_TOPIC, records)
+    published = time.monotonic() - started
+    view_s, reserve_s = await both_ledgers_have(bootstrap, http, url, child, before + len(records), started)
+    used = procfs.used_between(cpu_before, procfs.snapshot())
+    return TakenIn(published, view_s, reserve_s, used, time.monotonic() - started)
+
+
+def _per_s(n: int, seconds: float | None) -> float | None:
+    return round(n / seconds, 1) if seconds else None
+
+
+def stocked_positions(network: SimNetwork) -> list[tuple[str, str]]:
+    """The (node, SKU) positions with stock, that deltas move."""
+    return [key for key, units in network.stock().items() if units > 0]
+
+
 async def deltas_phase(
     options: Options, network: SimNetwork, bootstrap: str, url: str, child: Child
 ) -> dict[str, Any]:
     rng = random.Random(options.seed + 3)
-    positions = [key for key, units in network.stock().items() if units > 0]
+    positions = stocked_positions(network)
     sizes = options.sizes
     warm_up = delta_records(rng, positions, sizes.warm_up_deltas)
     records = delta_records(rng, positions, sizes.deltas)
@@ -425,26 +465,15 @@ async def deltas_phase(
             # of a core doing so (its JIT compiler threads), which is start-up, not the ledgers.
             if warm_up:
                 say(f"  warm-up: {len(warm_up):,} deltas and {sizes.warm_up_s:.0f} s of orders, not timed")
-                before = await wait_healthy(http, url, child)
-                await publish_batched(producer, INVENTORY_TOPIC, warm_up)
-                await both_ledgers_have(bootstrap, http, url, child, before + len(warm_up), flowing)
+                await ledgers_take_in(bootstrap, http, url, child, producer, warm_up)
             await asyncio.sleep(max(3.0, sizes.warm_up_s - (time.monotonic() - flowing)))
-            before = await wait_healthy(http, url, child)
-            cpu_before = procfs.snapshot()
-            started = time.monotonic()
-            await publish_batched(producer, INVENTORY_TOPIC, records)
-            published = time.monotonic() - started
-            say(f"  published {len(records):,} deltas in {published:.1f} s")
-            view_s, reserve_s = await both_ledgers_have(
-                bootstrap, http, url, child, before + len(records), started
+            timed = await ledgers_take_in(bootstrap, http, url, child, producer, records)
+            say(
+                f"  published {len(records):,} deltas in {timed.published_s:.1f} s; the promise view had "
+                f"them all after {timed.view_s} s, reserve's ledger after {timed.reserve_s} s"
             )
-            say(f"  the promise view had them all after {view_s} s, reserve's ledger after {reserve_s} s")
             # Where the machine's CPU went while the ledgers took the deltas in.
-            cpu = procfs.shares(
-                procfs.used_between(cpu_before, procfs.snapshot()),
-                time.monotonic() - started,
-                os.cpu_count() or 1,
-            )
+            cpu = procfs.shares(timed.cpu_used, timed.seconds, os.cpu_count() or 1)
             # With orders still flowing: the view's own pace, not the one producer's.
             catch_up = await view_catch_up(bootstrap)
             say(f"  a new promise view reads {catch_up['events']:,} events in {catch_up['seconds']} s")
@@ -458,9 +487,9 @@ async def deltas_phase(
         "cpu": cpu,
         "deltas": n,
         "warm_up": {"deltas": len(warm_up), "seconds": sizes.warm_up_s},
-        "publish_per_s": round(n / published, 1),
-        "promise_view_per_s": round(n / view_s, 1) if view_s else None,
-        "reserve_ledger_per_s": round(n / reserve_s, 1) if reserve_s else None,
+        "publish_per_s": _per_s(n, timed.published_s),
+        "promise_view_per_s": _per_s(n, timed.view_s),
+        "reserve_ledger_per_s": _per_s(n, timed.reserve_s),
         "orders_placed_meanwhile": placed,
         "orders_per_s": sizes.orders_per_s,
     }
@@ -475,40 +504,30 @@ async def ledgers_alone_phase(
     how much of the gap to the target is the ledger's own, and how much the order path's CPU.
     """
     rng = random.Random(options.seed + 5)
-    positions = [key for key, units in network.stock().items() if units > 0]
+    positions = stocked_positions(network)
     sizes = options.sizes
     warm_up = delta_records(rng, positions, sizes.alone_warm_up_deltas)
     records = delta_records(rng, positions, sizes.alone_deltas)
     producer = await delta_producer(bootstrap)
     async with aiohttp.ClientSession() as http:
         try:
-            before = await wait_healthy(http, url, child)
-            await publish_batched(producer, INVENTORY_TOPIC, warm_up)
-            await both_ledgers_have(bootstrap, http, url, child, before + len(warm_up), time.monotonic())
-            before = await wait_healthy(http, url, child)
-            cpu_before = procfs.snapshot()
-            started = time.monotonic()
-            await publish_batched(producer, INVENTORY_TOPIC, records)
-            view_s, reserve_s = await both_ledgers_have(
-                bootstrap, http, url, child, before + len(records), started
-            )
-            used = procfs.used_between(cpu_before, procfs.snapshot())
-            seconds = time.monotonic() - started
+            await ledgers_take_in(bootstrap, http, url, child, producer, warm_up)
+            timed = await ledgers_take_in(bootstrap, http, url, child, producer, records)
         finally:
             await producer.stop()
     n = len(records)
-    reserve_cpu = used.get("stage reserve", 0.0)
+    reserve_cpu = timed.cpu_used.get("stage reserve", 0.0)
     say(
-        f"  alone: the promise view had {n:,} deltas after {view_s} s, reserve's ledger after {reserve_s} s "
-        f"({reserve_cpu / n * 1e6:.0f} µs of reserve's CPU a delta)"
+        f"  alone: the promise view had {n:,} deltas after {timed.view_s} s, reserve's ledger after "
+        f"{timed.reserve_s} s ({reserve_cpu / n * 1e6:.0f} µs of reserve's CPU a delta)"
     )
     return {
         "deltas": n,
         "warm_up_deltas": len(warm_up),
-        "promise_view_per_s": round(n / view_s, 1) if view_s else None,
-        "reserve_ledger_per_s": round(n / reserve_s, 1) if reserve_s else None,
+        "promise_view_per_s": _per_s(n, timed.view_s),
+        "reserve_ledger_per_s": _per_s(n, timed.reserve_s),
         "reserve_cpu_us_per_delta": round(reserve_cpu / n * 1e6, 1),
-        "reserve_cores": round(reserve_cpu / seconds, 2),
+        "reserve_cores": round(reserve_cpu / timed.seconds, 2),
     }
 
 

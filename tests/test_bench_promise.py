@@ -1,6 +1,7 @@
 """`make bench`'s promise run still runs and reports: the quote alone, the HTTP API at its maximum
-and at half of it, inventory deltas into the promise view and reserve's ledger while the order path
-runs (and first with nothing else running), and a new view's catch-up, at the smallest sizes, on a Kafka and a PostgreSQL of its own.
+and at half of it, inventory deltas into the promise view and reserve's ledger with nothing else
+running and then while the order path runs, and a new view's catch-up, at the smallest sizes, on a
+Kafka and a PostgreSQL of its own.
 
 Only that it completes and that each part has numbers is checked; how fast is for people to read.
 It runs as a child process because the benchmark pins itself and the server to one core each.
