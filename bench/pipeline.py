@@ -63,12 +63,13 @@ from bench import ceiling, procfs
 from bench.procfs import peak_rss_kib
 from orchestrator.contract.envelope import Envelope, encode, header_map
 from orchestrator.db.migrate import migrate
-from orchestrator.faults.driver import RunServers, StageFleet
+from orchestrator.faults.driver import RunServers
 from orchestrator.runtime.kafka_client import client_kwargs
 from orchestrator.runtime.worker import BATCH_PHASES
 from orchestrator.sim.live.behaviour import CarrierRates, NodeRates
 from orchestrator.sim.live.children import Child, ChildFailed
 from orchestrator.sim.live.driver import LiveOptions, NetworkSize, sim_flags, start_outside_world
+from orchestrator.sim.live.fleet import StageFleet
 from orchestrator.sim.live.observer import end_offsets
 from orchestrator.sim.live.processes import Closures, publish_network
 from orchestrator.sim.orders import OrderMaker

@@ -53,7 +53,7 @@ from orchestrator.contract.envelope import Envelope, encode
 from orchestrator.contract.inventory import DeltaReason, InventoryDelta
 from orchestrator.db.migrate import migrate
 from orchestrator.domain.policy import load_policy
-from orchestrator.faults.driver import RunServers, StageFleet
+from orchestrator.faults.driver import RunServers
 from orchestrator.infra.ports import free_port
 from orchestrator.promise import quote as promise_quote
 from orchestrator.promise.models import CartLine, PromiseRequest
@@ -64,6 +64,7 @@ from orchestrator.sim.geography import SimNetwork, customer_address
 from orchestrator.sim.live.behaviour import CarrierRates, NodeRates
 from orchestrator.sim.live.children import Child, spawn
 from orchestrator.sim.live.driver import LiveOptions, NetworkSize, sim_flags, start_outside_world
+from orchestrator.sim.live.fleet import StageFleet
 from orchestrator.sim.live.processes import Closures, publish_network
 from orchestrator.sim.orders import OrderMaker
 from orchestrator.topics import apply_topics, load_catalog

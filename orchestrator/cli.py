@@ -429,13 +429,13 @@ def cmd_start(args: argparse.Namespace) -> int:
             )
             asyncio.run(run_stages(stages, settings))
             return 0
-        print(f"stages and simulators starting; metrics on {metrics}; Ctrl-C stops everything")
+        print("stages and simulators starting; Ctrl-C stops everything")
         report = asyncio.run(run_live(settings, live_options(args)))
         print(summary_text(report))
         example = next(iter(report["unsettled_orders"]), None) or f"{report['order_prefix']}000001"
         print(
             f"\nLogs of every process: {report['logs']}"
-            f"\nMetrics: the stages served Prometheus metrics on {metrics} while they ran"
+            f"\nMetrics: the stages served Prometheus metrics on {report['metrics_at']} while they ran"
             f" (event counts, handling times, lag per partition, dead letters)"
             f"\nWhy an order ships from where it does:  orchestrator explain {example}"
             f"\nIts whole story:                        orchestrator timeline {example}"
@@ -626,7 +626,12 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument(
         "--keep-servers", action="store_true", help="leave Kafka and PostgreSQL running at exit"
     )
-    start.add_argument("--http-port", type=int, help="port of the stages' /metrics, /healthz, /readyz")
+    start.add_argument(
+        "--http-port",
+        type=int,
+        help="port of the stages' /metrics, /healthz, /readyz: the first of nine, a process per stage "
+        "and a port each from it up (with --no-traffic, the one process's)",
+    )
     start.add_argument(
         "--secure", action="store_true", help="start the local servers secure (as `infra up --secure`)"
     )

@@ -11,8 +11,10 @@ from hypothesis import strategies as st
 
 from orchestrator.faults.audit import RunFacts, StatusSeen, WorkOrderSeen, audit
 from orchestrator.faults.commands import recovery_by_kind
-from orchestrator.faults.driver import RunServers, StageFleet
+from orchestrator.faults.driver import RunServers
 from orchestrator.faults.plan import FaultBudget, FaultKind, fault_schedule
+from orchestrator.infra.ports import port_free
+from orchestrator.sim.live.fleet import StageFleet
 from orchestrator.topics import STAGE_NAMES
 
 STAGES = list(STAGE_NAMES)
@@ -201,3 +203,17 @@ def test_a_restarted_instance_whose_port_was_taken_meanwhile_gets_another(tmp_pa
         assert port != taken
         assert fleet.url(name, "/readyz") == f"http://127.0.0.1:{port}/readyz"
     assert len(set(fleet.ports.values())) == len(fleet.names)
+
+
+def test_stage_ports_asked_from_a_first_one_are_in_a_row_passing_over_taken_ones(tmp_path: Path) -> None:
+    wanted = len(STAGES) + 2
+    first = next(
+        p for p in range(21000, 30000, 100) if all(port_free(q) for q in range(p, p + wanted))
+    )  # a run of free ports: the test makes the only taken ones
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", first + 2))
+        squatter.listen()
+        fleet = StageFleet(1, {}, tmp_path, first_port=first, avoid=frozenset({first + 4}))
+    ports = [fleet.ports[name] for name in fleet.names]
+    expected = [p for p in range(first, first + len(ports) + 2) if p not in (first + 2, first + 4)]
+    assert ports == expected

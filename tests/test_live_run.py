@@ -9,11 +9,15 @@ import os
 import sys
 from collections import Counter
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 import pytest
 
+from orchestrator.sim.live.driver import PROMISE_PORT
+from orchestrator.sim.live.fleet import stage_of
 from orchestrator.sim.live.tally import RESTING_STATES
+from orchestrator.stages import ORDER_STAGES
 from tests.support import REPO, free_port, headers_of, read_all
 
 ORDERS = 240
@@ -143,7 +147,19 @@ def test_the_terminal_shows_progress_and_a_summary_with_next_steps(live_run: dic
     assert f"{ORDERS} orders placed" in text
     assert "Exceptions and how they ended" in text
     assert f"orchestrator explain {live_run['order_prefix']}" in text
-    assert os.path.exists(os.path.join(live_run["logs"], "stages.log"))
+    assert os.path.exists(os.path.join(live_run["logs"], "sim-oms.log"))
+
+
+def test_every_stage_ran_as_a_process_of_its_own(live_run: dict[str, Any]) -> None:
+    """As deployed: one process per stage, each with its own /metrics port and log."""
+    metrics = live_run["metrics"]
+    assert sorted(stage_of(name) for name in metrics) == sorted(ORDER_STAGES)
+    ports = [urlsplit(url).port for url in metrics.values()]
+    assert len(set(ports)) == len(ports), ports
+    assert PROMISE_PORT not in ports
+    for name in metrics:
+        assert os.path.getsize(os.path.join(live_run["logs"], f"{name}.log")) > 0, name
+    assert f"metrics on {live_run['metrics_at']}" in live_run["stdout"]
 
 
 async def test_the_promise_api_runs_beside_the_stages(live_run: dict[str, Any]) -> None:

@@ -33,13 +33,14 @@ from orchestrator.contract.common import NodeKind
 from orchestrator.contract.network import NodeStatusChanged
 from orchestrator.db.migrate import migrate
 from orchestrator.faults.audit import Audit, audit, collect_facts
-from orchestrator.faults.plan import Fault, FaultBudget, FaultKind, fault_schedule, instance_name
+from orchestrator.faults.plan import Fault, FaultBudget, FaultKind, fault_schedule
 from orchestrator.infra import LocalKafka, LocalPostgres
-from orchestrator.infra.ports import free_port, free_ports, port_free
+from orchestrator.infra.ports import free_ports
 from orchestrator.sim.live.behaviour import CarrierRates, NodeRates
-from orchestrator.sim.live.children import Child, ChildFailed, spawn, wait_ready
+from orchestrator.sim.live.children import Child, ChildFailed
 from orchestrator.sim.live.driver import LiveOptions, NetworkSize, sim_flags, start_outside_world
-from orchestrator.sim.live.observer import TopicObserver, end_offsets, stage_gauge, watched_topics
+from orchestrator.sim.live.fleet import StageFleet, stage_of
+from orchestrator.sim.live.observer import TopicObserver, end_offsets, watched_topics
 from orchestrator.sim.live.oms import TrafficShape
 from orchestrator.sim.live.processes import NETWORK, Closures, publish_network
 from orchestrator.sim.live.publisher import Publisher
@@ -87,10 +88,6 @@ class FaultRecord:
         }
 
 
-def _stage_of(instance: str) -> str:
-    return instance.rsplit("-", 1)[0]
-
-
 class RunServers:
     """The run's Kafka and PostgreSQL: its own (restartable) unless the environment names others."""
 
@@ -133,117 +130,6 @@ class RunServers:
         await asyncio.to_thread(self.postgres.start, 180)
 
 
-class StageFleet:
-    """Every stage instance as its own process, each on its own /metrics port."""
-
-    def __init__(
-        self,
-        instances: int,
-        env: dict[str, str],
-        log_dir: Path,
-        host: str = "127.0.0.1",
-        avoid: frozenset[int] = frozenset(),
-    ) -> None:
-        self.names = [instance_name(stage, i) for stage in ORDER_STAGES for i in range(instances)]
-        self.avoid = avoid
-        self.ports = dict(zip(self.names, free_ports(len(self.names), avoid), strict=True))
-        self.env = env
-        self.log_dir = log_dir
-        self.host = host
-        self.children: dict[str, Child] = {}
-        #: Killed and not back yet; or killed for good.
-        self.down: set[str] = set()
-        self.gone: set[str] = set()
-        #: One fault at a time per instance: a kill waits until the previous one's restart is done.
-        self.turns = {name: asyncio.Lock() for name in self.names}
-        partitions = {t.name: t.partitions for t in load_catalog().all_topics()}
-        self.partitions = {stage: sum(partitions[t] for t in factory_inputs(stage)) for stage in ORDER_STAGES}
-
-    def url(self, name: str, path: str) -> str:
-        return f"http://{self.host}:{self.ports[name]}{path}"
-
-    def claim_port(self, name: str) -> int:
-        """The instance's /metrics port, drawn again if something else bound it meanwhile."""
-        if not port_free(self.ports[name]):
-            # Taken while the instance was down: a supervisor's new pod gets a new address too,
-            # and the readiness probe must not reach whoever holds the old one.
-            self.ports[name] = free_port({*self.avoid, *self.ports.values()})
-        return self.ports[name]
-
-    async def start(self, name: str) -> None:
-        self.claim_port(name)
-        env = {**self.env, "ORCHESTRATOR_INSTANCE_ID": name, "ORCHESTRATOR_HTTP_PORT": str(self.ports[name])}
-        self.children[name] = await spawn(name, ["run", _stage_of(name)], env, self.log_dir)
-
-    async def start_all(self) -> None:
-        """Start every instance not started yet, and wait until all are ready."""
-        await self._start_ready(self.names)
-
-    async def start_stage(self, stage: str) -> None:
-        """Start the instances of one stage, and wait until they are ready."""
-        await self._start_ready([name for name in self.names if _stage_of(name) == stage])
-
-    async def _start_ready(self, names: list[str]) -> None:
-        for name in names:
-            if name not in self.children:
-                await self.start(name)
-        await asyncio.gather(*(wait_ready(self.children[n], self.url(n, "/readyz"), 180) for n in names))
-
-    async def kill(self, name: str, *, for_good: bool) -> None:
-        child = self.children[name]
-        (self.gone if for_good else self.down).add(name)
-        with contextlib.suppress(ProcessLookupError):
-            child.process.send_signal(signal.SIGKILL)
-        await child.process.wait()
-
-    async def restart(self, name: str, *, delay_s: float, attempts: int = 10) -> None:
-        """Start the instance again as a supervisor would: again and again until it is ready."""
-        for attempt in range(1, attempts + 1):
-            await self.start(name)
-            try:
-                await wait_ready(self.children[name], self.url(name, "/readyz"), 180)
-            except ChildFailed:
-                if attempt == attempts:
-                    raise
-                await asyncio.sleep(delay_s)
-                continue
-            self.down.discard(name)
-            return
-
-    def check(self) -> None:
-        for name, child in self.children.items():
-            if name not in self.down and name not in self.gone and child.process.returncode is not None:
-                raise ChildFailed(f"{name} exited with {child.process.returncode}:\n{child.tail()}")
-
-    def alive(self) -> list[str]:
-        return [n for n in self.names if n not in self.down and n not in self.gone]
-
-    async def metric(self, session: aiohttp.ClientSession, family_name: str) -> dict[str, float]:
-        """A gauge summed per stage over the live instances that answer."""
-        out: dict[str, float] = {}
-        for name in self.alive():
-            for stage, value in (
-                await stage_gauge(session, self.url(name, "/metrics"), family_name) or {}
-            ).items():
-                out[stage] = out.get(stage, 0.0) + value
-        return out
-
-    async def settled(self, session: aiohttp.ClientSession, stage: str) -> bool:
-        """True when the live instances of `stage` own every partition of its inputs between them."""
-        assigned = await self.metric(session, "orchestrator_partitions_assigned")
-        return int(assigned.get(stage, 0)) == self.partitions[stage]
-
-    async def stop_all(self) -> None:
-        await asyncio.gather(*(c.stop(60) for n, c in self.children.items() if n not in self.gone))
-
-
-def factory_inputs(stage: str) -> tuple[str, ...]:
-    """The input topics of a stage, from the stage itself (one source of truth)."""
-    from orchestrator.stages import build_stages
-
-    return build_stages(stage)[0].inputs
-
-
 async def _wait(check: Callable[[], Any], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not await check():
@@ -264,7 +150,7 @@ async def _inject(
     record.injected_ms = int(time.time() * 1000)
     try:
         if fault.kind is FaultKind.KILL_STAGE:
-            stage = _stage_of(fault.target)
+            stage = stage_of(fault.target)
             async with fleet.turns[fault.target]:
                 began, record.injected_ms = time.monotonic(), int(time.time() * 1000)
                 await fleet.kill(fault.target, for_good=not fault.restart)
@@ -481,7 +367,7 @@ async def _run(
         "elapsed_s": round(elapsed, 1),
         "kills": sum(1 for r in records if r.fault.kind is FaultKind.KILL_STAGE),
         "stages_killed": sorted(
-            {_stage_of(r.fault.target) for r in records if r.fault.kind is FaultKind.KILL_STAGE}
+            {stage_of(r.fault.target) for r in records if r.fault.kind is FaultKind.KILL_STAGE}
         ),
         "faults": [r.as_dict() for r in records],
         "audit": result.as_dict(),
@@ -494,4 +380,4 @@ async def _run(
     return report
 
 
-__all__ = ["FaultRecord", "FaultRunOptions", "StageFleet", "flow_recovery_s", "run_faults"]
+__all__ = ["FaultRecord", "FaultRunOptions", "flow_recovery_s", "run_faults"]

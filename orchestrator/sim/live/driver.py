@@ -35,6 +35,7 @@ from orchestrator.settings import Settings
 from orchestrator.sim.geography import SimNetwork, build_network
 from orchestrator.sim.live.behaviour import CarrierRates, NodeRates
 from orchestrator.sim.live.children import Child, ChildFailed, check_port_free, spawn, wait_file, wait_ready
+from orchestrator.sim.live.fleet import StageFleet
 from orchestrator.sim.live.observer import (
     TopicObserver,
     end_offsets,
@@ -211,7 +212,6 @@ async def run_live(
         "ORCHESTRATOR_HTTP_PORT": str(settings.http_port),
         "ORCHESTRATOR_STATE_DIR": str(settings.state_dir),
     }
-    metrics_url = f"http://{settings.http_host}:{settings.http_port}/metrics"
 
     start = await end_offsets(bootstrap, watched_topics(load_catalog()))
     started_at = datetime.now(UTC)
@@ -225,9 +225,19 @@ async def run_live(
     observer_stop = asyncio.Event()
     observing: asyncio.Task[None] | None = None
     began = time.monotonic()
+    # A process per stage, as deployed: in one process the nine stages share one event loop, which
+    # held orders back at 5 orders/s (see fleet.py).
+    fleet = StageFleet(
+        1,
+        env,
+        log_dir,
+        host=settings.http_host,
+        first_port=settings.http_port,
+        avoid=frozenset({PROMISE_PORT}),
+    )
     try:
-        children["stages"] = await spawn("stages", ["run", "all"], env, log_dir)
-        await wait_ready(children["stages"], f"http://{settings.http_host}:{settings.http_port}/readyz", 120)
+        await fleet.start_all()
+        say(f"stages ready, each its own process; metrics on {metrics_ports(fleet)}")
         # The storefront's question before an order exists: the promise API runs beside the stages.
         promise_port = PROMISE_PORT if _port_free(settings.http_host, PROMISE_PORT) else free_port()
         children["promise"] = await spawn(
@@ -240,7 +250,7 @@ async def run_live(
         )
         observing = asyncio.create_task(observer.run(observer_stop))
         began = time.monotonic()
-        await _watch(options, children, tally, observer, stop, console, metrics_url, settings, began)
+        await _watch(options, children, fleet, tally, observer, stop, console, settings, began)
     finally:
         # The outside world stops first, then the stages finish what they hold; the stages stop
         # even if something before fails, so no process outlives the run.
@@ -257,10 +267,10 @@ async def run_live(
                 await asyncio.gather(observing, return_exceptions=True)
             if "promise" in children:
                 await children["promise"].stop()
-            if "stages" in children:
-                code = await children["stages"].stop(60)
+            codes = await asyncio.gather(*(child.stop(60) for child in fleet.children.values()))
+            for (name, child), code in zip(fleet.children.items(), codes, strict=True):
                 if code not in (0, -signal.SIGTERM):
-                    say(f"stages exited with {code}; see {children['stages'].log_path}")
+                    say(f"{name} exited with {code}; see {child.log_path}")
     elapsed = time.monotonic() - began
     report = {
         "run_id": options.run_id,
@@ -269,12 +279,27 @@ async def run_live(
         "summary": tally.summary(),
         "unsettled_orders": sorted(tally.unsettled()),
         "resolutions": await exception_resolutions(settings.database_url, tally.order_prefix),
+        "metrics": {name: fleet.url(name, "/metrics") for name in fleet.names},
+        "metrics_at": metrics_ports(fleet),
         "logs": str(log_dir),
     }
     if options.summary_path is not None:
         options.summary_path.parent.mkdir(parents=True, exist_ok=True)
         options.summary_path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
     return report
+
+
+def metrics_ports(fleet: StageFleet) -> str:
+    """Where the stages serve /metrics, in a few words: `http://127.0.0.1:{8080-8081,8083-8089}/metrics`."""
+    runs: list[list[int]] = []
+    for port in sorted(fleet.ports.values()):
+        if runs and port == runs[-1][-1] + 1:
+            runs[-1].append(port)
+        else:
+            runs.append([port])
+    parts = [str(r[0]) if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs]
+    where = parts[0] if len(parts) == 1 else "{" + ",".join(parts) + "}"
+    return f"http://{fleet.host}:{where}/metrics"
 
 
 def _port_free(host: str, port: int) -> bool:
@@ -294,11 +319,11 @@ async def _drain(observer: TopicObserver) -> None:
 async def _watch(
     options: LiveOptions,
     children: dict[str, Child],
+    fleet: StageFleet,
     tally: LiveTally,
     observer: TopicObserver,
     stop: asyncio.Event,
     console: Console,
-    metrics_url: str,
     settings: Settings,
     began: float,
 ) -> None:
@@ -322,7 +347,8 @@ async def _watch(
                         name != "sim-oms" and child.process.returncode == 0
                     ):
                         raise ChildFailed(f"{name} exited with {child.process.returncode}:\n{child.tail()}")
-                lag = await stage_lag(session, metrics_url)
+                fleet.check()
+                lag = await stage_lag(session, [fleet.url(name, "/metrics") for name in fleet.names])
                 if tick % 3 == 0:
                     resolutions = await exception_resolutions(settings.database_url, tally.order_prefix)
                 now_ms = int(time.time() * 1000)
