@@ -217,3 +217,6 @@ def test_stage_ports_asked_from_a_first_one_are_in_a_row_passing_over_taken_ones
     ports = [fleet.ports[name] for name in fleet.names]
     expected = [p for p in range(first, first + len(ports) + 2) if p not in (first + 2, first + 4)]
     assert ports == expected
+    # The summary names them as runs, so a person knows where to point a browser.
+    runs = f"{first}-{first + 1},{first + 3},{first + 5}-{first + len(ports) + 1}"
+    assert fleet.metrics_at == f"http://127.0.0.1:{{{runs}}}/metrics"

@@ -40,7 +40,6 @@ from orchestrator.sim.live.observer import (
     TopicObserver,
     end_offsets,
     exception_resolutions,
-    stage_lag,
     stock_loaded,
     watched_topics,
 )
@@ -209,7 +208,6 @@ async def run_live(
         **settings.kafka_security.env(),
         "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap,
         "DATABASE_URL": settings.database_url,
-        "ORCHESTRATOR_HTTP_PORT": str(settings.http_port),
         "ORCHESTRATOR_STATE_DIR": str(settings.state_dir),
     }
 
@@ -237,7 +235,7 @@ async def run_live(
     )
     try:
         await fleet.start_all()
-        say(f"stages ready, each its own process; metrics on {metrics_ports(fleet)}")
+        say(f"stages ready, each its own process; metrics on {fleet.metrics_at}")
         # The storefront's question before an order exists: the promise API runs beside the stages.
         promise_port = PROMISE_PORT if _port_free(settings.http_host, PROMISE_PORT) else free_port()
         children["promise"] = await spawn(
@@ -280,26 +278,13 @@ async def run_live(
         "unsettled_orders": sorted(tally.unsettled()),
         "resolutions": await exception_resolutions(settings.database_url, tally.order_prefix),
         "metrics": {name: fleet.url(name, "/metrics") for name in fleet.names},
-        "metrics_at": metrics_ports(fleet),
+        "metrics_at": fleet.metrics_at,
         "logs": str(log_dir),
     }
     if options.summary_path is not None:
         options.summary_path.parent.mkdir(parents=True, exist_ok=True)
         options.summary_path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
     return report
-
-
-def metrics_ports(fleet: StageFleet) -> str:
-    """Where the stages serve /metrics, in a few words: `http://127.0.0.1:{8080-8081,8083-8089}/metrics`."""
-    runs: list[list[int]] = []
-    for port in sorted(fleet.ports.values()):
-        if runs and port == runs[-1][-1] + 1:
-            runs[-1].append(port)
-        else:
-            runs.append([port])
-    parts = [str(r[0]) if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs]
-    where = parts[0] if len(parts) == 1 else "{" + ",".join(parts) + "}"
-    return f"http://{fleet.host}:{where}/metrics"
 
 
 def _port_free(host: str, port: int) -> bool:
@@ -348,7 +333,8 @@ async def _watch(
                     ):
                         raise ChildFailed(f"{name} exited with {child.process.returncode}:\n{child.tail()}")
                 fleet.check()
-                lag = await stage_lag(session, [fleet.url(name, "/metrics") for name in fleet.names])
+                waiting = await fleet.metric(session, "orchestrator_consumer_lag_messages", strict=True)
+                lag = None if waiting is None else {stage: int(n) for stage, n in waiting.items()}
                 if tick % 3 == 0:
                     resolutions = await exception_resolutions(settings.database_url, tally.order_prefix)
                 now_ms = int(time.time() * 1000)

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import signal
 from pathlib import Path
+from typing import Literal, overload
 
 import aiohttp
 
@@ -132,15 +133,43 @@ class StageFleet:
     def alive(self) -> list[str]:
         return [n for n in self.names if n not in self.down and n not in self.gone]
 
-    async def metric(self, session: aiohttp.ClientSession, family_name: str) -> dict[str, float]:
-        """A gauge summed per stage over the live instances that answer."""
+    @overload
+    async def metric(
+        self, session: aiohttp.ClientSession, family_name: str, *, strict: Literal[False] = False
+    ) -> dict[str, float]: ...
+    @overload
+    async def metric(
+        self, session: aiohttp.ClientSession, family_name: str, *, strict: Literal[True]
+    ) -> dict[str, float] | None: ...
+    async def metric(
+        self, session: aiohttp.ClientSession, family_name: str, *, strict: bool = False
+    ) -> dict[str, float] | None:
+        """A gauge summed per stage over the live instances that answer; `strict`: None while any
+        of them does not (a run is not idle until every process says so)."""
+        names = self.alive()
+        gauges = await asyncio.gather(
+            *(stage_gauge(session, self.url(name, "/metrics"), family_name) for name in names)
+        )
         out: dict[str, float] = {}
-        for name in self.alive():
-            for stage, value in (
-                await stage_gauge(session, self.url(name, "/metrics"), family_name) or {}
-            ).items():
+        for gauge in gauges:
+            if gauge is None and strict:
+                return None
+            for stage, value in (gauge or {}).items():
                 out[stage] = out.get(stage, 0.0) + value
         return out
+
+    @property
+    def metrics_at(self) -> str:
+        """Where the instances serve /metrics, in a few words: `http://127.0.0.1:{8080-8081,8083-8089}/metrics`."""
+        runs: list[list[int]] = []
+        for port in sorted(self.ports.values()):
+            if runs and port == runs[-1][-1] + 1:
+                runs[-1].append(port)
+            else:
+                runs.append([port])
+        parts = [str(r[0]) if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs]
+        where = parts[0] if len(parts) == 1 else "{" + ",".join(parts) + "}"
+        return f"http://{self.host}:{where}/metrics"
 
     async def settled(self, session: aiohttp.ClientSession, stage: str) -> bool:
         """True when the live instances of `stage` own every partition of its inputs between them."""

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -131,21 +130,6 @@ async def stage_gauge(session: aiohttp.ClientSession, metrics_url: str, name: st
     return dict(out)
 
 
-async def stage_lag(session: aiohttp.ClientSession, metrics_urls: Sequence[str]) -> dict[str, int] | None:
-    """Messages waiting per stage, from the lag gauge of every stage process; None while any of them
-    does not answer (a run is not idle until all say so)."""
-    gauges = await asyncio.gather(
-        *(stage_gauge(session, url, "orchestrator_consumer_lag_messages") for url in metrics_urls)
-    )
-    out: dict[str, int] = {}
-    for lag in gauges:
-        if lag is None:
-            return None
-        for stage, value in lag.items():
-            out[stage] = out.get(stage, 0) + int(value)
-    return out
-
-
 def case_ending(state: str, actions_tried: list[dict[str, Any]], current_action: str | None) -> str:
     """How one exception case ended, in a word: the action that resolved it, review, or open."""
     if state == "in_review":
@@ -200,7 +184,6 @@ __all__ = [
     "end_offsets",
     "exception_resolutions",
     "stage_gauge",
-    "stage_lag",
     "stock_loaded",
     "watched_topics",
 ]
