@@ -96,11 +96,15 @@ async def _read_all(bootstrap: str, expected: int) -> list[bytes]:
 
 
 async def test_servers_serve_and_keep_their_data_across_restarts(
-    servers: tuple[Path, LocalKafka, LocalPostgres], no_env_endpoints: None
+    servers: tuple[Path, LocalKafka, LocalPostgres], no_env_endpoints: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     state, kafka, postgres = servers
+    monkeypatch.setenv("KAFKA_OPTS", "-XX:TieredStopAtLevel=1 -Dorchestrator.test='two words'")
     await asyncio.gather(asyncio.to_thread(kafka.start), asyncio.to_thread(postgres.start))
     assert kafka.is_running() and postgres.is_running()
+    # KAFKA_OPTS reached the broker's JVM, word by word as a shell would split it.
+    jvm_args = (await asyncio.to_thread(Path(f"/proc/{kafka.pid}/cmdline").read_bytes)).split(b"\0")
+    assert b"-XX:TieredStopAtLevel=1" in jvm_args and b"-Dorchestrator.test=two words" in jvm_args
     assert kafka.log_file.is_file() and kafka.log_file.stat().st_size > 0  # log4j config took effect
 
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap)

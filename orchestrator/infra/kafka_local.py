@@ -15,6 +15,7 @@ import base64
 import contextlib
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -451,6 +452,23 @@ class LocalKafka:
                 )
         return java
 
+    def command(self, java: Path, libs: Path) -> list[str]:
+        """The broker's command line: `KAFKA_OPTS` adds JVM flags, as in Kafka's own start script."""
+        return [
+            str(java),
+            "-Xms256m",
+            "-Xmx512m",
+            "-XX:+UseG1GC",
+            *shlex.split(os.environ.get("KAFKA_OPTS", "")),
+            "-Djava.awt.headless=true",
+            f"-Dkafka.logs.dir={self.logs_dir}",
+            f"-Dlog4j2.configurationFile={self.log4j_file}",
+            "-cp",
+            f"{libs}/*",
+            "kafka.Kafka",
+            str(self.properties_file),
+        ]
+
     def start(self, timeout: float = 60) -> None:
         """Start the broker (formatting storage on first start) and wait until it serves metadata."""
         deadline = time.monotonic() + timeout
@@ -475,19 +493,7 @@ class LocalKafka:
         if not formatted:
             self._format(java, libs)
             self.mode_file.write_text(self._mode + "\n")
-        cmd = [
-            str(java),
-            "-Xms256m",
-            "-Xmx512m",
-            "-XX:+UseG1GC",
-            "-Djava.awt.headless=true",
-            f"-Dkafka.logs.dir={self.logs_dir}",
-            f"-Dlog4j2.configurationFile={self.log4j_file}",
-            "-cp",
-            f"{libs}/*",
-            "kafka.Kafka",
-            str(self.properties_file),
-        ]
+        cmd = self.command(java, libs)
         with self.stdout_file.open("ab") as out:
             proc = subprocess.Popen(
                 cmd,
