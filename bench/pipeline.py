@@ -118,6 +118,8 @@ FULL = Sizes(
     simulate_orders=60,
     quality_seeds=10,
 )
+#: Seconds a simulated node or carrier step takes in a smoke run (0.6 and 0.8 s otherwise).
+QUICK_STEP_S = 0.15
 QUICK = Sizes(
     warmup_s=4, measure_s=6, paced_s=3, window=150, ceiling_events=1_500, simulate_orders=12, quality_seeds=1
 )
@@ -500,8 +502,10 @@ async def pipeline_phases(options: Options, servers: RunServers, log_dir: Path) 
     run_id = uuid.uuid4().hex[:6]
     live = LiveOptions(
         network=network_size,
-        nodes=NodeRates(),
-        carriers=CarrierRates(),
+        # A smoke run's orders are through in a few seconds of simulated work, not tens: its drains
+        # wait for deliveries, and it checks that the parts run, not how long real nodes take.
+        nodes=NodeRates(step_seconds=QUICK_STEP_S) if options.quick else NodeRates(),
+        carriers=CarrierRates(step_seconds=QUICK_STEP_S) if options.quick else CarrierRates(),
         # No store power cuts: the benchmark measures the pipeline, not a network that keeps failing.
         closures=Closures(per_minute=0),
         run_id=run_id,
