@@ -61,6 +61,13 @@ class Settings:
     backoff_initial_s: float = 0.2
     backoff_max_s: float = 10.0
     db_pool_max: int = 10
+    #: How long a stage's producer waits before sending a produce or a transaction request again
+    #: (aiokafka's default). A batch's transaction often begins while the coordinator still
+    #: completes the last commit; the broker's check that a produced partition joined the
+    #: transaction then fails as CONCURRENT_TRANSACTIONS, which Kafka answers as NotEnoughReplicas.
+    #: Shorter waits sped up back-to-back transactions alone but slowed `make run` on a fresh,
+    #: busy broker (README, "Back-to-back transactions").
+    producer_retry_backoff_ms: int = 100
     log_level: str = "info"
     state_dir: Path = field(default_factory=default_state_dir)
 
@@ -86,6 +93,9 @@ class Settings:
             backoff_initial_s=_float(e, "ORCHESTRATOR_BACKOFF_INITIAL_S", base.backoff_initial_s),
             backoff_max_s=_float(e, "ORCHESTRATOR_BACKOFF_MAX_S", base.backoff_max_s),
             db_pool_max=_int(e, "ORCHESTRATOR_DB_POOL_MAX", base.db_pool_max),
+            producer_retry_backoff_ms=_int(
+                e, "ORCHESTRATOR_PRODUCER_RETRY_BACKOFF_MS", base.producer_retry_backoff_ms
+            ),
             log_level=e.get("ORCHESTRATOR_LOG_LEVEL") or base.log_level,
             state_dir=Path(e["ORCHESTRATOR_STATE_DIR"])
             if e.get("ORCHESTRATOR_STATE_DIR")

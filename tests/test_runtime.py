@@ -557,3 +557,10 @@ def test_settings_reject_bad_numbers() -> None:
     with pytest.raises(ValueError, match="ORCHESTRATOR_HTTP_PORT must be a whole number"):
         Settings.from_env({"ORCHESTRATOR_HTTP_PORT": "eighty"})
     assert dataclasses.replace(Settings.from_env({}), http_port=1).http_port == 1
+
+
+def test_the_stage_producers_retry_backoff_comes_from_the_environment() -> None:
+    assert Settings.from_env({}).producer_retry_backoff_ms == 100  # aiokafka's own default
+    assert Settings.from_env({"ORCHESTRATOR_PRODUCER_RETRY_BACKOFF_MS": "20"}).producer_retry_backoff_ms == 20
+    with pytest.raises(ValueError, match="ORCHESTRATOR_PRODUCER_RETRY_BACKOFF_MS must be a whole number"):
+        Settings.from_env({"ORCHESTRATOR_PRODUCER_RETRY_BACKOFF_MS": "soon"})

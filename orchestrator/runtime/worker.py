@@ -240,6 +240,7 @@ class StageWorker:
             # without waiting: lingering would only add to every hop.
             linger_ms=0,
             request_timeout_ms=15000,
+            retry_backoff_ms=self.settings.producer_retry_backoff_ms,
         )
         try:
             await producer.start()
