@@ -452,7 +452,7 @@ class LocalKafka:
                 )
         return java
 
-    def command(self, java: Path, libs: Path) -> list[str]:
+    def _command(self, java: Path, libs: Path) -> list[str]:
         """The broker's command line: `KAFKA_OPTS` adds JVM flags, as in Kafka's own start script."""
         return [
             str(java),
@@ -493,7 +493,7 @@ class LocalKafka:
         if not formatted:
             self._format(java, libs)
             self.mode_file.write_text(self._mode + "\n")
-        cmd = self.command(java, libs)
+        cmd = self._command(java, libs)
         with self.stdout_file.open("ab") as out:
             proc = subprocess.Popen(
                 cmd,
