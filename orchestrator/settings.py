@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 from orchestrator.runtime.kafka_client import PLAINTEXT, KafkaConnection, KafkaSecurity
@@ -32,6 +34,21 @@ def _float(env: dict[str, str], name: str, default: float) -> float:
         return float(raw)
     except ValueError as exc:
         raise ValueError(f"{name} must be a number, got {raw!r}") from exc
+
+
+def env_seconds(env: Mapping[str, str], name: str) -> timedelta | None:
+    """A positive duration given in seconds by `name` in `env`; None when not given (a stage's own
+    timer settings, read where the stage is built)."""
+    raw = env.get(name)
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be a number of seconds, got {raw!r}") from exc
+    if value <= 0:
+        raise ValueError(f"{name} must be positive, got {raw!r}")
+    return timedelta(seconds=value)
 
 
 def default_state_dir() -> Path:

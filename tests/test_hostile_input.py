@@ -44,8 +44,9 @@ from tests.harness import LONDON, Pipeline, ids, node, order, pipeline
 pytestmark = [pytest.mark.integration, pytest.mark.pollutes_dead_letters]
 __all__ = ["pipeline"]  # the module-scoped fixture, imported so pytest finds it
 
-#: Events about work or returns not seen yet wait this long for them before they are dead-lettered.
-PIPELINE_ENV = {"ORCHESTRATOR_EARLY_EVENT_WAIT_S": "2"}
+#: Returns naming orders not seen yet wait this long for them before they are dead-lettered; node
+#: events about returns not authorised yet are parked this long.
+PIPELINE_ENV = {"ORCHESTRATOR_EARLY_EVENT_WAIT_S": "2", "ORCHESTRATOR_RETURNS_PARK_LIMIT_S": "2"}
 
 Raw = tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]
 

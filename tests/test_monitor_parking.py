@@ -27,12 +27,12 @@ from orchestrator.contract.work import WorkOrderReleased
 from orchestrator.runtime.dead_letter import OutgoingRecord, dead_letter_origin
 from orchestrator.runtime.idempotency import _decode_outputs, _encode_outputs
 from orchestrator.runtime.metrics import RuntimeMetrics
+from orchestrator.runtime.parking import ParkedRecord
 from orchestrator.runtime.stage import HandlerContext
 from orchestrator.stages.monitor import (
     EARLY_EVENT_WAIT_ENV,
     PARK_LIMIT_ENV,
     MonitorTimers,
-    ParkedRecord,
     TimerTicker,
 )
 from tests.test_monitor_stage import (
@@ -209,7 +209,7 @@ def test_the_timeline_names_what_waits_in_monitor() -> None:
     assert timeline_text("O-1", None, [], [waiting]).splitlines() == [
         "Order O-1: 0 event(s)",
         "Current state: none reported yet",
-        "Parked in monitor until released: 1 event(s)",
+        "Parked until what they wait for comes: 1 event(s)",
         "  2025-03-01T12:00:00.000Z  wms.acknowledged.v1  waits for work order WO-1 of order O-1",
     ]
     assert timeline_text("O-1", None, []) == timeline_text("O-1", None, [], [])

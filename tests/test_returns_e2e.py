@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -19,6 +20,7 @@ import pytest
 
 from orchestrator.contract.common import OrderLine, SkuLine
 from orchestrator.contract.envelope import Envelope
+from orchestrator.contract.orders import OrderCreated
 from orchestrator.contract.returns import (
     InspectedLine,
     Replacement,
@@ -159,19 +161,27 @@ async def timeline(p: Pipeline, order_id: str) -> str:
     return out.decode()
 
 
-async def test_a_return_received_and_restockable_goes_back_into_stock_and_is_refunded(
-    pipeline: Pipeline,
-) -> None:
-    n = ids("R1")
+async def shipped_from_london(
+    p: Pipeline, prefix: str
+) -> tuple[OrderCreated, str, str, Callable[[str], str]]:
+    """An order of 2 units shipped from London to a customer in Manchester, whose DC sells the SKU too
+    (out of stock today): (the order, the Manchester DC, the SKU, the test's id maker)."""
+    n = ids(prefix)
     shipper, returns_dc = n("DC-LONDON"), n("DC-MANCHESTER")
     sku = n("S")
-    # The customer lives in Manchester; the Manchester DC sells the SKU too (out of stock today).
-    await pipeline.setup_network(
+    await p.setup_network(
         node(shipper, LONDON), node(returns_dc, MANCHESTER), stock={(shipper, sku): 5, (returns_dc, sku): 0}
     )
     o = order(n("ORD"), [(sku, 2)], to=MANCHESTER)
-    await pipeline.publish(o)
-    await released(pipeline, o.order_id)
+    await p.publish(o)
+    await released(p, o.order_id)
+    return o, returns_dc, sku, n
+
+
+async def test_a_return_received_and_restockable_goes_back_into_stock_and_is_refunded(
+    pipeline: Pipeline,
+) -> None:
+    o, returns_dc, sku, n = await shipped_from_london(pipeline, "R1")
 
     rid = n("RMA")
     request = Envelope.new(authorise(rid, o.order_id, sku), source="test/oms")

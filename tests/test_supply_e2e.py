@@ -168,7 +168,16 @@ async def test_a_preorder_waits_for_its_day_and_keeps_the_stock_that_came_early(
 
     # The release day comes (the ticker is asked as if it were that day).
     settings = Settings(kafka_bootstrap=pipeline.bootstrap, database_url=pipeline.database_url)
-    assert await SupplyTicker().tick(settings, today=release) >= 1
+    ticker = SupplyTicker()
+    try:
+        assert (
+            await ticker.tick(
+                settings, now=datetime(release.year, release.month, release.day, 12).astimezone()
+            )
+            >= 1
+        )
+    finally:
+        await ticker.close()
     await pipeline.out.wait(
         lambda: _units(pipeline.out.released(pre.order_id), game) == 2, "the pre-order released on its day"
     )

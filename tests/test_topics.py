@@ -54,6 +54,7 @@ INTERNAL_TOPICS = (
     "orchestrator.timers.v1",
     "orchestrator.supply.v1",
     "orchestrator.queues.v1",
+    "orchestrator.returns.timers.v1",
 )
 
 

@@ -1,10 +1,11 @@
 """What customer service asks about an order, answered from the tables the stages keep.
 
 Reads status-sync's `status_orders` (the current state) and `status_events`
-(the whole story, in the order it was recorded), and decide-node's
-`decide_plans` (why it ships from where it does), and monitor's
-`monitor_parked_events` (what waits for a release). Every function takes an
-asyncpg connection or pool and returns plain data (datetimes stay datetimes,
+(the whole story, in the order it was recorded), decide-node's
+`decide_plans` (why it ships from where it does), and the events parked until
+what they wait for comes (monitor's `monitor_parked_events`, returns'
+`returns_parked_events`). Every function takes an asyncpg connection or pool
+and returns plain data (datetimes stay datetimes,
 JSON columns are decoded), so the HTTP API and the command line share them.
 """
 
@@ -83,11 +84,17 @@ async def order_explanation(conn: Queryable, order_id: str) -> dict[str, Any] | 
 
 
 async def parked_events(conn: Queryable, order_id: str) -> list[dict[str, Any]]:
-    """Node and carrier events of the order that monitor keeps until the work they are about is
-    released, in the order they arrived (empty when none waits)."""
+    """Events of the order that wait for what they are about: node and carrier events that monitor
+    keeps until their work is released, node return events that returns keeps until the return is
+    authorised; in the order they were parked (empty when none waits)."""
     rows = await conn.fetch(
-        "SELECT parked_at, event_type, event_id, awaited, source_topic FROM monitor_parked_events"
-        " WHERE order_id = $1 ORDER BY arrival",
+        "SELECT parked_at, event_type, event_id, awaited, source_topic FROM ("
+        " SELECT parked_at, event_type, event_id, awaited, source_topic, arrival, 0 AS stage"
+        " FROM monitor_parked_events WHERE order_id = $1"
+        " UNION ALL SELECT parked_at, event_type, event_id,"
+        " 'the authorisation of return ' || return_id || ' of order ' || order_id, source_topic, arrival, 1"
+        " FROM returns_parked_events WHERE order_id = $1) AS parked"
+        " ORDER BY parked_at, stage, arrival",
         order_id,
     )
     return [dict(r) for r in rows]
@@ -104,12 +111,12 @@ def timeline_text(
     parked: list[dict[str, Any]] | None = None,
 ) -> str:
     """The story for a terminal: a line per event (UTC time, source, type, summary), then the state,
-    then the events waiting in monitor for their work's release (`parked_events`), if any."""
+    then the events parked until what they wait for comes (`parked_events`), if any."""
     waiting = [
         f"  {_utc_ms(e['parked_at'])}  {e['event_type']}  waits for {e['awaited']}" for e in parked or ()
     ]
     if waiting:
-        waiting.insert(0, f"Parked in monitor until released: {len(waiting)} event(s)")
+        waiting.insert(0, f"Parked until what they wait for comes: {len(waiting)} event(s)")
     return "\n".join([_story_text(order_id, state, events), *waiting])
 
 

@@ -108,6 +108,7 @@ from orchestrator.contract.returns import (
     ReturnOrderCancelRequested,
     ReturnOrderLine,
     ReturnOrderReleased,
+    ReturnParkedExpired,
     ReturnReason,
     ReturnReceived,
     ReturnResolution,
@@ -687,6 +688,13 @@ def _return_builders() -> Mapping[str, Callable[[], EventPayload]]:
                 amount=Decimal("49.99"),
                 currency="GBP",
                 occurred_at=_T0,
+            ),
+            "returns.parked_expired.v1": lambda: ReturnParkedExpired(
+                order_id=ORDER_ID,
+                return_id=RETURN_ID,
+                parked_event_id="3e9b1f0c-27d4-4c1e-8a55-6f2d9e0a4b17",
+                parked_at=_T0,
+                due_at=_T0 + timedelta(hours=1),
             ),
         }
     )

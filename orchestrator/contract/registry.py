@@ -58,6 +58,7 @@ from orchestrator.contract.returns import (
     ReturnInspected,
     ReturnOrderCancelRequested,
     ReturnOrderReleased,
+    ReturnParkedExpired,
     ReturnReceived,
     ReturnResolutionChanged,
     ReturnStatusChanged,
@@ -132,6 +133,8 @@ ALL_EVENT_TYPES: tuple[type[EventPayload], ...] = (
     ReturnReceived,
     ReturnInspected,
     ReturnStatusChanged,
+    # internal: returns' ticker (orchestrator.returns.timers.v1)
+    ReturnParkedExpired,
 )
 
 

@@ -368,3 +368,16 @@ class ReturnStatusChanged(EventPayload):
         if (self.amount is None) != (self.currency is None):
             raise ValueError("amount and currency are given together")
         return self
+
+
+class ReturnParkedExpired(EventPayload):
+    """returns' ticker → returns: a node's event about a return not authorised yet has waited past the
+    park limit; dead-letter it unless the authorisation came meanwhile."""
+
+    event_type: ClassVar[str] = "returns.parked_expired.v1"
+
+    order_id: Identifier = Field(description="The order the parked event names; the Kafka key.")
+    return_id: Identifier = Field(description="The return it waits for.")
+    parked_event_id: str = Field(min_length=1, description="The parked event's id (`ce_id`).")
+    parked_at: AwareDatetime = Field(description="When returns parked it.")
+    due_at: AwareDatetime = Field(description="When its wait ran out (parked_at + the park limit).")

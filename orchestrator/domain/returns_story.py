@@ -11,6 +11,7 @@ from orchestrator.contract.returns import (
     ReturnInspected,
     ReturnOrderCancelRequested,
     ReturnOrderReleased,
+    ReturnParkedExpired,
     ReturnReceived,
     ReturnResolutionChanged,
     ReturnStatusChanged,
@@ -84,6 +85,9 @@ RETURN_DESCRIPTIONS: dict[str, Callable[[Any], str]] = {
     ReturnReceived.event_type: _received,
     ReturnInspected.event_type: _inspected,
     ReturnStatusChanged.event_type: _status,
+    ReturnParkedExpired.event_type: lambda e: (
+        f"a node's event about return {e.return_id} waited past the park limit for its authorisation"
+    ),
 }
 
 __all__ = ["RETURN_DESCRIPTIONS"]

@@ -137,6 +137,18 @@ class RuntimeMetrics:
             " dead-lettered.",
             registry=r,
         )
+        self.returns_parked_events = Gauge(
+            "orchestrator_returns_parked_events",
+            "Node return events returns keeps until the OMS's authorisation of their return arrives"
+            " (read from the database: every returns instance reports the same number).",
+            registry=r,
+        )
+        self.returns_parked_oldest_seconds = Gauge(
+            "orchestrator_returns_parked_oldest_seconds",
+            "How long the oldest parked return event has waited (0 when none); past the park limit it"
+            " is dead-lettered.",
+            registry=r,
+        )
         # Shadow policies (decide-node): counted once a decision commits, while a shadow is deployed,
         # for both plans of each decision: role="active" (carried out) and role="shadow".
         self.policy_deployed = Gauge(

@@ -30,11 +30,8 @@ Owns `monitor_shipments` and `monitor_parked_events`.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import dataclasses
 import os
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -42,10 +39,9 @@ from datetime import UTC, date, datetime, timedelta
 import asyncpg
 import orjson
 import structlog
-from aiokafka import AIOKafkaProducer
 
 from orchestrator.contract.common import OrderState, SkuLine
-from orchestrator.contract.envelope import DecodeError, Envelope, decode, encode
+from orchestrator.contract.envelope import Envelope
 from orchestrator.contract.execution import (
     ShipmentDelayed,
     ShipmentDelivered,
@@ -93,12 +89,20 @@ from orchestrator.domain.monitoring import (
     timer_event_id,
 )
 from orchestrator.domain.playbooks import load_playbooks
-from orchestrator.runtime.kafka_client import client_kwargs
-from orchestrator.runtime.metrics import RuntimeMetrics
-from orchestrator.runtime.pause import sleep_unless
+from orchestrator.runtime.parking import (
+    RECORD_COLUMNS,
+    ParkedRecord,
+    ReplayContext,
+    lock_parking,
+    parked_gauge,
+    record_values,
+    replay,
+    take_expired,
+    waited,
+)
 from orchestrator.runtime.stage import HandlerContext, RejectEvent, Stage
-from orchestrator.runtime.worker import TRANSIENT_ERRORS
-from orchestrator.settings import Settings
+from orchestrator.runtime.ticker import Ticker
+from orchestrator.settings import env_seconds
 from orchestrator.stages.common import (
     NETWORK_UPDATES,
     RELEASED,
@@ -161,19 +165,6 @@ _ORDER_EVENTS = (
 _OPEN_STATE_VALUES = tuple(sorted(s.value for s in OPEN_STATES))
 
 
-def _seconds(env: Mapping[str, str], name: str) -> timedelta | None:
-    raw = env.get(name)
-    if not raw:
-        return None
-    try:
-        value = float(raw)
-    except ValueError as exc:
-        raise ValueError(f"{name} must be a number of seconds, got {raw!r}") from exc
-    if value <= 0:
-        raise ValueError(f"{name} must be positive, got {raw!r}")
-    return timedelta(seconds=value)
-
-
 @dataclass(frozen=True)
 class MonitorTimers:
     """How long a node has to acknowledge, how long a carrier may go without a scan, how often to look."""
@@ -204,10 +195,10 @@ class MonitorTimers:
                 f" waiting; its park limit is {PARK_LIMIT_ENV} (default 1 h). returns still reads it."
             )
         return cls(
-            acknowledge_within=_seconds(e, ACK_TIMEOUT_ENV) or playbooks.timers.acknowledge_within,
-            carrier_scan_within=_seconds(e, SCAN_TIMEOUT_ENV) or playbooks.timers.carrier_scan_within,
+            acknowledge_within=env_seconds(e, ACK_TIMEOUT_ENV) or playbooks.timers.acknowledge_within,
+            carrier_scan_within=env_seconds(e, SCAN_TIMEOUT_ENV) or playbooks.timers.carrier_scan_within,
             collection_within=playbooks.timers.collection_within,
-            park_limit=_seconds(e, PARK_LIMIT_ENV) or cls.park_limit,
+            park_limit=env_seconds(e, PARK_LIMIT_ENV) or cls.park_limit,
         )
 
 
@@ -450,51 +441,18 @@ _PARKING_LOCK_SPACE = 0x4D4F4E  # "MON"
 
 
 async def _lock_parking(conn: asyncpg.Connection, order_id: str) -> None:
-    """Serialise parking an order's events with the releases that replay them, until commit.
-
-    A row lock cannot do it: before the first release of an order there is no row to lock. Where a
+    """Serialise parking an order's events with the releases that replay them, until commit. Where a
     handler takes both, it takes the order's rows first, so two handlers never wait on each other in
-    a cycle over one order; a collision of two orders' hashes only serialises them.
-    """
-    await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _PARKING_LOCK_SPACE, order_id)
+    a cycle over one order."""
+    await lock_parking(conn, _PARKING_LOCK_SPACE, order_id)
 
 
 _PARKED_COLUMNS = (
-    "event_id, order_id, work_order_id, shipment_id, event_type, awaited, source_topic, source_partition,"
-    " source_offset, source_timestamp, record_key, record_value, header_names, header_values, parked_at"
+    f"event_id, order_id, work_order_id, shipment_id, event_type, awaited, {RECORD_COLUMNS}, parked_at"
 )
 
 
-@dataclass(frozen=True, slots=True)
-class ParkedRecord:
-    """A parked event's Kafka record as it arrived (a ConsumedRecord: a dead letter sends it unchanged)."""
-
-    topic: str
-    partition: int
-    offset: int
-    timestamp: int
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes]]
-
-    @classmethod
-    def from_row(cls, r: asyncpg.Record) -> ParkedRecord:
-        return cls(
-            topic=r["source_topic"],
-            partition=r["source_partition"],
-            offset=r["source_offset"],
-            timestamp=r["source_timestamp"],
-            key=r["record_key"],
-            value=r["record_value"],
-            headers=list(zip(r["header_names"], r["header_values"], strict=True)),
-        )
-
-
 async def _park(ctx: HandlerContext, early: _NotReleasedYet) -> None:
-    record = ctx.record
-    if record is None:
-        raise RuntimeError("monitor parks only events the runtime delivered with their record")
-    headers = list(record.headers or ())
     # The event id is the key: an event delivered again (a resend, a replayed batch) is parked once.
     await ctx.db.execute(
         f"INSERT INTO monitor_parked_events ({_PARKED_COLUMNS})"
@@ -506,14 +464,7 @@ async def _park(ctx: HandlerContext, early: _NotReleasedYet) -> None:
         early.shipment_id,
         ctx.event.type,
         early.awaited,
-        record.topic,
-        record.partition,
-        record.offset,
-        record.timestamp,
-        record.key,
-        record.value,
-        [k for k, _ in headers],
-        [v for _, v in headers],
+        *record_values(ctx, "monitor"),
         ctx.now,
     )
     ctx.log.info("parked until its work is released", awaited=early.awaited)
@@ -521,15 +472,6 @@ async def _park(ctx: HandlerContext, early: _NotReleasedYet) -> None:
 
 async def _unpark(conn: asyncpg.Connection, event_id: str) -> None:
     await conn.execute("DELETE FROM monitor_parked_events WHERE event_id = $1", event_id)
-
-
-def _waited(since: datetime, now: datetime) -> str:
-    seconds = max(0, round((now - since).total_seconds()))
-    return str(timedelta(seconds=seconds))
-
-
-class _Replay(HandlerContext):
-    """The context of a parked event being replayed (inside the handler of what made it known)."""
 
 
 def _find(shipments: Sequence[Shipment], work_order_id: str) -> Shipment | None:
@@ -685,7 +627,7 @@ def monitor_stage(deps: OrderPathDeps, timers: MonitorTimers | None = None) -> S
         # A carrier scan that named only this tracking number may be parked. No parking lock needed:
         # the order has rows, and a carrier event locks them before it looks, so the two serialise.
         # A replayed event leaves this to the replay's next pass.
-        if learned_tracking and not isinstance(ctx, _Replay):
+        if learned_tracking and not isinstance(ctx, ReplayContext):
             await replay_parked(ctx, ev.order_id)
 
     async def on_carrier_event(
@@ -838,23 +780,21 @@ def monitor_stage(deps: OrderPathDeps, timers: MonitorTimers | None = None) -> S
 
     async def on_parked_expired(ctx: HandlerContext, msg: ParkedEventExpired) -> None:
         await _lock_parking(ctx.db, msg.order_id)
-        row = await ctx.db.fetchrow(
-            f"SELECT {_PARKED_COLUMNS} FROM monitor_parked_events WHERE event_id = $1", msg.parked_event_id
+        row = await take_expired(
+            ctx,
+            "monitor_parked_events",
+            _PARKED_COLUMNS,
+            msg.parked_event_id,
+            limit=cfg.park_limit,
+            due_at=msg.due_at,
         )
-        if row is None:
-            ctx.log.info("parked event no longer waiting (replayed)", parked_event_id=msg.parked_event_id)
-            return
-        # Expired by this instance's limit, or by the ticker's (it saw this very wait run out).
-        if row["parked_at"] + cfg.park_limit > max(ctx.now, msg.due_at):
-            ctx.log.info("parked event not expired yet", parked_event_id=msg.parked_event_id)
-            return
-        await _unpark(ctx.db, msg.parked_event_id)
-        ctx.dead_letter(
-            ParkedRecord.from_row(row),
-            "never_released",
-            f"{row['awaited']} was never released: the {row['event_type']} event waited "
-            f"{_waited(row['parked_at'], ctx.now)} for it (park limit {cfg.park_limit})",
-        )
+        if row is not None:
+            ctx.dead_letter(
+                ParkedRecord.from_row(row),
+                "never_released",
+                f"{row['awaited']} was never released: the {row['event_type']} event waited "
+                f"{waited(row['parked_at'], ctx.now)} for it (park limit {cfg.park_limit})",
+            )
 
     async def replay_parked(ctx: HandlerContext, order_id: str) -> None:
         """Handle the order's parked events now that more of its work is known, in arrival order.
@@ -878,40 +818,9 @@ def monitor_stage(deps: OrderPathDeps, timers: MonitorTimers | None = None) -> S
 
     async def replay_one(ctx: HandlerContext, row: asyncpg.Record) -> bool:
         """Replay one parked event; False when it is still about work not released."""
-        record = ParkedRecord.from_row(row)
-        log = ctx.log.bind(replayed_event_id=row["event_id"], replayed_event_type=row["event_type"])
-        try:
-            event = decode(record.key, record.value, record.headers, timestamp_ms=record.timestamp)
-        except DecodeError as exc:  # it decoded when parked: only a contract change since can do this
-            await _unpark(ctx.db, row["event_id"])
-            ctx.dead_letter(record, exc.category, exc.reason)
-            return True
-        replay = _Replay(
-            stage=ctx.stage, topic=record.topic, event=event, db=ctx.db, now=ctx.now, log=log, record=record
+        return await replay(
+            ctx, row, dispatch, still_waiting=_NotReleasedYet, unpark=lambda eid: _unpark(ctx.db, eid)
         )
-        try:
-            # A savepoint: a replayed event that fails takes back its own changes, not the release's.
-            async with ctx.db.transaction():
-                await dispatch(event, replay)
-        except _NotReleasedYet:
-            return False
-        except RejectEvent as exc:
-            category, reason = exc.category, exc.reason
-        except TRANSIENT_ERRORS:
-            raise
-        except Exception as exc:
-            log.exception("replayed event raised")
-            category, reason = "handler_error", f"{type(exc).__name__}: {exc}"
-        else:
-            await _unpark(ctx.db, event.id)
-            ctx.emitted.extend(replay.emitted)
-            ctx.dead_letters.extend(replay.dead_letters)
-            ctx.deferred.extend(replay.deferred)
-            log.info("parked event replayed", waited=_waited(row["parked_at"], ctx.now))
-            return True
-        await _unpark(ctx.db, event.id)
-        ctx.dead_letter(record, category, reason)
-        return True
 
     async def handle(event: Envelope, ctx: HandlerContext) -> None:
         try:
@@ -984,116 +893,37 @@ SELECT event_id, order_id, parked_at FROM monitor_parked_events
 """
 
 
-class TimerTicker:
+class TimerTicker(Ticker):
     """Publishes a `monitor.timer_due` event for every deadline that fell due, and a
-    `monitor.parked_expired` one for every parked event past the park limit (a View, for its life cycle).
-
-    It only asks; the stage's handler decides, in its transaction. Every
-    instance runs one, and every tick and instance sends the same event id
-    for the same deadline, so the runtime's idempotency record makes repeats
-    (and re-sends after a restart) harmless. It remembers what it sent a
-    little while, only to avoid sending it again on every tick.
-    """
+    `monitor.parked_expired` one for every parked event past the park limit (see `Ticker`)."""
 
     def __init__(self, timers: MonitorTimers, *, resend_after_s: float = 60.0, batch: int = 5000) -> None:
-        self.name = "monitor-timers"
-        self.topic = TIMERS
+        super().__init__("monitor-timers", TIMERS, tick_s=timers.tick_s, resend_after_s=resend_after_s)
         self.timers = timers
-        #: After this long a deadline still due (its event not yet handled) is sent again.
-        self.resend_after_s = resend_after_s
         #: Rows read per tick.
         self.batch = batch
-        self.log = structlog.get_logger("orchestrator.monitor.ticker")
-        self._task: asyncio.Task[None] | None = None
-        self._conn: asyncpg.Connection | None = None
-        self._producer: AIOKafkaProducer | None = None
-        self._sent: dict[str, float] = {}
-        self._ready = False
-        self._metrics: RuntimeMetrics | None = None
 
-    @property
-    def ready(self) -> bool:
-        return self._ready
-
-    def bind_metrics(self, metrics: RuntimeMetrics) -> None:
-        """Report the parked events on `metrics` at every tick."""
-        self._metrics = metrics
-
-    async def start(self, settings: Settings, stop: asyncio.Event) -> None:
-        if self._task is not None:
-            return  # shared by several stages of one process: started once
-        self._task = asyncio.create_task(self._run(settings, stop), name="monitor:ticker")
-        self._ready = True
-
-    async def _run(self, settings: Settings, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                sent = await self.tick(settings)
-                if sent:
-                    self.log.info("timers due", sent=sent)
-            except Exception as exc:  # a database or broker away is no reason to stop ticking
-                self.log.warning("timer scan failed; retrying", error=repr(exc))
-                await self._disconnect()
-            await sleep_unless(stop, self.timers.tick_s)
-
-    async def tick(self, settings: Settings, now: datetime | None = None) -> int:
-        """One scan: publish what fell due and was not sent lately; returns how many were sent."""
-        if self._conn is None or self._conn.is_closed():
-            self._conn = await asyncpg.connect(settings.database_url, command_timeout=30)
-        if self._producer is None:
-            producer = AIOKafkaProducer(
-                **client_kwargs(settings.kafka),
-                client_id=f"orchestrator.monitor.ticker.{settings.instance_id}",
-                enable_idempotence=True,
-                acks="all",
-                linger_ms=5,
-            )
-            await producer.start()
-            self._producer = producer
-        now = now or datetime.now(UTC)
-        clock = time.monotonic()
-        for stale in [k for k, at in self._sent.items() if clock - at > self.resend_after_s]:
-            del self._sent[stale]
-        rows = await self._conn.fetch(_DUE_SQL, now, self.batch)
+    async def scan(self, conn: asyncpg.Connection, now: datetime) -> list[Envelope]:
         envelopes: list[Envelope] = []
-        for r in rows:
+        for r in await conn.fetch(_DUE_SQL, now, self.batch):
             s = Shipment.from_record(r)
             for timer, due in due_timers(s.deadlines(), now):
-                eid = timer_event_id(s.work_order_id, timer, due)
-                if eid in self._sent:
-                    continue
                 env = Envelope.new(
                     TimerDue(order_id=s.order_id, work_order_id=s.work_order_id, timer=timer, due_at=due),
                     source=_SOURCE,
-                    event_id=eid,
+                    event_id=timer_event_id(s.work_order_id, timer, due),
                     time=now,
                 )
                 # The timer's exception belongs to the order's story like every other event of it.
                 envelopes.append(dataclasses.replace(env, correlation_id=s.correlation_id))
-        envelopes += await self._expired_parkings(self._conn, now)
-        if not envelopes:
-            return 0
-        futures = []
-        for env in envelopes:
-            key, value, headers = encode(env)
-            futures.append(await self._producer.send(TIMERS, key=key, value=value, headers=headers))
-        await asyncio.gather(*futures)
-        for env in envelopes:
-            self._sent[env.id] = clock
-        return len(envelopes)
+        return envelopes + await self._expired_parkings(conn, now)
 
     async def _expired_parkings(self, conn: asyncpg.Connection, now: datetime) -> list[Envelope]:
         """Requests to dead-letter the parked events that waited past the limit; updates the gauges."""
         if self._metrics is not None:
-            row = await conn.fetchrow(
-                "SELECT count(*) AS parked, min(parked_at) AS oldest FROM monitor_parked_events"
-            )
-            assert row is not None
-            self._metrics.monitor_parked_events.set(row["parked"])
-            oldest = row["oldest"]
-            self._metrics.monitor_parked_oldest_seconds.set(
-                max(0.0, (now - oldest).total_seconds()) if oldest is not None else 0.0
-            )
+            parked, oldest_s = await parked_gauge(conn, "monitor_parked_events", now)
+            self._metrics.monitor_parked_events.set(parked)
+            self._metrics.monitor_parked_oldest_seconds.set(oldest_s)
         limit = self.timers.park_limit
         envelopes: list[Envelope] = []
         for r in await conn.fetch(_EXPIRED_PARKED_SQL, now - limit, self.batch):
@@ -1109,22 +939,3 @@ class TimerTicker:
             )
             envelopes.append(Envelope.new(expired, source=_SOURCE, event_id=eid, time=now))
         return envelopes
-
-    async def _disconnect(self) -> None:
-        conn, producer = self._conn, self._producer
-        self._conn = self._producer = None
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                await conn.close()
-        if producer is not None:
-            with contextlib.suppress(Exception):
-                await producer.stop()
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._task
-        self._task = None
-        self._ready = False
-        await self._disconnect()

@@ -19,7 +19,6 @@ queue rule of `orchestrator.domain.supply`:
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections import defaultdict
 from dataclasses import replace
@@ -27,11 +26,9 @@ from datetime import date, datetime, timedelta
 
 import asyncpg
 import orjson
-import structlog
-from aiokafka import AIOKafkaProducer
 
 from orchestrator.contract.common import OrderState, Reason, SkuLine
-from orchestrator.contract.envelope import Envelope, encode
+from orchestrator.contract.envelope import Envelope
 from orchestrator.contract.inventory import InboundSupplyExpected
 from orchestrator.contract.orders import OrderCreated
 from orchestrator.contract.pipeline import PlanDecided, RedecideRequested, Repair, SupplyReleaseDue
@@ -45,11 +42,8 @@ from orchestrator.domain.supply import (
     releasable,
     waiting_lines,
 )
-from orchestrator.runtime.kafka_client import client_kwargs
-from orchestrator.runtime.pause import sleep_unless
 from orchestrator.runtime.stage import HandlerContext
-from orchestrator.runtime.views import cancel_task
-from orchestrator.settings import Settings
+from orchestrator.runtime.ticker import Ticker
 from orchestrator.stages.common import REROUTES, SUPPLY, emit_status
 
 CUSTOMER_NOTIFICATIONS = "customer.notifications.v1"
@@ -304,73 +298,28 @@ async def release_ready(
     return sum(len(v) for v in by_order.values())
 
 
-class SupplyTicker:
-    """Publishes `supply.release_due` for every SKU with pre-order lines whose release date came
-    (a View, for its life cycle). It only asks; reserve's handler decides, in its transaction.
-    One event id per SKU and day, so repeats from any instance are one."""
+class SupplyTicker(Ticker):
+    """Publishes `supply.release_due` for every SKU with pre-order lines whose release date (the
+    process's local date) came. One event id per SKU and day, so repeats from any instance are one
+    (see `Ticker`)."""
 
     def __init__(self, *, tick_s: float = 30.0) -> None:
-        self.name = "reserve-supply"
-        self.topic = SUPPLY
-        self.tick_s = tick_s
-        self.log = structlog.get_logger("orchestrator.reserve.supply")
-        self._task: asyncio.Task[None] | None = None
-        self._ready = False
+        super().__init__("reserve-supply", SUPPLY, tick_s=tick_s)
 
-    @property
-    def ready(self) -> bool:
-        return self._ready
-
-    async def start(self, settings: Settings, stop: asyncio.Event) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(settings, stop), name="reserve:supply-ticker")
-            self._ready = True
-
-    async def close(self) -> None:
-        await cancel_task(self._task)
-        self._task = None
-
-    async def _run(self, settings: Settings, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                sent = await self.tick(settings)
-                if sent:
-                    self.log.info("pre-orders due", skus=sent)
-            except Exception as exc:  # a database or broker away is no reason to stop ticking
-                self.log.warning("supply scan failed; retrying", error=repr(exc))
-            await sleep_unless(stop, self.tick_s)
-
-    async def tick(self, settings: Settings, today: date | None = None) -> int:
-        day = today or datetime.now().astimezone().date()
-        conn = await asyncpg.connect(settings.database_url, command_timeout=30)
-        try:
-            skus = [
-                r["sku"]
-                for r in await conn.fetch(
-                    "SELECT DISTINCT sku FROM reserve_waiting WHERE state = 'waiting' AND release_on <= $1",
-                    day,
-                )
-            ]
-        finally:
-            await conn.close()
-        if not skus:
-            return 0
-        producer = AIOKafkaProducer(
-            **client_kwargs(settings.kafka), enable_idempotence=True, acks="all", linger_ms=5
+    async def scan(self, conn: asyncpg.Connection, now: datetime) -> list[Envelope]:
+        day = now.astimezone().date()
+        rows = await conn.fetch(
+            "SELECT DISTINCT sku FROM reserve_waiting WHERE state = 'waiting' AND release_on <= $1", day
         )
-        await producer.start()
-        try:
-            for sku in skus:
-                due = SupplyReleaseDue(sku=sku, day=day)
-                envelope = Envelope.new(
-                    due, source="orchestrator/reserve", event_id=str(uuid.uuid5(_TICK_IDS, f"{sku}/{day}"))
-                )
-                key, value, headers = encode(envelope)
-                await producer.send(SUPPLY, key=key, value=value, headers=headers)
-            await producer.flush()
-        finally:
-            await producer.stop()
-        return len(skus)
+        return [
+            Envelope.new(
+                SupplyReleaseDue(sku=r["sku"], day=day),
+                source="orchestrator/reserve",
+                event_id=str(uuid.uuid5(_TICK_IDS, f"{r['sku']}/{day}")),
+                time=now,
+            )
+            for r in rows
+        ]
 
 
 _TICK_IDS = uuid.UUID("6f1c1a52-2f55-4a57-9b38-52f2f4d1e0a7")

@@ -18,7 +18,14 @@ Decides, for every return the OMS authorises:
 Every transition goes to status-sync as `return.status_changed.v1`, which
 publishes it on `oms.status.v1` and keeps it in the order's story.
 
-Owns `returns_cases`. Reads the order as ingest holds it (`ingest_orders`:
+A node's event about a return whose authorisation has not reached us yet (a
+store takes goods back the moment the customer walks in; the OMS's
+authorisation travels on another topic) is parked, not waited for: kept as it
+arrived, with its offset committed, so the partition goes on. The
+authorisation's handler replays it; the ticker asks for those still waiting
+after the park limit to be dead-lettered (`orchestrator.returns.timers.v1`).
+
+Owns `returns_cases` and `returns_parked_events`. Reads the order as ingest holds it (`ingest_orders`:
 lines, prices, address, tier) and which SKUs each node stocks (reserve's
 `reserve_ledger`); reads the network view. The policy is
 `orchestrator/policies/returns.yaml` (`ORCHESTRATOR_RETURNS_POLICY_FILE`).
@@ -27,7 +34,9 @@ lines, prices, address, tier) and which SKUs each node stocks (reserve's
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 import asyncpg
 
@@ -44,6 +53,7 @@ from orchestrator.contract.returns import (
     ReturnMethod,
     ReturnOrderCancelRequested,
     ReturnOrderReleased,
+    ReturnParkedExpired,
     ReturnReceived,
     ReturnResolution,
     ReturnResolutionChanged,
@@ -65,7 +75,19 @@ from orchestrator.domain.returns import (
     units_in_live_returns,
 )
 from orchestrator.domain.returns_policy import ReturnsPolicy, load_returns_policy
+from orchestrator.runtime.parking import (
+    RECORD_COLUMNS,
+    ParkedRecord,
+    lock_parking,
+    parked_gauge,
+    record_values,
+    replay,
+    take_expired,
+    waited,
+)
 from orchestrator.runtime.stage import HandlerContext, RejectEvent, RetryLater, Stage
+from orchestrator.runtime.ticker import Ticker
+from orchestrator.settings import env_seconds
 from orchestrator.stages.common import (
     EXCEPTIONS,
     INVENTORY_UPDATES,
@@ -77,8 +99,15 @@ from orchestrator.stages.common import (
 
 OMS_RETURNS = "oms.returns.v1"
 RETURN_EVENTS = "wms.return-events.v1"
-#: How long an event naming a return (or an order) not seen yet waits for it; shared with monitor.
+RETURNS_TIMERS = "orchestrator.returns.timers.v1"
+#: How long an authorisation or a resolution change naming an order ingest has not seen yet holds its
+#: partition waiting for it (seconds).
 EARLY_EVENT_WAIT_ENV = "ORCHESTRATOR_EARLY_EVENT_WAIT_S"
+#: How long a node's event about a return not authorised yet stays parked before it is dead-lettered
+#: (seconds). Long: a parked event holds nothing up.
+PARK_LIMIT_ENV = "ORCHESTRATOR_RETURNS_PARK_LIMIT_S"
+DEFAULT_PARK_LIMIT = timedelta(hours=1)
+_SOURCE = "orchestrator/returns"
 
 #: Where each kind of event the core produces goes.
 _TOPIC_OF: dict[type[EventPayload], str] = {
@@ -129,10 +158,96 @@ async def _stocked(conn: asyncpg.Connection, skus: list[str]) -> frozenset[tuple
     return frozenset((r["node_id"], r["sku"]) for r in rows)
 
 
-def returns_stage(deps: OrderPathDeps, policy: ReturnsPolicy | None = None) -> Stage:
-    """The returns stage; `policy` defaults to `load_returns_policy()` (the file or the packaged default)."""
+def park_limit_from_env(env: Mapping[str, str] | None = None) -> timedelta:
+    """ORCHESTRATOR_RETURNS_PARK_LIMIT_S, or an hour."""
+    return env_seconds(os.environ if env is None else env, PARK_LIMIT_ENV) or DEFAULT_PARK_LIMIT
+
+
+# ------------------------------------------------------------------------------------------- parking
+
+
+class _NotAuthorisedYet(Exception):
+    """A node's event names a return we have no case of: parked (raised before anything changed)."""
+
+    def __init__(self, return_id: str, order_id: str) -> None:
+        super().__init__(f"unknown return {return_id} of order {order_id}")
+        self.return_id = return_id
+        self.order_id = order_id
+
+
+#: returns' own space of two-key advisory locks (monitor's is 0x4D4F4E).
+_PARKING_LOCK_SPACE = 0x524554  # "RET"
+_PARKED_COLUMNS = f"event_id, return_id, order_id, event_type, {RECORD_COLUMNS}, parked_at"
+
+
+async def _park(ctx: HandlerContext, early: _NotAuthorisedYet) -> None:
+    # The event id is the key: an event delivered again (a resend, a replayed batch) is parked once.
+    await ctx.db.execute(
+        f"INSERT INTO returns_parked_events ({_PARKED_COLUMNS})"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+        " ON CONFLICT (event_id) DO NOTHING",
+        ctx.event.id,
+        early.return_id,
+        early.order_id,
+        ctx.event.type,
+        *record_values(ctx, "returns"),
+        ctx.now,
+    )
+    ctx.log.info("parked until the return is authorised", return_id=early.return_id)
+
+
+async def _unpark(conn: asyncpg.Connection, event_id: str) -> None:
+    await conn.execute("DELETE FROM returns_parked_events WHERE event_id = $1", event_id)
+
+
+_EXPIRED_PARKED_SQL = """
+SELECT event_id, return_id, order_id, parked_at FROM returns_parked_events
+ WHERE parked_at <= $1 ORDER BY parked_at LIMIT $2
+"""
+
+
+class ParkingTicker(Ticker):
+    """Asks returns to dead-letter every parked event past the park limit
+    (`returns.parked_expired.v1`), and keeps the parked events' gauges (see `Ticker`)."""
+
+    def __init__(self, park_limit: timedelta, *, tick_s: float = 1.0, batch: int = 5000) -> None:
+        super().__init__("returns-parking", RETURNS_TIMERS, tick_s=tick_s)
+        self.park_limit = park_limit
+        #: Rows read per tick.
+        self.batch = batch
+
+    async def scan(self, conn: asyncpg.Connection, now: datetime) -> list[Envelope]:
+        if self._metrics is not None:
+            parked, oldest_s = await parked_gauge(conn, "returns_parked_events", now)
+            self._metrics.returns_parked_events.set(parked)
+            self._metrics.returns_parked_oldest_seconds.set(oldest_s)
+        envelopes: list[Envelope] = []
+        for r in await conn.fetch(_EXPIRED_PARKED_SQL, now - self.park_limit, self.batch):
+            expired = ReturnParkedExpired(
+                order_id=r["order_id"],
+                return_id=r["return_id"],
+                parked_event_id=r["event_id"],
+                parked_at=r["parked_at"],
+                due_at=r["parked_at"] + self.park_limit,
+            )
+            # One id per parked event: repeats from every tick and instance are one request.
+            eid = f"returns-parked-expired:{r['event_id']}"
+            envelopes.append(Envelope.new(expired, source=_SOURCE, event_id=eid, time=now))
+        return envelopes
+
+
+# --------------------------------------------------------------------------------------------- stage
+
+
+def returns_stage(
+    deps: OrderPathDeps, policy: ReturnsPolicy | None = None, park_limit: timedelta | None = None
+) -> Stage:
+    """The returns stage; `policy` defaults to `load_returns_policy()` (the file or the packaged default),
+    `park_limit` to ORCHESTRATOR_RETURNS_PARK_LIMIT_S or an hour."""
     rules = policy if policy is not None else load_returns_policy()
     early_wait_s = float(os.environ.get(EARLY_EVENT_WAIT_ENV) or 10)
+    limit = park_limit if park_limit is not None else park_limit_from_env()
+    ticker = ParkingTicker(limit)
 
     def origin(order: OrderCreated) -> Address | None:
         """Where the goods are now: the customer's address, or the store a BOPIS order was collected at."""
@@ -180,11 +295,7 @@ def returns_stage(deps: OrderPathDeps, policy: ReturnsPolicy | None = None) -> S
         if case is None:
             if ctx.topic == RETURN_EVENTS:
                 # A node may report goods before the authorisation (another topic) reached us.
-                raise RetryLater(
-                    f"unknown return {return_id} of order {order_id}",
-                    "unknown_return",
-                    give_up_after_s=early_wait_s,
-                )
+                raise _NotAuthorisedYet(return_id, order_id)
             raise RejectEvent(f"unknown return {return_id} of order {order_id}", "unknown_return")
         if case.order_id != order_id:
             raise RejectEvent(f"return {return_id} belongs to order {case.order_id}, not {order_id}")
@@ -219,6 +330,35 @@ def returns_stage(deps: OrderPathDeps, policy: ReturnsPolicy | None = None) -> S
             now=ctx.now,
         )
         await _save_case(ctx.db, apply(ctx, step))
+        # Held to commit: a node event of this return parked concurrently on another partition is
+        # either committed before this looks, or finds the case when it looks again under the lock.
+        await lock_parking(ctx.db, _PARKING_LOCK_SPACE, request.return_id)
+        await replay_parked(ctx, request.return_id)
+
+    async def replay_parked(ctx: HandlerContext, return_id: str) -> None:
+        """Handle the return's parked node events, in arrival order, now that it is authorised."""
+        for row in await ctx.db.fetch(
+            f"SELECT {_PARKED_COLUMNS} FROM returns_parked_events WHERE return_id = $1 ORDER BY arrival",
+            return_id,
+        ):
+            # The case exists now, so none can still be waiting for it.
+            await replay(
+                ctx, row, dispatch, still_waiting=_NotAuthorisedYet, unpark=lambda eid: _unpark(ctx.db, eid)
+            )
+
+    async def on_parked_expired(ctx: HandlerContext, msg: ReturnParkedExpired) -> None:
+        await lock_parking(ctx.db, _PARKING_LOCK_SPACE, msg.return_id)
+        row = await take_expired(
+            ctx, "returns_parked_events", _PARKED_COLUMNS, msg.parked_event_id, limit=limit, due_at=msg.due_at
+        )
+        if row is not None:
+            ctx.dead_letter(
+                ParkedRecord.from_row(row),
+                "unknown_return",
+                f"unknown return {row['return_id']} of order {row['order_id']}: it was never authorised;"
+                f" the {row['event_type']} event waited {waited(row['parked_at'], ctx.now)} for it"
+                f" (park limit {limit})",
+            )
 
     async def on_change(ctx: HandlerContext, change: ReturnResolutionChanged) -> None:
         case = await case_of(ctx, change.return_id, change.order_id)
@@ -250,6 +390,20 @@ def returns_stage(deps: OrderPathDeps, policy: ReturnsPolicy | None = None) -> S
         await _save_case(ctx.db, apply(ctx, replacement_outcome(case, outcome, attempt, now=ctx.now)))
 
     async def handle(event: Envelope, ctx: HandlerContext) -> None:
+        try:
+            await dispatch(event, ctx)
+            return
+        except _NotAuthorisedYet as early:
+            return_id = early.return_id
+        # The authorisation may be committing on another partition right now: look again under the
+        # return's parking lock. Either its case is there now, or its handler will find this parked.
+        await lock_parking(ctx.db, _PARKING_LOCK_SPACE, return_id)
+        try:
+            await dispatch(event, ctx)
+        except _NotAuthorisedYet as early:
+            await _park(ctx, early)
+
+    async def dispatch(event: Envelope, ctx: HandlerContext) -> None:
         data = event.data
         try:
             if isinstance(data, ReturnAuthorised):
@@ -263,13 +417,15 @@ def returns_stage(deps: OrderPathDeps, policy: ReturnsPolicy | None = None) -> S
                 await on_node_event(ctx, data)
             elif isinstance(data, RepairOutcome):
                 await on_outcome(ctx, data)
+            elif isinstance(data, ReturnParkedExpired):
+                await on_parked_expired(ctx, data)
             # Anything else on the observed exceptions topic is not about returns.
         except ReturnRefused as refused:
             raise RejectEvent(str(refused), "return_refused") from refused
 
     return Stage(
         name="returns",
-        inputs=(OMS_RETURNS, RETURN_EVENTS, EXCEPTIONS),
+        inputs=(OMS_RETURNS, RETURN_EVENTS, EXCEPTIONS, RETURNS_TIMERS),
         outputs=(WORK_ORDERS, INVENTORY_UPDATES, REROUTES, STATUS),
         handler=handle,
         uses_database=True,
@@ -281,12 +437,21 @@ def returns_stage(deps: OrderPathDeps, policy: ReturnsPolicy | None = None) -> S
                 ReturnCancelled,
                 ReturnReceived,
                 ReturnInspected,
+                ReturnParkedExpired,
             )
         ),
-        views=(deps.network,),
+        views=(deps.network, ticker),
         observes=frozenset({EXCEPTIONS}),
         description="routes returns, restocks what can be sold again, settles refunds, credits and exchanges",
     )
 
 
-__all__ = ["OMS_RETURNS", "RETURN_EVENTS", "returns_stage"]
+__all__ = [
+    "OMS_RETURNS",
+    "PARK_LIMIT_ENV",
+    "RETURNS_TIMERS",
+    "RETURN_EVENTS",
+    "ParkingTicker",
+    "park_limit_from_env",
+    "returns_stage",
+]

@@ -1,0 +1,161 @@
+"""A node's return event before the OMS's authorisation, on the real Kafka and PostgreSQL.
+
+A store can take goods back the moment the customer walks in, so its `return.received.v1` may
+reach returns before `return.authorised.v1` (another topic). returns parks it, commits its offset
+and goes on; the authorisation replays it; one never authorised is dead-lettered after the park
+limit. The limit here is 12 s: long enough for the replay test, short enough to watch one expire.
+The early-event wait is 30 s, so a partition held for it (as before parking) fails the first test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from orchestrator.api.queries import parked_events
+from orchestrator.contract.envelope import Envelope
+from orchestrator.contract.returns import ReturnParkedExpired
+from orchestrator.runtime.metrics import RuntimeMetrics
+from orchestrator.stages.returns import ParkingTicker
+from tests.harness import LONDON, Pipeline, ids, node, order, pipeline
+from tests.support import publish_events, read_all
+from tests.test_returns_e2e import (
+    authorise,
+    receipt,
+    released,
+    return_orders,
+    shipped_from_london,
+    states,
+    until_state,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.pollutes_dead_letters]
+__all__ = ["pipeline"]
+
+PARK_LIMIT_S = 12
+PIPELINE_ENV = {
+    "ORCHESTRATOR_RETURNS_PARK_LIMIT_S": str(PARK_LIMIT_S),
+    "ORCHESTRATOR_EARLY_EVENT_WAIT_S": "30",
+}
+
+
+async def parked_rows(p: Pipeline, return_id: str) -> list[str]:
+    rows = await p.db.fetch(
+        "SELECT event_type FROM returns_parked_events WHERE return_id = $1 ORDER BY arrival", return_id
+    )
+    return [r["event_type"] for r in rows]
+
+
+async def until_parked(p: Pipeline, return_id: str, count: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while len(await parked_rows(p, return_id)) < count:
+        assert time.monotonic() < deadline, f"no {count} event(s) of return {return_id} parked"
+        await asyncio.sleep(0.1)
+
+
+async def dead_letter_of(p: Pipeline, event: Envelope, timeout: float = 60) -> dict[str, str]:
+    """The headers of `event`'s record on wms.return-events.v1.dlq (other tests' letters skipped)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        dead = await read_all(p.bootstrap, "wms.return-events.v1.dlq", expect=1, timeout=3, settle=0.2)
+        for d in dead:
+            headers = {k: v.decode() for k, v in d.headers}
+            if headers.get("ce_id") == event.id:
+                return headers
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"{event.type} {event.id} never reached wms.return-events.v1.dlq")
+
+
+def early_receipt(return_id: str, order_id: str, node_id: str, sku: str) -> dict[str, Any]:
+    """What a store that took the goods back would report: the return work order returns will release
+    for this return (its id is RO- and the return's), before returns has seen the authorisation."""
+    return {
+        "return_order_id": f"RO-{return_id}",
+        "return_id": return_id,
+        "order_id": order_id,
+        "node_id": node_id,
+        "lines": [{"line_id": "1", "sku": sku, "quantity": 1}],
+    }
+
+
+async def test_a_receipt_before_the_authorisation_waits_without_holding_the_partition_and_settles_once(
+    pipeline: Pipeline,
+) -> None:
+    o, returns_dc, sku, n = await shipped_from_london(pipeline, "RP1")
+
+    # Return A of one unit is authorised as usual.
+    first, early = n("RMA-A"), n("RMA-B")
+    await pipeline.publish(authorise(first, o.order_id, sku))
+    await until_state(pipeline, first, "awaiting_return")
+    [ro_first] = return_orders(pipeline, o.order_id)
+
+    # The store reports return B's goods (twice) before the OMS's authorisation of B reaches us: parked once.
+    got_early = Envelope.new(receipt(early_receipt(early, o.order_id, returns_dc, sku)), source="test/wms")
+    await publish_events(pipeline.bootstrap, "wms.return-events.v1", [got_early, got_early])
+    await until_parked(pipeline, early, 1)
+    waiting = await parked_events(pipeline.db, o.order_id)
+    assert [(w["event_type"], w["awaited"]) for w in waiting] == [
+        ("return.received.v1", f"the authorisation of return {early} of order {o.order_id}")
+    ]
+
+    # The same order's next event, on the same partition, is not held up behind it.
+    started = time.monotonic()
+    await pipeline.publish(receipt(ro_first))
+    await until_state(pipeline, first, "refunded", timeout=20)
+    assert time.monotonic() - started < 20
+    assert await parked_rows(pipeline, early) == ["return.received.v1"], "still waiting, not dropped"
+
+    # The ticker counts it, and asks to dead-letter it only once the park limit has passed.
+    ticker = ParkingTicker(timedelta(seconds=PARK_LIMIT_S))
+    metrics = RuntimeMetrics()
+    ticker.bind_metrics(metrics)
+    now = datetime.now(UTC)
+    async with pipeline.db.acquire() as conn:
+        asked_now = await ticker.scan(conn, now)
+        asked_later = await ticker.scan(conn, now + timedelta(seconds=PARK_LIMIT_S + 1))
+    assert got_early.id not in {e.data.parked_event_id for e in asked_now}  # type: ignore[attr-defined]
+    [later] = [e for e in asked_later if e.data.parked_event_id == got_early.id]  # type: ignore[attr-defined]
+    assert isinstance(later.data, ReturnParkedExpired) and later.data.return_id == early
+    assert later.id == f"returns-parked-expired:{got_early.id}", "one request id per parked event"
+    assert (metrics.registry.get_sample_value("orchestrator_returns_parked_events") or 0) >= 1
+
+    # The authorisation comes: the parked receipt is replayed, once, and settles the refund.
+    await pipeline.publish(authorise(early, o.order_id, sku))
+    refunded = await until_state(pipeline, early, "refunded")
+    assert (refunded["amount"], refunded["currency"]) == ("10.00", "GBP")
+    assert states(pipeline, early) == ["authorised", "awaiting_return", "received", "refunded"]
+    [ro_early] = [ro for ro in return_orders(pipeline, o.order_id) if ro["return_id"] == early]
+    assert (ro_early["return_order_id"], ro_early["node_id"]) == (f"RO-{early}", returns_dc)
+    assert await parked_rows(pipeline, early) == []
+    await asyncio.sleep(1)
+    assert states(pipeline, early) == ["authorised", "awaiting_return", "received", "refunded"]
+
+
+async def test_a_node_event_for_a_return_never_authorised_is_dead_lettered_after_the_park_limit(
+    pipeline: Pipeline,
+) -> None:
+    n = ids("RP2")
+    dc = n("DC")
+    sku = n("S")
+    await pipeline.setup_network(node(dc, LONDON), stock={(dc, sku): 3})
+    o = order(n("ORD"), [(sku, 1)])
+    await pipeline.publish(o)
+    await released(pipeline, o.order_id)
+    never = n("RMA-NEVER")
+    stray = Envelope.new(receipt(early_receipt(never, o.order_id, dc, sku)), source="test/wms")
+    await publish_events(pipeline.bootstrap, "wms.return-events.v1", [stray])
+    await until_parked(pipeline, never, 1)
+    parked_at = time.monotonic()
+
+    letter = await dead_letter_of(pipeline, stray)
+    assert time.monotonic() - parked_at >= PARK_LIMIT_S - 1, "kept until the park limit"
+    assert letter["dlq_category"] == "unknown_return"
+    reason = letter["dlq_reason"]
+    assert reason.startswith(f"unknown return {never} of order {o.order_id}: it was never authorised"), reason
+    assert f"(park limit 0:00:{PARK_LIMIT_S})" in reason, reason
+    assert await parked_rows(pipeline, never) == []
+    assert never not in pipeline.out.returns, "nothing published for a return that does not exist"
