@@ -34,7 +34,7 @@ run: setup
 
 ## test: the whole suite against the real Kafka and PostgreSQL (started locally unless given)
 test: setup $(NODE_TOOLS) debian-tools $(PROMETHEUS_TOOLS) $(COMPOSE_PLUGIN)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=25
 
 ## faults: 20,000 orders through every stage (two processes each) while 30 are SIGKILLed, the broker restarts
 ## twice and PostgreSQL once, a DC closes; then the audit of the guarantees. ARGS="--orders 2000" passes flags

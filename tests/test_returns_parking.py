@@ -63,7 +63,7 @@ async def dead_letter_of(p: Pipeline, event: Envelope, timeout: float = 60) -> d
     while time.monotonic() < deadline:
         dead = await read_all(p.bootstrap, "wms.return-events.v1.dlq", expect=1, timeout=3, settle=0.2)
         for d in dead:
-            headers = {k: v.decode() for k, v in d.headers}
+            headers = {k: v.decode(errors="replace") for k, v in d.headers}
             if headers.get("ce_id") == event.id:
                 return headers
         await asyncio.sleep(0.5)
