@@ -66,7 +66,7 @@ from orchestrator.db.migrate import migrate
 from orchestrator.faults.driver import RunServers
 from orchestrator.runtime.kafka_client import client_kwargs
 from orchestrator.runtime.worker import BATCH_PHASES
-from orchestrator.sim.live.behaviour import CarrierRates, NodeRates
+from orchestrator.sim.live.behaviour import CarrierRates, NodeRates, ReturnRates
 from orchestrator.sim.live.children import Child, ChildFailed
 from orchestrator.sim.live.driver import LiveOptions, NetworkSize, sim_flags, start_outside_world
 from orchestrator.sim.live.fleet import StageFleet
@@ -508,6 +508,8 @@ async def pipeline_phases(options: Options, servers: RunServers, log_dir: Path) 
         carriers=CarrierRates(step_seconds=QUICK_STEP_S) if options.quick else CarrierRates(),
         # No store power cuts: the benchmark measures the pipeline, not a network that keeps failing.
         closures=Closures(per_minute=0),
+        # No returns: the load is the orders its own OMS places, the same as in earlier runs.
+        returns=ReturnRates(returned=0.0),
         run_id=run_id,
     )
     flags = {k: v for k, v in sim_flags(live).items() if k != "sim-oms"}

@@ -61,7 +61,7 @@ from orchestrator.promise.service import PromiseLedgerView
 from orchestrator.runtime.kafka_client import client_kwargs
 from orchestrator.settings import Settings
 from orchestrator.sim.geography import SimNetwork, customer_address
-from orchestrator.sim.live.behaviour import CarrierRates, NodeRates
+from orchestrator.sim.live.behaviour import CarrierRates, NodeRates, ReturnRates
 from orchestrator.sim.live.children import Child, spawn
 from orchestrator.sim.live.driver import LiveOptions, NetworkSize, sim_flags, start_outside_world
 from orchestrator.sim.live.fleet import StageFleet
@@ -628,6 +628,8 @@ async def served_phases(
             nodes=NodeRates(),
             carriers=CarrierRates(),
             closures=Closures(per_minute=0),
+            # No returns: the order path's load is the same as in earlier runs.
+            returns=ReturnRates(returned=0.0),
             run_id=uuid.uuid4().hex[:6],
         )
         flags = {k: v for k, v in sim_flags(live).items() if k != "sim-oms"}

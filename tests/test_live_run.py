@@ -16,7 +16,7 @@ import pytest
 
 from orchestrator.sim.live.driver import PROMISE_PORT
 from orchestrator.sim.live.fleet import stage_of
-from orchestrator.sim.live.tally import RESTING_STATES
+from orchestrator.sim.live.tally import RESTING_RETURN_STATES, RESTING_STATES
 from orchestrator.stages import ORDER_STAGES
 from tests.support import REPO, free_port, headers_of, read_all
 
@@ -121,10 +121,26 @@ async def test_the_summary_counts_are_what_is_on_the_topics(live_run: dict[str, 
     assert dict(raised) == s["exceptions"]
 
     latest: dict[str, tuple[int, str]] = {}
-    for _, d in await _records(bootstrap, "oms.status.v1", prefix):
-        if d["order_id"] not in latest or d["sequence"] > latest[d["order_id"]][0]:
-            latest[d["order_id"]] = (d["sequence"], d["state"])
+    returns: dict[str, tuple[int, str]] = {}
+    for t, d in await _records(bootstrap, "oms.status.v1", prefix):
+        # Each return's statuses are numbered apart from its order's.
+        key, seen = (d["return_id"], returns) if t == "return.status_changed.v1" else (d["order_id"], latest)
+        if key not in seen or d["sequence"] > seen[key][0]:
+            seen[key] = (d["sequence"], d["state"])
     assert dict(Counter(state for _, state in latest.values())) == s["final_states"]
+    assert s["returns"] == {
+        "authorised": len(returns),
+        "states": dict(Counter(state for _, state in returns.values())),
+    }
+
+
+async def test_customers_sent_goods_back_and_every_return_came_to_rest(live_run: dict[str, Any]) -> None:
+    returns = live_run["summary"]["returns"]
+    # About one delivered parcel in twelve comes back (--return-rate 0.08 by default).
+    assert returns["authorised"] >= 3, returns
+    assert set(returns["states"]) <= RESTING_RETURN_STATES, returns
+    assert returns["states"].get("completed", 0) >= returns["authorised"] // 2, returns
+    assert "Returns: " in live_run["stdout"]
 
 
 async def test_the_playbooks_ran_and_every_exception_ended_somewhere(live_run: dict[str, Any]) -> None:

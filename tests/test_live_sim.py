@@ -9,6 +9,7 @@ from datetime import UTC, date, datetime
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from orchestrator.contract.common import SkuLine
 from orchestrator.contract.examples import example
 from orchestrator.contract.execution import (
     WorkOrderCancelledByNode,
@@ -17,12 +18,23 @@ from orchestrator.contract.execution import (
     WorkOrderShortPicked,
 )
 from orchestrator.contract.orders import OrderAmended, OrderCancelled, OrderHoldReleased
+from orchestrator.contract.returns import (
+    ReturnAuthorised,
+    ReturnInspected,
+    ReturnMethod,
+    ReturnOrderReleased,
+    ReturnReceived,
+    ReturnResolution,
+)
 from orchestrator.contract.work import WorkOrderLine, WorkOrderReleased
 from orchestrator.sim import build_network
 from orchestrator.sim.live.behaviour import (
     IN_STORE_CARRIER,
     CarrierRates,
     NodeRates,
+    ReturnRates,
+    return_request,
+    return_steps,
     shipment_steps,
     work_order_steps,
 )
@@ -259,3 +271,76 @@ def test_the_live_frame_and_the_summary_render_every_count() -> None:
     }
     text = summary_text(report)
     assert "1 orders placed" in text and "short_pick" in text and "reroute 1" in text
+
+
+def _delivered(lines: list[tuple[str, int]], carrier: str = "tcarrier") -> WorkOrderShipped:
+    shipped = _shipped(carrier)
+    sku_lines = tuple(SkuLine(line_id=line_id, sku=f"SKU-{line_id}", quantity=q) for line_id, q in lines)
+    return shipped.model_copy(update={"lines": sku_lines})
+
+
+def test_customers_return_one_unit_of_an_order_line_at_their_rate_and_never_a_replacement() -> None:
+    rng = random.Random(11)
+    rates = ReturnRates(returned=0.25, exchange=0.2, store_credit=0.1)
+    parcel = _delivered([("1", 3), ("2", 1), ("RMA-X.1", 1)])
+    asked = [r for r in (return_request(parcel, rng, rates) for _ in range(4000)) if r is not None]
+    assert 900 < len(asked) < 1100  # a quarter of 4,000
+    for r in asked:
+        assert isinstance(r, ReturnAuthorised) and r.order_id == parcel.order_id
+        [line] = r.lines
+        assert line.line_id in ("1", "2") and line.quantity == 1 and line.sku == f"SKU-{line.line_id}"
+        assert r.method is ReturnMethod.SHIP_BACK and r.store_id is None
+    resolutions = Counter(r.resolution for r in asked)
+    assert 0.15 < resolutions[ReturnResolution.EXCHANGE] / len(asked) < 0.25
+    assert 0.06 < resolutions[ReturnResolution.STORE_CREDIT] / len(asked) < 0.14
+    # Only the replacement's units in the parcel: nothing of the order to send back.
+    assert return_request(_delivered([("RMA-X.1", 1)]), rng, ReturnRates(returned=1)) is None
+    assert return_request(parcel, rng, ReturnRates(returned=0)) is None
+
+
+def test_a_collected_order_goes_back_to_its_store() -> None:
+    parcel = _delivered([("1", 1)], IN_STORE_CARRIER)
+    request = return_request(parcel, random.Random(2), ReturnRates(returned=1))
+    assert request is not None
+    assert request.method is ReturnMethod.IN_STORE and request.store_id == parcel.node_id
+
+
+def test_a_node_receives_then_inspects_every_returned_unit() -> None:
+    base = example("returnorder.released.v1")
+    assert isinstance(base, ReturnOrderReleased)
+    rng = random.Random(4)
+    fit = 0
+    for _ in range(300):
+        received, inspected = (s.event for s in return_steps(base, rng, ReturnRates(restockable=0.5), 0.6))
+        assert isinstance(received, ReturnReceived) and isinstance(inspected, ReturnInspected)
+        assert received.return_order_id == base.return_order_id == inspected.return_order_id
+        assert [(x.line_id, x.sku, x.quantity) for x in received.lines] == [
+            (x.line_id, x.sku, x.quantity) for x in base.lines
+        ]
+        for got, sent in zip(inspected.lines, base.lines, strict=True):
+            assert got.restockable + got.not_restockable == sent.quantity
+            fit += got.restockable
+    units = 300 * sum(x.quantity for x in base.lines)
+    assert 0.4 < fit / units < 0.6
+
+
+def test_the_tally_follows_each_return_and_keeps_its_order_unsettled_until_it_rests() -> None:
+    tally = LiveTally(order_prefix="LIVE-x-")
+    order = "LIVE-x-000001"
+    tally.add("oms.orders.v1", "order.created.v1", 1_000, {"order_id": order})
+    tally.add("oms.status.v1", "order.status_changed.v1", 2_000, {"order_id": order, "state": "delivered"})
+    assert tally.unsettled() == []
+    status = "return.status_changed.v1"
+    tally.add(
+        "oms.status.v1", status, 2_500, {"order_id": order, "return_id": "RMA-1", "state": "authorised"}
+    )
+    tally.add("oms.status.v1", status, 2_600, {"order_id": order, "return_id": "RMA-1", "state": "received"})
+    assert tally.unsettled() == [order], "its return is under way"
+    assert tally.summary()["returns"] == {"authorised": 1, "states": {"received": 1}}
+    assert tally.summary()["final_states"] == {"delivered": 1}, "a return's states are not the order's"
+    tally.add("oms.status.v1", status, 2_900, {"order_id": order, "return_id": "RMA-1", "state": "completed"})
+    assert tally.unsettled() == []
+    from orchestrator.sim.live.view import summary_text
+
+    report = {"run_id": "x", "elapsed_s": 3.0, "summary": tally.summary(), "resolutions": {}}
+    assert "Returns: 1 authorised; now completed 1" in summary_text(report)

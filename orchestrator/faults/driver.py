@@ -36,7 +36,7 @@ from orchestrator.faults.audit import Audit, audit, collect_facts
 from orchestrator.faults.plan import Fault, FaultBudget, FaultKind, fault_schedule
 from orchestrator.infra import LocalKafka, LocalPostgres
 from orchestrator.infra.ports import free_ports
-from orchestrator.sim.live.behaviour import CarrierRates, NodeRates
+from orchestrator.sim.live.behaviour import CarrierRates, NodeRates, ReturnRates
 from orchestrator.sim.live.children import Child, ChildFailed
 from orchestrator.sim.live.driver import LiveOptions, NetworkSize, sim_flags, start_outside_world
 from orchestrator.sim.live.fleet import StageFleet, stage_of
@@ -256,6 +256,9 @@ async def _run(
         traffic=TrafficShape(rate=options.rate, flash_sale_every_s=0),
         nodes=NodeRates(),
         carriers=CarrierRates(),
+        # No returns: the audit follows each order's work orders, and an exchange's replacement adds
+        # work orders to an order it saw delivered, which it does not model yet.
+        returns=ReturnRates(returned=0.0),
         # Store power cuts stay on: the outside world misbehaves while the orchestrator's processes die.
         closures=Closures(),
         run_id=options.run_id,

@@ -29,6 +29,17 @@ from orchestrator.contract.execution import (
     WorkOrderShipped,
     WorkOrderShortPicked,
 )
+from orchestrator.contract.returns import (
+    InspectedLine,
+    ReturnAuthorised,
+    ReturnInspected,
+    ReturnLine,
+    ReturnMethod,
+    ReturnOrderReleased,
+    ReturnReason,
+    ReturnReceived,
+    ReturnResolution,
+)
 from orchestrator.contract.work import WorkOrderReleased
 
 #: Placeholder time in planned steps; the process stamps the real time when it sends the event.
@@ -59,6 +70,20 @@ class CarrierRates:
     exception: float = 0.01
     lost: float = 0.01
     step_seconds: float = 0.8
+
+
+@dataclass(frozen=True, slots=True)
+class ReturnRates:
+    """How often customers send something back from a delivered parcel, what they ask for, and how
+    the goods come out of the receiving node's inspection (0..1)."""
+
+    #: Delivered parcels from which the customer returns one unit (the OMS authorises it at once).
+    returned: float = 0.08
+    #: Of those, exchanges for the same SKU, and store credit; the rest are refunds.
+    exchange: float = 0.2
+    store_credit: float = 0.15
+    #: Returned units the node finds fit to sell again.
+    restockable: float = 0.85
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,13 +221,91 @@ def shipment_steps(
     return steps
 
 
+#: Why simulated customers send things back, as often as each (exchanges: only the first four).
+_REASONS = (
+    ReturnReason.SIZE_OR_FIT,
+    ReturnReason.DAMAGED,
+    ReturnReason.DEFECTIVE,
+    ReturnReason.WRONG_ITEM,
+    ReturnReason.CHANGED_MIND,
+    ReturnReason.NOT_AS_DESCRIBED,
+)
+
+
+def return_request(
+    shipped: WorkOrderShipped, rng: random.Random, rates: ReturnRates
+) -> ReturnAuthorised | None:
+    """What the customer of a delivered shipment asks the OMS to take back, if anything: one unit of
+    one of its order lines, with a refund, store credit or the same SKU again.
+
+    Units of a replacement (their line ids name the return, `RMA-….1`) are not the order's lines:
+    they are never sent back. A collect-in-store order comes back to its store.
+    """
+    if rng.random() >= rates.returned:
+        return None
+    lines = [line for line in shipped.lines if "." not in line.line_id]
+    if not lines:
+        return None
+    line = rng.choice(lines)
+    roll = rng.random()
+    if roll < rates.exchange:
+        resolution, reason = ReturnResolution.EXCHANGE, rng.choice(_REASONS[:4])
+    else:
+        reason = rng.choice(_REASONS)
+        credit = roll < rates.exchange + rates.store_credit
+        resolution = ReturnResolution.STORE_CREDIT if credit else ReturnResolution.REFUND
+    in_store = shipped.carrier == IN_STORE_CARRIER
+    return ReturnAuthorised(
+        return_id=f"RMA-{shipped.shipment_id}",
+        order_id=shipped.order_id,
+        lines=(ReturnLine(line_id=line.line_id, sku=line.sku, quantity=1),),
+        reason=reason,
+        resolution=resolution,
+        method=ReturnMethod.IN_STORE if in_store else ReturnMethod.SHIP_BACK,
+        store_id=shipped.node_id if in_store else None,
+        authorised_at=PLANNED,
+    )
+
+
+def return_steps(ro: ReturnOrderReleased, rng: random.Random, rates: ReturnRates, mean: float) -> list[Step]:
+    """What the receiving node reports for a return work order: the goods received (a parcel takes
+    longer to arrive than a customer walking in), then inspected, each unit fit to sell again or not."""
+    ids = {
+        "return_order_id": ro.return_order_id,
+        "return_id": ro.return_id,
+        "order_id": ro.order_id,
+        "node_id": ro.node_id,
+        "occurred_at": PLANNED,
+    }
+    received = ReturnReceived(
+        **ids, lines=tuple(SkuLine(line_id=x.line_id, sku=x.sku, quantity=x.quantity) for x in ro.lines)
+    )
+    inspected = []
+    for x in ro.lines:
+        fit = sum(1 for _ in range(x.quantity) if rng.random() < rates.restockable)
+        note = None if fit == x.quantity else "simulated: opened and used"
+        inspected.append(
+            InspectedLine(
+                line_id=x.line_id, sku=x.sku, restockable=fit, not_restockable=x.quantity - fit, note=note
+            )
+        )
+    arrive = mean if ro.method is ReturnMethod.IN_STORE else 3 * mean
+    return [
+        Step(_wait(rng, arrive), received),
+        Step(_wait(rng, mean), ReturnInspected(**ids, lines=tuple(inspected))),
+    ]
+
+
 __all__ = [
     "IN_STORE_CARRIER",
     "IN_STORE_SERVICE",
     "PLANNED",
     "CarrierRates",
     "NodeRates",
+    "ReturnRates",
     "Step",
+    "return_request",
+    "return_steps",
     "shipment_steps",
     "work_order_steps",
 ]

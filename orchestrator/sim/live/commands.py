@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from orchestrator.settings import Settings
-from orchestrator.sim.live.behaviour import CarrierRates, NodeRates
+from orchestrator.sim.live.behaviour import CarrierRates, NodeRates, ReturnRates
 from orchestrator.sim.live.driver import LiveOptions, NetworkSize
 from orchestrator.sim.live.oms import OmsTraffic, TrafficShape
 from orchestrator.sim.live.processes import Closures, publish_network, run_carriers, run_nodes, run_oms
@@ -111,6 +111,13 @@ def add_carrier_flags(parser: argparse.ArgumentParser) -> None:
         help=f"carrier exceptions (default {d.exception})",
     )
     parser.add_argument("--lost-rate", type=_rate, default=d.lost, help=f"parcels lost (default {d.lost})")
+    r = ReturnRates()
+    parser.add_argument(
+        "--return-rate",
+        type=_rate,
+        default=r.returned,
+        help=f"delivered parcels from which the customer returns a unit (default {r.returned})",
+    )
 
 
 def _network(args: argparse.Namespace) -> NetworkSize:
@@ -136,6 +143,7 @@ def live_options(args: argparse.Namespace) -> LiveOptions:
             reject=args.reject_rate, short_pick=args.short_pick_rate, node_cancel=args.node_cancel_rate
         ),
         carriers=CarrierRates(delay=args.delay_rate, exception=args.exception_rate, lost=args.lost_rate),
+        returns=ReturnRates(returned=args.return_rate),
         closures=Closures(per_minute=args.closures_per_minute, seconds=args.closure_seconds),
         summary_path=Path(args.summary) if args.summary else None,
     )
@@ -224,7 +232,14 @@ async def _until_signalled(role: str, args: argparse.Namespace, bootstrap: str) 
         lost=args.lost_rate,
         step_seconds=args.step_seconds,
     )
-    sent = await run_carriers(bootstrap, seed=args.seed, rates=rates_c, stop=stop, ready=_ready(args))
+    sent = await run_carriers(
+        bootstrap,
+        seed=args.seed,
+        rates=rates_c,
+        stop=stop,
+        returns=ReturnRates(returned=args.return_rate),
+        ready=_ready(args),
+    )
     return f"carriers sent {dict(sent)}"
 
 

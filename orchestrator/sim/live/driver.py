@@ -33,7 +33,7 @@ from orchestrator.infra.ports import free_port
 from orchestrator.runtime.pause import sleep_unless
 from orchestrator.settings import Settings
 from orchestrator.sim.geography import SimNetwork, build_network
-from orchestrator.sim.live.behaviour import CarrierRates, NodeRates
+from orchestrator.sim.live.behaviour import CarrierRates, NodeRates, ReturnRates
 from orchestrator.sim.live.children import Child, ChildFailed, check_port_free, spawn, wait_file, wait_ready
 from orchestrator.sim.live.fleet import StageFleet
 from orchestrator.sim.live.observer import (
@@ -85,6 +85,8 @@ class LiveOptions:
     traffic: TrafficShape = field(default_factory=TrafficShape)
     nodes: NodeRates = field(default_factory=NodeRates)
     carriers: CarrierRates = field(default_factory=CarrierRates)
+    #: Customers sending a unit of a delivered parcel back (the carriers' process plays them).
+    returns: ReturnRates = field(default_factory=ReturnRates)
     closures: Closures = field(default_factory=Closures)
     summary_path: Path | None = None
     #: With --orders: stop when nothing moved for this long (orders may wait on a closed store).
@@ -127,6 +129,8 @@ def sim_flags(options: LiveOptions) -> dict[str, list[str]]:
             str(c.exception),
             "--lost-rate",
             str(c.lost),
+            "--return-rate",
+            str(options.returns.returned),
             "--step-seconds",
             str(c.step_seconds),
         ],

@@ -8,7 +8,10 @@ public topics, exactly as the real one would (`orchestrator sim ...`).
 - `run_nodes`: every warehouse, store, 3PL and drop-ship vendor: works the
   released work orders (or fails to), answers cancel requests, closes stores
   for a while now and then, and reports receipts that replace shipped stock.
-- `run_carriers`: the carriers: tracking events for every shipment handed over.
+- `run_carriers`: the carriers: tracking events for every shipment handed over;
+  and the customers at the door: now and then one sends a unit of a delivered
+  parcel back, which the OMS authorises on `oms.returns.v1`. The nodes then
+  receive and inspect what comes back (`run_nodes`).
 
 They are simulators, not part of the orchestrator: they read with their own
 consumer groups and auto-committed offsets, and what a simulator has
@@ -35,6 +38,7 @@ from orchestrator.contract.envelope import header_map
 from orchestrator.contract.execution import (
     NodeCancelReason,
     NodeRejectReason,
+    ShipmentDelivered,
     WorkOrderCancelledByNode,
     WorkOrderRejected,
     WorkOrderShipped,
@@ -42,11 +46,20 @@ from orchestrator.contract.execution import (
 )
 from orchestrator.contract.inventory import DeltaReason, InventoryDelta
 from orchestrator.contract.network import NodeStatusChanged
+from orchestrator.contract.returns import ReturnOrderCancelRequested, ReturnOrderReleased
 from orchestrator.contract.work import WorkOrderCancelRequested, WorkOrderReleased
 from orchestrator.runtime.kafka_client import Bootstrap, client_kwargs
 from orchestrator.runtime.pause import sleep_unless
 from orchestrator.sim.geography import SimNetwork
-from orchestrator.sim.live.behaviour import CarrierRates, NodeRates, shipment_steps, work_order_steps
+from orchestrator.sim.live.behaviour import (
+    CarrierRates,
+    NodeRates,
+    ReturnRates,
+    return_request,
+    return_steps,
+    shipment_steps,
+    work_order_steps,
+)
 from orchestrator.sim.live.oms import OmsTraffic
 from orchestrator.sim.live.publisher import Publisher
 
@@ -56,6 +69,8 @@ NETWORK = "network.updates.v1"
 WORK_ORDERS = "wms.work-orders.v1"
 NODE_EVENTS = "wms.events.v1"
 CARRIER_EVENTS = "carrier.events.v1"
+RETURNS = "oms.returns.v1"
+RETURN_EVENTS = "wms.return-events.v1"
 
 
 def _now() -> datetime:
@@ -180,17 +195,28 @@ class NodeFleet:
     """Every simulated node: works released work orders and reports what happened."""
 
     def __init__(
-        self, out: Publisher, network: SimNetwork, rng: random.Random, rates: NodeRates, closures: Closures
+        self,
+        out: Publisher,
+        network: SimNetwork,
+        rng: random.Random,
+        rates: NodeRates,
+        closures: Closures,
+        returns: ReturnRates | None = None,
     ) -> None:
         self.out = out
         self.rng = rng
         self.rates = rates
         self.closures = closures
+        self.returns = returns or ReturnRates()
         self.kinds = {n.node_id: n.kind for n in network.nodes}
         self.open = {n.node_id: asyncio.Event() for n in network.nodes}
         for event in self.open.values():
             event.set()
         self.work: dict[str, _WorkInHand] = {}
+        #: Return work orders in hand, by id: the goods on their way, then being inspected.
+        self.coming_back: dict[str, asyncio.Task[None]] = {}
+        #: Those whose goods arrived: a void label no longer stops their inspection.
+        self.received: set[str] = set()
         self.shipped_units: Counter[tuple[str, str]] = Counter()
 
     async def handle(self, event_type: str, raw: dict[str, object]) -> None:
@@ -213,6 +239,16 @@ class NodeFleet:
                 return
             task = asyncio.create_task(self._work(wo))
             self.work[wo.work_order_id] = _WorkInHand(wo.node_id, task)
+        elif event_type == ReturnOrderReleased.event_type:
+            ro = ReturnOrderReleased.model_validate(raw)
+            if ro.return_order_id not in self.coming_back:  # else a redelivery
+                self.coming_back[ro.return_order_id] = asyncio.create_task(self._take_back(ro))
+        elif event_type == ReturnOrderCancelRequested.event_type:
+            # The label is void: goods not received yet never come (received ones stay received).
+            stop = ReturnOrderCancelRequested.model_validate(raw)
+            coming = self.coming_back.get(stop.return_order_id)
+            if coming is not None and stop.return_order_id not in self.received:
+                coming.cancel()
         elif event_type == WorkOrderCancelRequested.event_type:
             request = WorkOrderCancelRequested.model_validate(raw)
             hand = self.work.get(request.work_order_id)
@@ -254,6 +290,13 @@ class NodeFleet:
                         as_of=_now(),
                     )
                     await self.out.send(INVENTORY, adjustment, source=f"sim/wms/{wo.node_id}")
+
+    async def _take_back(self, ro: ReturnOrderReleased) -> None:
+        steps = return_steps(ro, self.rng, self.returns, self.rates.step_seconds)
+        for step in steps:
+            await asyncio.sleep(step.after_s)
+            await self.out.send(RETURN_EVENTS, _stamped(step.event), source=f"sim/wms/{ro.node_id}")
+            self.received.add(ro.return_order_id)
 
     async def close_stores(self, stop: asyncio.Event) -> None:
         """Now and then a store closes for a few seconds and opens again."""
@@ -323,9 +366,10 @@ async def run_nodes(
         try:
             await _consume(bootstrap, WORK_ORDERS, "sim.nodes", stop, fleet.handle, ready)
         finally:
-            for task in [*background, *(w.task for w in fleet.work.values())]:
+            tasks = [*background, *(w.task for w in fleet.work.values()), *fleet.coming_back.values()]
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(*background, *(w.task for w in fleet.work.values()), return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
         return out.sent
 
 
@@ -335,17 +379,29 @@ async def run_carriers(
     seed: int,
     rates: CarrierRates,
     stop: asyncio.Event,
+    returns: ReturnRates | None = None,
     ready: Callable[[], None] = lambda: None,
 ) -> Counter[str]:
+    """Track every shipment handed over until `stop`; the customers of delivered parcels send some back."""
     rng = random.Random(seed)
+    # Customers decide with their own draws, so the carriers' events stay those of the same seed.
+    customers = random.Random(seed + 1)
+    asked = returns or ReturnRates()
     tasks: set[asyncio.Task[None]] = set()
     seen: set[str] = set()
     async with Publisher(bootstrap, "sim/carrier") as out:
 
         async def track(shipped: WorkOrderShipped) -> None:
-            for step in shipment_steps(shipped, rng, rates, _now().date()):
+            steps = shipment_steps(shipped, rng, rates, _now().date())
+            for step in steps:
                 await asyncio.sleep(step.after_s)
                 await out.send(CARRIER_EVENTS, _stamped(step.event), source=f"sim/carrier/{shipped.carrier}")
+            if not isinstance(steps[-1].event, ShipmentDelivered):
+                return
+            request = return_request(shipped, customers, asked)
+            if request is not None:
+                await asyncio.sleep(customers.uniform(0.3, 1.0) * rates.step_seconds)
+                await out.send(RETURNS, _stamped(request, "authorised_at"), source="sim/oms/returns")
 
         async def handle(event_type: str, raw: dict[str, object]) -> None:
             if event_type != WorkOrderShipped.event_type:

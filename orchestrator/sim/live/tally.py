@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from orchestrator.contract.common import OrderState
+from orchestrator.contract.returns import TERMINAL_RETURN_STATES, ReturnState
 
 #: Order states in which a live order waits for nothing the simulation will send.
 RESTING_STATES = frozenset(
@@ -24,6 +25,10 @@ RESTING_STATES = frozenset(
         OrderState.NEEDS_ATTENTION,
     }
 )
+
+#: Return states in which a return waits for nothing the simulation will send (a person decides the
+#: ones that need attention).
+RESTING_RETURN_STATES = frozenset(s.value for s in (*TERMINAL_RETURN_STATES, ReturnState.NEEDS_ATTENTION))
 
 #: The headline of what happened to an order first: held by the OMS, or its first plan's shape.
 DECISION_KINDS = (
@@ -84,6 +89,9 @@ class LiveTally:
     states: dict[str, str] = field(default_factory=dict)
     #: Orders the OMS placed on hold: their wait for the OMS is not the orchestrator's latency.
     held: set[str] = field(default_factory=set)
+    #: The latest state of each return the OMS authorised, and the order it is of.
+    returns: dict[str, str] = field(default_factory=dict)
+    return_orders: dict[str, str] = field(default_factory=dict)
     created_ms: dict[str, int] = field(default_factory=dict)
     released_ms: dict[str, int] = field(default_factory=dict)
     #: (record time, kind) of arrivals and first releases, for the rates of the last seconds.
@@ -139,6 +147,9 @@ class LiveTally:
             self.repair_outcomes[f"{data['action']}:{'ok' if data['succeeded'] else 'failed'}"] += 1
         elif kind == "order.status_changed":
             self.states[order_id] = data["state"]
+        elif kind == "return.status_changed":
+            self.returns[data["return_id"]] = data["state"]
+            self.return_orders[data["return_id"]] = order_id
 
     def rate(self, kind: str, now_ms: int, window_s: float = 5.0) -> float:
         """`kind` ("received" or "released") per second over the last `window_s` seconds."""
@@ -156,8 +167,11 @@ class LiveTally:
         ]
 
     def unsettled(self) -> list[str]:
-        """Orders not yet in a resting state (nothing more to wait for)."""
-        return [o for o in self.created_ms if self.states.get(o) not in RESTING_STATES]
+        """Orders not yet in a resting state, or with a return still under way (nothing more to wait for)."""
+        returning = {
+            self.return_orders[r] for r, state in self.returns.items() if state not in RESTING_RETURN_STATES
+        }
+        return [o for o in self.created_ms if self.states.get(o) not in RESTING_STATES or o in returning]
 
     def summary(self) -> dict[str, Any]:
         latencies = self.latencies_ms()
@@ -172,6 +186,7 @@ class LiveTally:
             "exceptions": dict(self.exceptions),
             "repair_outcomes": dict(self.repair_outcomes),
             "final_states": dict(Counter(self.states.values())),
+            "returns": {"authorised": len(self.returns), "states": dict(Counter(self.returns.values()))},
             "latency_ms": {
                 "orders": len(latencies),
                 "p50": percentile(latencies, 50),
@@ -182,4 +197,11 @@ class LiveTally:
         }
 
 
-__all__ = ["DECISION_KINDS", "RESTING_STATES", "LiveTally", "decision_kind", "percentile"]
+__all__ = [
+    "DECISION_KINDS",
+    "RESTING_RETURN_STATES",
+    "RESTING_STATES",
+    "LiveTally",
+    "decision_kind",
+    "percentile",
+]

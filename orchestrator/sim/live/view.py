@@ -31,6 +31,12 @@ def _counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in sorted(counts.items()) if v) or "none"
 
 
+def _returns(returns: dict[str, Any]) -> str:
+    if not returns["authorised"]:
+        return "none"
+    return f"{returns['authorised']} authorised; now {_counts(returns['states'])}"
+
+
 def live_table(snapshot: dict[str, Any]) -> Group:
     """One frame: throughput, lag, decisions, exceptions and latency."""
     s = snapshot["summary"]
@@ -60,6 +66,7 @@ def live_table(snapshot: dict[str, Any]) -> Group:
         "; ".join(f"{kind}: {_counts(ends)}" for kind, ends in sorted(resolutions.items())) or "none",
     )
     body.add_row("order states", _counts(s["final_states"]))
+    body.add_row("returns", _returns(s["returns"]))
     latency = s["latency_ms"]
     body.add_row(
         "order → work order",
@@ -115,6 +122,7 @@ def summary_text(report: dict[str, Any]) -> str:
     lines += [
         "",
         f"Orders by state now: {_counts(s['final_states'])}",
+        f"Returns: {_returns(s['returns'])}",
         f"Order placed → first work order released: p50 {_ms(latency['p50'])}, p99 {_ms(latency['p99'])}"
         f" ({latency['orders']} orders)",
         f"Dead letters: {_counts(s['dead_letters'])}",
