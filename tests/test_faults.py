@@ -41,6 +41,11 @@ async def test_kills_restarts_and_a_closed_node_lose_and_double_nothing(tmp_path
     # Shipments consumed their reservations (the check is part of `problems`; here, that it had work).
     assert audit["lines_shipped"] > 0 and audit["shipped_still_reserved"] == 0, text
     assert audit["final_states"].get("delivered", 0) > 300, text
+    # Returns went through the same faults: each told once per step, at rest, restocked once.
+    assert audit["returns"] > 20 and audit["restocks"] > 0, text
+    assert audit["lost_returns"] == 0 and audit["unsettled_returns"] == 0, text
+    assert audit["duplicate_return_transitions"] == 0, text
+    assert audit["duplicate_return_work_orders"] == 0 and audit["duplicate_restocks"] == 0, text
     # Every fault went in and everything it hit came back.
     assert [f for f in report["faults"] if f["error"] or f["back_s"] is None] == [], text
     assert report["stages_killed"] == sorted(ORDER_STAGES), text

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.faults.audit import RunFacts, StatusSeen, WorkOrderSeen, audit
+from orchestrator.faults.audit import ReturnStatusSeen, RunFacts, StatusSeen, WorkOrderSeen, audit
 from orchestrator.faults.commands import recovery_by_kind
 from orchestrator.faults.driver import RunServers
 from orchestrator.faults.plan import FaultBudget, FaultKind, fault_schedule
@@ -123,6 +123,15 @@ def _clean_facts() -> RunFacts:
         ledger=[("DC-1", "SKU-1", 5, 0, 3, 3)],
         reservation_ids=frozenset({"S-1-L1", "S-2-L1"}),
         exception_cases=[("E-1", "resolved"), ("E-2", "in_review")],
+        return_statuses=[
+            ReturnStatusSeen("RMA-1", 1, "authorised", None),
+            ReturnStatusSeen("RMA-1", 2, "awaiting_return", "authorised"),
+            ReturnStatusSeen("RMA-1", 3, "completed", "awaiting_return"),
+        ],
+        return_requests=["RMA-1"],
+        return_work_orders=["RO-RMA-1"],
+        # Another run's restock of the same return work order id is not this run's to count.
+        restocks=[("RO-RMA-1", "DC-1", "SKU-1", 1), ("RO-RMA-OTHER", "DC-1", "SKU-1", 1)],
     )
 
 
@@ -131,6 +140,7 @@ def test_a_clean_run_has_no_problems() -> None:
     assert result.problems == []
     assert result.orders == 2 and result.work_orders == 2 and result.status_transitions == 3
     assert result.final_states == {"delivered": 1, "back_ordered": 1}
+    assert (result.returns, result.restocks, result.return_final_states) == (1, 1, {"completed": 1})
 
 
 def test_the_audit_finds_each_broken_guarantee() -> None:
@@ -152,6 +162,15 @@ def test_the_audit_finds_each_broken_guarantee() -> None:
     # S-2 left in full yet its reservation is still held; S-1 left short and still holds the rest.
     facts.shipped_lines += [("S-2", "L1", 1), ("S-1", "L1", 1)]
     facts.active_reservation_ids |= {"S-1-L1"}
+    # A return told the same transition twice, one still under way, its work order and restock doubled.
+    facts.return_statuses += [
+        ReturnStatusSeen("RMA-1", 3, "completed", "awaiting_return"),
+        ReturnStatusSeen("RMA-2", 1, "authorised", None),
+        ReturnStatusSeen("RMA-2", 2, "received", "authorised"),
+    ]
+    facts.return_work_orders += ["RO-RMA-1", "RO-RMA-2"]
+    facts.return_requests += ["RMA-2", "RMA-3"]  # RMA-3 never told: lost
+    facts.restocks.append(("RO-RMA-1", "DC-1", "SKU-1", 1))
     result = audit(facts)
     assert result.lost_orders == ["LIVE-x-3"]
     assert result.unsettled_orders == ["LIVE-x-4"]
@@ -163,7 +182,12 @@ def test_the_audit_finds_each_broken_guarantee() -> None:
     assert result.unreserved_work_order_lines == ["WO-7/L1"]
     assert result.open_exceptions == ["E-3"]
     assert result.shipped_still_reserved == ["S-1-L1", "S-2-L1"]
-    assert len(result.problems) == 9
+    assert result.duplicate_return_transitions == ["RMA-1#3"]
+    assert result.unsettled_returns == ["RMA-2"]
+    assert result.lost_returns == ["RMA-3"]
+    assert result.duplicate_return_work_orders == ["RO-RMA-1 x2"]
+    assert result.duplicate_restocks == ["RO-RMA-1 SKU-1 at DC-1 x2"]
+    assert len(result.problems) == 14
 
 
 def test_recovery_is_summarised_per_kind_of_fault() -> None:

@@ -331,6 +331,8 @@ def test_the_tally_follows_each_return_and_keeps_its_order_unsettled_until_it_re
     tally.add("oms.status.v1", "order.status_changed.v1", 2_000, {"order_id": order, "state": "delivered"})
     assert tally.unsettled() == []
     status = "return.status_changed.v1"
+    tally.add("oms.returns.v1", "return.authorised.v1", 2_400, {"order_id": order, "return_id": "RMA-1"})
+    assert tally.unsettled() == [order], "asked for: under way before the orchestrator says a word"
     tally.add(
         "oms.status.v1", status, 2_500, {"order_id": order, "return_id": "RMA-1", "state": "authorised"}
     )

@@ -19,8 +19,14 @@ from tests.test_sourcing import pure_sourcing, run, scenarios
 EXTENSION = native._extension_suffix()
 
 
+@functools.cache
+def _sourcing_state() -> str:
+    # Hashing the package's sources takes milliseconds; the property tests below ask thousands of times.
+    return native.module_state("orchestrator.domain", "sourcing")
+
+
 def _compiled_or_skip() -> None:
-    state = native.module_state("orchestrator.domain", "sourcing")
+    state = _sourcing_state()
     if state != "compiled":
         pytest.skip(f"the compiled decision core is not in use here ({state})")
 

@@ -3,7 +3,7 @@
 A store can take goods back the moment the customer walks in, so its `return.received.v1` may
 reach returns before `return.authorised.v1` (another topic). returns parks it, commits its offset
 and goes on; the authorisation replays it; one never authorised is dead-lettered after the park
-limit. The limit here is 12 s: long enough for the replay test, short enough to watch one expire.
+limit. The limit here is 8 s: long enough for the replay test (about 2 s), short enough to watch one expire.
 The early-event wait is 30 s, so a partition held for it (as before parking) fails the first test.
 """
 
@@ -36,7 +36,7 @@ from tests.test_returns_e2e import (
 pytestmark = [pytest.mark.integration, pytest.mark.pollutes_dead_letters]
 __all__ = ["pipeline"]
 
-PARK_LIMIT_S = 12
+PARK_LIMIT_S = 8
 PIPELINE_ENV = {
     "ORCHESTRATOR_RETURNS_PARK_LIMIT_S": str(PARK_LIMIT_S),
     "ORCHESTRATOR_EARLY_EVENT_WAIT_S": "30",
@@ -156,6 +156,6 @@ async def test_a_node_event_for_a_return_never_authorised_is_dead_lettered_after
     assert letter["dlq_category"] == "unknown_return"
     reason = letter["dlq_reason"]
     assert reason.startswith(f"unknown return {never} of order {o.order_id}: it was never authorised"), reason
-    assert f"(park limit 0:00:{PARK_LIMIT_S})" in reason, reason
+    assert f"(park limit 0:00:{PARK_LIMIT_S:02d})" in reason, reason
     assert await parked_rows(pipeline, never) == []
     assert never not in pipeline.out.returns, "nothing published for a return that does not exist"

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -19,12 +20,14 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from orchestrator.contract.common import OrderState
 from orchestrator.runtime.kafka_client import client_kwargs
 from orchestrator.sim.live.observer import decode_record
-from orchestrator.sim.live.tally import RESTING_STATES
+from orchestrator.sim.live.tally import RESTING_RETURN_STATES, RESTING_STATES
 
 ORDERS = "oms.orders.v1"
 WORK_ORDERS = "wms.work-orders.v1"
 STATUS = "oms.status.v1"
 NODE_EVENTS = "wms.events.v1"
+INVENTORY = "inventory.updates.v1"
+RETURNS = "oms.returns.v1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +43,14 @@ class WorkOrderSeen:
 @dataclass(frozen=True, slots=True)
 class StatusSeen:
     order_id: str
+    sequence: int
+    state: str
+    previous_state: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReturnStatusSeen:
+    return_id: str
     sequence: int
     state: str
     previous_state: str | None
@@ -67,6 +78,14 @@ class RunFacts:
     shipped_lines: list[tuple[str, str, int]] = field(default_factory=list)
     #: Exception cases of the run's orders: (exception id, state).
     exception_cases: list[tuple[str, str]] = field(default_factory=list)
+    #: Every status of a return of the run's orders the OMS was told.
+    return_statuses: list[ReturnStatusSeen] = field(default_factory=list)
+    #: The id of every return the OMS authorised.
+    return_requests: list[str] = field(default_factory=list)
+    #: The id of every return work order released.
+    return_work_orders: list[str] = field(default_factory=list)
+    #: (return work order, node, sku, units) of every restock of returned goods (any run's).
+    restocks: list[tuple[str, str, str, int]] = field(default_factory=list)
 
 
 @dataclass
@@ -94,6 +113,15 @@ class Audit:
     open_exceptions: list[str]
     dead_letters: dict[str, int]
     dead_letter_reasons: list[str]
+    #: Returns the OMS authorised, their status transitions, return work orders and restocks.
+    returns: int = 0
+    lost_returns: list[str] = field(default_factory=list)
+    return_final_states: dict[str, int] = field(default_factory=dict)
+    unsettled_returns: list[str] = field(default_factory=list)
+    duplicate_return_transitions: list[str] = field(default_factory=list)
+    duplicate_return_work_orders: list[str] = field(default_factory=list)
+    restocks: int = 0
+    duplicate_restocks: list[str] = field(default_factory=list)
 
     @property
     def problems(self) -> list[str]:
@@ -109,6 +137,11 @@ class Audit:
             (self.unreserved_work_order_lines, "work-order line(s) released without a reservation"),
             (self.shipped_still_reserved, "reservation(s) still held by shipment(s) that left"),
             (self.open_exceptions, "exception(s) neither resolved nor in manual review"),
+            (self.lost_returns, "return(s) lost (authorised by the OMS, never a status)"),
+            (self.unsettled_returns, "return(s) neither finished nor visibly waiting"),
+            (self.duplicate_return_transitions, "duplicate return status transition(s)"),
+            (self.duplicate_return_work_orders, "duplicate return work order(s)"),
+            (self.duplicate_restocks, "return(s) restocked twice"),
         )
         for items, words in checks:
             if items:
@@ -138,21 +171,39 @@ class Audit:
             "open_exceptions": len(self.open_exceptions),
             "dead_letters": self.dead_letters,
             "dead_letter_reasons": self.dead_letter_reasons[:20],
+            "returns": self.returns,
+            "lost_returns": len(self.lost_returns),
+            "return_final_states": self.return_final_states,
+            "unsettled_returns": len(self.unsettled_returns),
+            "duplicate_return_transitions": len(self.duplicate_return_transitions),
+            "duplicate_return_work_orders": len(self.duplicate_return_work_orders),
+            "restocks": self.restocks,
+            "duplicate_restocks": len(self.duplicate_restocks),
             "problems": self.problems,
         }
 
 
-def audit(facts: RunFacts) -> Audit:
-    latest: dict[str, StatusSeen] = {}
+_Told = TypeVar("_Told", StatusSeen, ReturnStatusSeen)
+
+
+def _told(statuses: Sequence[_Told], subject: Callable[[_Told], str]) -> tuple[dict[str, _Told], list[str]]:
+    """The latest status of each subject (an order, a return), and the transitions told twice: a
+    (subject, sequence) more than once, or a state following itself."""
+    latest: dict[str, _Told] = {}
     per_key: Counter[tuple[str, int]] = Counter()
-    repeated_state: list[str] = []
-    for s in facts.statuses:
-        per_key[(s.order_id, s.sequence)] += 1
+    repeated: list[str] = []
+    for s in statuses:
+        key = subject(s)
+        per_key[(key, s.sequence)] += 1
         if s.previous_state == s.state:
-            repeated_state.append(f"{s.order_id}#{s.sequence} {s.state}->{s.state}")
-        if s.order_id not in latest or s.sequence > latest[s.order_id].sequence:
-            latest[s.order_id] = s
-    duplicate_transitions = [f"{o}#{n}" for (o, n), c in sorted(per_key.items()) if c > 1] + repeated_state
+            repeated.append(f"{key}#{s.sequence} {s.state}->{s.state}")
+        if key not in latest or s.sequence > latest[key].sequence:
+            latest[key] = s
+    return latest, [f"{k}#{n}" for (k, n), c in sorted(per_key.items()) if c > 1] + repeated
+
+
+def audit(facts: RunFacts) -> Audit:
+    latest, duplicate_transitions = _told(facts.statuses, lambda s: s.order_id)
 
     created = list(dict.fromkeys(facts.created))
     lost = [o for o in created if o not in latest]
@@ -210,6 +261,7 @@ def audit(facts: RunFacts) -> Audit:
             oversold_units += beyond
             oversold_rows.append(f"{node}/{sku} reserved {reserved} > on hand {on_hand}")
 
+    returns = audit_returns(facts)
     exceptions = Counter(state for _, state in facts.exception_cases)
     open_exceptions = [eid for eid, state in facts.exception_cases if state not in ("resolved", "in_review")]
     dead = Counter(topic for topic, _ in facts.dead_letters)
@@ -234,7 +286,31 @@ def audit(facts: RunFacts) -> Audit:
         open_exceptions=open_exceptions,
         dead_letters=dict(dead),
         dead_letter_reasons=[f"{t}: {r}" for t, r in facts.dead_letters],
+        **returns,
     )
+
+
+def audit_returns(facts: RunFacts) -> dict[str, Any]:
+    """The returns' share of the audit: every return told once per transition and at rest, one return
+    work order each, and its goods restocked once."""
+    latest, duplicate_transitions = _told(facts.return_statuses, lambda s: s.return_id)
+    ours = set(facts.return_work_orders)
+    restocks = [(ro, node, sku) for ro, node, sku, _ in facts.restocks if ro in ours]
+    restocked = Counter(restocks)
+    return {
+        "returns": len(latest),
+        "lost_returns": sorted(set(facts.return_requests) - set(latest)),
+        "return_final_states": dict(Counter(s.state for s in latest.values())),
+        "unsettled_returns": sorted(r for r, s in latest.items() if s.state not in RESTING_RETURN_STATES),
+        "duplicate_return_transitions": duplicate_transitions,
+        "duplicate_return_work_orders": [
+            f"{ro} x{c}" for ro, c in sorted(Counter(facts.return_work_orders).items()) if c > 1
+        ],
+        "restocks": len(restocks),
+        "duplicate_restocks": [
+            f"{ro} {sku} at {node} x{c}" for (ro, node, sku), c in sorted(restocked.items()) if c > 1
+        ],
+    }
 
 
 # --------------------------------------------------------------------------- collecting
@@ -286,6 +362,10 @@ async def collect_facts(
     for topic, event_type, data, reason in await _read_topics(bootstrap, start):
         if topic.endswith(".dlq"):
             facts.dead_letters.append((topic, f"{event_type} {reason}".strip()))
+        elif topic == INVENTORY:
+            # A restock names its return work order, not an order: the audit keeps the run's.
+            if data.get("reason") == "return":
+                facts.restocks.append((data["reference"], data["node_id"], data["sku"], int(data["change"])))
         elif not ours(data.get("order_id")):
             continue
         elif topic == ORDERS and event_type.startswith("order.created."):
@@ -309,6 +389,19 @@ async def collect_facts(
             facts.shipped_lines.extend(
                 (data["shipment_id"], ln["line_id"], int(ln["quantity"])) for ln in data["lines"]
             )
+        elif topic == STATUS and event_type.startswith("return.status_changed."):
+            facts.return_statuses.append(
+                ReturnStatusSeen(
+                    return_id=data["return_id"],
+                    sequence=int(data["sequence"]),
+                    state=data["state"],
+                    previous_state=data.get("previous_state"),
+                )
+            )
+        elif topic == RETURNS and event_type.startswith("return.authorised."):
+            facts.return_requests.append(data["return_id"])
+        elif topic == WORK_ORDERS and event_type.startswith("returnorder.released."):
+            facts.return_work_orders.append(data["return_order_id"])
         elif topic == STATUS and event_type.startswith("order.status_changed."):
             facts.statuses.append(
                 StatusSeen(
@@ -349,4 +442,13 @@ async def collect_facts(
     return facts
 
 
-__all__ = ["Audit", "RunFacts", "StatusSeen", "WorkOrderSeen", "audit", "collect_facts"]
+__all__ = [
+    "Audit",
+    "ReturnStatusSeen",
+    "RunFacts",
+    "StatusSeen",
+    "WorkOrderSeen",
+    "audit",
+    "audit_returns",
+    "collect_facts",
+]

@@ -128,9 +128,17 @@ def report_text(report: dict[str, Any]) -> str:
         f"| reservations still held by shipments that left | {a['shipped_still_reserved']} "
         f"of {a['lines_shipped']} lines shipped |",
         f"| exceptions (resolved / in review / open) | {_exceptions(a['exceptions'])} |",
+        f"| returns authorised | {a['returns']} |",
+        f"| returns lost | {a['lost_returns']} |",
+        f"| returns neither finished nor visibly waiting | {a['unsettled_returns']} |",
+        f"| duplicate return status transitions | {a['duplicate_return_transitions']} |",
+        f"| duplicate return work orders | {a['duplicate_return_work_orders']} |",
+        f"| returns restocked twice | {a['duplicate_restocks']} of {a['restocks']} restocks |",
         f"| dead letters | {sum(a['dead_letters'].values())} |",
         "",
         "final states: " + ", ".join(f"{k} {v}" for k, v in sorted(a["final_states"].items())),
+        "returns' final states: "
+        + ", ".join(f"{k} {v}" for k, v in sorted(a["return_final_states"].items())),
     ]
     if a["dead_letter_reasons"]:
         lines.append("dead letters: " + "; ".join(a["dead_letter_reasons"][:5]))

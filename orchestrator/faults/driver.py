@@ -32,7 +32,7 @@ from aiokafka.errors import KafkaError
 from orchestrator.contract.common import NodeKind
 from orchestrator.contract.network import NodeStatusChanged
 from orchestrator.db.migrate import migrate
-from orchestrator.faults.audit import Audit, audit, collect_facts
+from orchestrator.faults.audit import INVENTORY, Audit, audit, collect_facts
 from orchestrator.faults.plan import Fault, FaultBudget, FaultKind, fault_schedule
 from orchestrator.infra import LocalKafka, LocalPostgres
 from orchestrator.infra.ports import free_ports
@@ -256,9 +256,9 @@ async def _run(
         traffic=TrafficShape(rate=options.rate, flash_sale_every_s=0),
         nodes=NodeRates(),
         carriers=CarrierRates(),
-        # No returns: the audit follows each order's work orders, and an exchange's replacement adds
-        # work orders to an order it saw delivered, which it does not model yet.
-        returns=ReturnRates(returned=0.0),
+        # Returns on, more of them than make run's: the returns stage is killed too, and the audit
+        # counts each return's statuses, return work orders and restocks.
+        returns=ReturnRates(returned=0.15),
         # Store power cuts stay on: the outside world misbehaves while the orchestrator's processes die.
         closures=Closures(),
         run_id=options.run_id,
@@ -271,7 +271,8 @@ async def _run(
         "DATABASE_URL": database_url,
         "ORCHESTRATOR_STATE_DIR": str(log_dir.parent),
     }
-    start = await end_offsets(bootstrap, watched_topics(load_catalog()))
+    # The stock changes too: the audit counts the restocks of returns.
+    start = await end_offsets(bootstrap, [*watched_topics(load_catalog()), INVENTORY])
     started_at = datetime.now(UTC)
     await publish_network(bootstrap, network)
     fleet = StageFleet(options.instances, env, log_dir, avoid=servers.ports)

@@ -30,6 +30,7 @@ WATCHED = (
     "carrier.events.v1",
     "orchestrator.exceptions.v1",
     "oms.status.v1",
+    "oms.returns.v1",
 )
 
 

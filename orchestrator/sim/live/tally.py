@@ -89,7 +89,8 @@ class LiveTally:
     states: dict[str, str] = field(default_factory=dict)
     #: Orders the OMS placed on hold: their wait for the OMS is not the orchestrator's latency.
     held: set[str] = field(default_factory=set)
-    #: The latest state of each return the OMS authorised, and the order it is of.
+    #: The latest state of each return the OMS authorised ("requested" until the orchestrator tells
+    #: one), and the order it is of.
     returns: dict[str, str] = field(default_factory=dict)
     return_orders: dict[str, str] = field(default_factory=dict)
     created_ms: dict[str, int] = field(default_factory=dict)
@@ -147,6 +148,10 @@ class LiveTally:
             self.repair_outcomes[f"{data['action']}:{'ok' if data['succeeded'] else 'failed'}"] += 1
         elif kind == "order.status_changed":
             self.states[order_id] = data["state"]
+        elif kind == "return.authorised" and topic == "oms.returns.v1":
+            # Asked for: under way until the orchestrator tells its first state (kept if it already has).
+            self.returns.setdefault(data["return_id"], "requested")
+            self.return_orders[data["return_id"]] = order_id
         elif kind == "return.status_changed":
             self.returns[data["return_id"]] = data["state"]
             self.return_orders[data["return_id"]] = order_id
