@@ -296,6 +296,11 @@ def test_customers_return_one_unit_of_an_order_line_at_their_rate_and_never_a_re
     # Only the replacement's units in the parcel: nothing of the order to send back.
     assert return_request(_delivered([("RMA-X.1", 1)]), rng, ReturnRates(returned=1)) is None
     assert return_request(parcel, rng, ReturnRates(returned=0)) is None
+    # A line comes back once, even when it arrived twice (a node that shipped work it was asked to drop).
+    taken = {(parcel.order_id, "1"), (parcel.order_id, "2")}
+    assert return_request(parcel, rng, ReturnRates(returned=1), taken) is None
+    [again] = [return_request(parcel, rng, ReturnRates(returned=1), {(parcel.order_id, "1")})]
+    assert again is not None and [x.line_id for x in again.lines] == ["2"]
 
 
 def test_a_collected_order_goes_back_to_its_store() -> None:

@@ -6,6 +6,7 @@ the processes in `processes` play the steps out in time.
 from __future__ import annotations
 
 import random
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
@@ -233,17 +234,26 @@ _REASONS = (
 
 
 def return_request(
-    shipped: WorkOrderShipped, rng: random.Random, rates: ReturnRates
+    shipped: WorkOrderShipped,
+    rng: random.Random,
+    rates: ReturnRates,
+    returned: Collection[tuple[str, str]] = (),
 ) -> ReturnAuthorised | None:
     """What the customer of a delivered shipment asks the OMS to take back, if anything: one unit of
     one of its order lines, with a refund, store credit or the same SKU again.
 
     Units of a replacement (their line ids name the return, `RMA-….1`) are not the order's lines:
-    they are never sent back. A collect-in-store order comes back to its store.
+    they are never sent back, and neither is a line with a return already (`returned`: (order id,
+    line id)): an OMS authorises no more than was ordered, even of a line that arrived twice. A
+    collect-in-store order comes back to its store.
     """
     if rng.random() >= rates.returned:
         return None
-    lines = [line for line in shipped.lines if "." not in line.line_id]
+    lines = [
+        line
+        for line in shipped.lines
+        if "." not in line.line_id and (shipped.order_id, line.line_id) not in returned
+    ]
     if not lines:
         return None
     line = rng.choice(lines)

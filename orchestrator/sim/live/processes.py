@@ -387,6 +387,7 @@ async def run_carriers(
     # Customers decide with their own draws, so the carriers' events stay those of the same seed.
     customers = random.Random(seed + 1)
     asked = returns or ReturnRates()
+    returned: set[tuple[str, str]] = set()
     tasks: set[asyncio.Task[None]] = set()
     seen: set[str] = set()
     async with Publisher(bootstrap, "sim/carrier") as out:
@@ -398,8 +399,9 @@ async def run_carriers(
                 await out.send(CARRIER_EVENTS, _stamped(step.event), source=f"sim/carrier/{shipped.carrier}")
             if not isinstance(steps[-1].event, ShipmentDelivered):
                 return
-            request = return_request(shipped, customers, asked)
+            request = return_request(shipped, customers, asked, returned)
             if request is not None:
+                returned.update((request.order_id, line.line_id) for line in request.lines)
                 await asyncio.sleep(customers.uniform(0.3, 1.0) * rates.step_seconds)
                 await out.send(RETURNS, _stamped(request, "authorised_at"), source="sim/oms/returns")
 
