@@ -589,6 +589,13 @@ def test_a_replacement_nobody_can_ship_needs_attention() -> None:
     )
     got = receive(to_credit.case, received(to_credit.case), order=ORDER, policy=policy(), now=NOW)
     assert states(got) == ["received", "credited"]
+    # Left as it is, the goods still come back; once inspected, it needs a person again: nothing
+    # more comes on its own (the fault run found returns resting at "inspected" for good).
+    back = receive(out.case, received(out.case), order=ORDER, policy=policy(), now=NOW)
+    assert states(back) == ["received"]
+    done = inspect(back.case, inspected(back.case), order=ORDER, policy=policy(), now=NOW)
+    assert states(done) == ["inspected", "needs_attention"]
+    assert "replacement cannot ship" in of(done, ReturnStatusChanged)[-1].reasons[0].message
 
 
 def test_stale_and_foreign_outcomes_change_nothing() -> None:

@@ -409,6 +409,19 @@ def _complete_if_done(b: _Builder) -> None:
         settled = case.settled is not None
     if goods_done and settled:
         b.publish(ReturnState.COMPLETED)
+    elif (
+        goods_done
+        and case.replacement is ReplacementLeg.FAILED
+        and case.state is not ReturnState.NEEDS_ATTENTION
+    ):
+        # The goods are dealt with, the customer is not: nothing more comes on its own.
+        b.publish(
+            ReturnState.NEEDS_ATTENTION,
+            _reason(
+                "replacement_failed",
+                "the goods are back, but the replacement cannot ship: change the resolution or cancel",
+            ),
+        )
 
 
 # ---------------------------------------------------------------------------
