@@ -401,8 +401,9 @@ async def run_carriers(
                 return
             request = return_request(shipped, customers, asked, returned)
             if request is not None:
+                # Asked at once, right after the delivery: a run that ends once everything is quiet
+                # never stops between a delivery and the return it brings.
                 returned.update((request.order_id, line.line_id) for line in request.lines)
-                await asyncio.sleep(customers.uniform(0.3, 1.0) * rates.step_seconds)
                 await out.send(RETURNS, _stamped(request, "authorised_at"), source="sim/oms/returns")
 
         async def handle(event_type: str, raw: dict[str, object]) -> None:
