@@ -258,6 +258,26 @@ def test_other_kinds_cancel_the_failing_work_order(kind: ExceptionKind) -> None:
     assert request.excluded_nodes == ("DC-A",)
 
 
+@pytest.mark.parametrize("kind", sorted(set(ExceptionKind) - {ExceptionKind.VALIDATION_FAILED}))
+def test_a_repair_of_work_the_node_was_asked_to_stop_is_dropped_if_it_ships_anyway(
+    kind: ExceptionKind,
+) -> None:
+    """Reserve drops such a repair when the failing shipment left after all (its lines would ship
+    twice); a repair of a parcel that went wrong, or of a short pick's missing units, must stand."""
+    repair = build_repair(exception(kind), A.REROUTE, order(), Limits(), work_order_lines=LINES)
+    stands = kind in (
+        ExceptionKind.SHORT_PICK,
+        ExceptionKind.NO_CARRIER_SCAN,
+        ExceptionKind.CARRIER_DELAY,
+        ExceptionKind.CARRIER_EXCEPTION,
+        ExceptionKind.LOST_PARCEL,
+    )
+    assert repair.dropped_if_shipped is not stands
+
+
+LINES = [SkuLine(line_id="2", sku="SKU-MUG-SET4", quantity=1)]
+
+
 def test_split_asks_the_same_as_reroute_under_its_own_name() -> None:
     exc = exception(ExceptionKind.NODE_CANCELLED)
     reroute = build_repair(exc, A.REROUTE, order(), Limits())

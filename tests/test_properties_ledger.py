@@ -414,8 +414,11 @@ class LedgerMachine(RuleBasedStateMachine):
         superseded and must hold nothing new.
         """
         live = sorted({h.shipment_id for h in self.model.held.values() if h.active})
-        late = not live or data.draw(st.integers(0, 3), label="late") == 0
-        shipment_id = data.draw(st.sampled_from(sorted(self.shipments) if late else live), label="replaces")
+        # Shipments that left are drawn on purpose: whether their repair stands depends on its kind.
+        left = sorted({h.shipment_id for h in self.model.held.values() if h.consumed > 0})
+        pool = data.draw(st.sampled_from(("live", "left", "any")), label="pool")
+        chosen = {"live": live, "left": left}.get(pool) or sorted(self.shipments)
+        shipment_id = data.draw(st.sampled_from(chosen), label="replaces")
         old = self.shipments[shipment_id]
         picked = data.draw(st.lists(st.sampled_from(old.lines), min_size=1, unique=True), label="lines")
         lines = tuple(
@@ -425,6 +428,7 @@ class LedgerMachine(RuleBasedStateMachine):
         node = data.draw(st.sampled_from(NODES), label="node")
         placed = data.draw(st.integers(0, 3), label="placed") > 0
         cancel = data.draw(st.booleans(), label="cancel_replaced")
+        dropped = data.draw(st.booleans(), label="dropped_if_shipped")
         o = self.by_id[old.order_id]
         stale = o.sequence >= 2 and data.draw(st.integers(0, 3), label="stale") == 0
         sequence = o.sequence - 1 if stale else max(o.sequence, 1)
@@ -434,20 +438,25 @@ class LedgerMachine(RuleBasedStateMachine):
             lines=lines,
             replaces_shipment_id=shipment_id,
             cancel_replaced=cancel,
+            dropped_if_shipped=dropped,
         )
         short = {v: k for k, v in ((s, self.name(s)) for s in SKUS)}
         spec = [(node, [(x.line_id, short[x.sku], x.quantity) for x in lines])] if placed else []
         plan = self.plan(old.order_id, sequence, spec, repair=repair)
         emitted = self.handle(PLANS, plan)
-        # A shipment that left still stands (a lost parcel is sent again); one given back does not.
-        holds = any(
-            h.shipment_id == shipment_id and (h.active or h.consumed > 0) for h in self.model.held.values()
-        )
-        if o.cancelled or stale or not holds:
+        # A shipment that left still stands (a lost parcel is sent again) unless the repair replaces
+        # work the node was asked to stop; one given back does not.
+        shipped = shipment_id in left
+        holds = shipped or shipment_id in live
+        if o.cancelled or stale or not holds or (shipped and dropped):
             # It reserves nothing; it closes the exception that asked for it.
             assert _only_outcome(emitted), "a superseded repair reserves nothing"
             self.seen["repair: superseded"] += 1
+            if shipped and dropped and not (o.cancelled or stale):
+                self.seen["repair: of a shipment that left"] += 1  # dropped: the node shipped anyway
             return
+        if shipped:
+            self.seen["repair: of a shipment that left"] += 1  # stands: the parcel is sent again
         after = self.model.copy()
         fitted = after.take(plan)
         if fitted:
@@ -622,6 +631,7 @@ def test_no_sequence_of_ledger_operations_oversells(pg: Pg) -> None:
         "plan: lost",
         "repair: reserved",
         "repair: superseded",
+        "repair: of a shipment that left",
         "ship: consumed",
         "ship: short, rest given back",
         "ship: nothing held",
@@ -663,6 +673,66 @@ def test_a_repair_of_a_plan_an_amendment_replaced_holds_nothing_twice(pg: Pg) ->
         assert [(r["node_id"], r["quantity"]) for r in held] == [(m.name("N1"), 2)]
     finally:
         m.teardown()
+
+
+def test_a_node_that_ships_work_it_was_asked_to_stop_is_not_repaired_twice(pg: Pg) -> None:
+    """The case the fault run found: a node closed with a one-unit line in hand, the reroute found no
+    stock and back-ordered the line, the node shipped anyway before reserve heard of the repair, and
+    the line shipped a second time when stock came. Such a repair is dropped now; a lost parcel's,
+    which must be sent again, still stands."""
+    LedgerMachine.pg = pg
+    m = LedgerMachine()
+    try:
+        m.snapshot("N0", "S0", 2, 0)  # a unit for each order; none left after they ship
+        outcomes: dict[bool, list[Emitted]] = {}
+        orders: dict[bool, str] = {}
+        for dropped in (True, False):
+            order_id = orders[dropped] = m.new_order(f"O{int(dropped)}")
+            first = m.plan(order_id, 1, [("N0", [("L1", "S0", 1)])])
+            m.handle(PLANS, first)
+            old = first.shipments[0]
+            m.handle(WMS_EVENTS, _shipped(order_id, old.shipment_id, m.name("N0"), old.lines))
+            repair = Repair(
+                exception_id=f"{order_id}:x",
+                action="reroute",
+                lines=old.lines,
+                replaces_work_order_id=f"WO-{old.shipment_id}",
+                replaces_shipment_id=old.shipment_id,
+                cancel_replaced=True,
+                dropped_if_shipped=dropped,  # node_closed: True; lost_parcel: False
+            )
+            backordered = m.plan(order_id, 1, [], repair=repair, outcome="backorder", backordered=old.lines)
+            outcomes[dropped] = m.handle(PLANS, backordered)
+        assert _only_outcome(outcomes[True]), "the repair of work that shipped anyway is not needed"
+        said = outcomes[True][0].envelope.data
+        assert isinstance(said, RepairOutcome) and "left the node after all" in said.detail
+        assert not _only_outcome(outcomes[False]), "a lost parcel's repair still stands"
+        waiting = pg.run(
+            pg.conn.fetch(
+                "SELECT order_id, quantity FROM reserve_waiting WHERE sku = $1 AND state = 'waiting'",
+                m.name("S0"),
+            )
+        )
+        assert [(r["order_id"], r["quantity"]) for r in waiting] == [(orders[False], 1)], (
+            "only the lost parcel's line waits for stock to ship again"
+        )
+    finally:
+        m.teardown()
+
+
+def _shipped(order_id: str, shipment_id: str, node_id: str, lines: tuple[SkuLine, ...]) -> WorkOrderShipped:
+    return WorkOrderShipped(
+        work_order_id=f"WO-{shipment_id}",
+        order_id=order_id,
+        node_id=node_id,
+        occurred_at=AS_OF + timedelta(minutes=5),
+        shipment_id=shipment_id,
+        carrier="rm",
+        service_id="rm-48",
+        tracking_number=f"T-{shipment_id}",
+        packages=(Package(package_id=f"P-{shipment_id}"),),
+        lines=lines,
+    )
 
 
 # ------------------------------------------------------------------------------------------ concurrency

@@ -74,6 +74,14 @@ class Repair(ContractModel):
     replaces_work_order_id: Identifier | None = Field(default=None, description="The failing work order.")
     replaces_shipment_id: Identifier | None = Field(default=None, description="Its shipment.")
     cancel_replaced: bool = Field(description="True: ask the node to cancel the failing work order.")
+    dropped_if_shipped: bool = Field(
+        default=False,
+        description="True: needed only while the failing shipment has not left. The node was asked to stop"
+        " it (it refused, cancelled or closed, did not acknowledge, missed its cut-off); if it ships anyway"
+        " before the repair is reserved, its lines are on their way and the repair is dropped. False: the"
+        " repair stands after the shipment left (a lost or late parcel is sent again; a short pick's"
+        " missing units are still missing).",
+    )
     only_nodes: tuple[Identifier, ...] = Field(default=(), description="Plan only at these nodes (re-book).")
     min_service_level: ServiceLevel | None = Field(default=None, description="At least this fast.")
     max_extra_cost: float | None = Field(default=None, description="The repair may cost at most this.")

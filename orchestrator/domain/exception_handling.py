@@ -42,6 +42,11 @@ SHIPPED_KINDS: frozenset[ExceptionKind] = frozenset(
     }
 )
 
+#: Kinds whose repair still stands once the failing shipment has left: the parcel itself went wrong,
+#: or (a short pick) the units it lacks are missing whether it left or not. Every other kind's repair
+#: replaces work the node was asked to stop, so a shipment that leaves anyway makes it a second one.
+STANDS_AFTER_SHIPMENT: frozenset[ExceptionKind] = SHIPPED_KINDS | {ExceptionKind.SHORT_PICK}
+
 
 class NotApplicable(Exception):
     """The action cannot be tried for this exception (nothing to re-plan, already shipped...).
@@ -167,6 +172,7 @@ def build_repair(
         replaces_shipment_id=exception.shipment_id,
         # A short-picked work order still ships what was picked; every other failing one must stop.
         cancel_replaced=exception.kind is not ExceptionKind.SHORT_PICK,
+        dropped_if_shipped=exception.kind not in STANDS_AFTER_SHIPMENT,
         only_nodes=only_nodes,
         min_service_level=level,
         max_extra_cost=limits.max_extra_cost,
@@ -263,6 +269,7 @@ def exhausted_reason(kind: ExceptionKind, attempts: Sequence[Attempt]) -> str:
 __all__ = [
     "EXHAUSTED",
     "SHIPPED_KINDS",
+    "STANDS_AFTER_SHIPMENT",
     "Attempt",
     "NextAction",
     "NotApplicable",

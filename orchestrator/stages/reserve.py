@@ -550,13 +550,21 @@ async def superseded(conn: asyncpg.Connection, plan: PlanDecided, repair: Repair
         return "the order is cancelled"
     if row is not None and plan.sequence < row["sequence"]:
         return f"decided for order sequence {plan.sequence}, reserve has planned {row['sequence']} since"
-    # A shipment that left (its units consumed) still stands: a lost parcel is repaired from new stock.
-    if repair.replaces_shipment_id is not None and not await conn.fetchval(
-        "SELECT EXISTS (SELECT 1 FROM reserve_reservations WHERE shipment_id = $1"
-        " AND (status = 'active' OR consumed > 0))",
-        repair.replaces_shipment_id,
-    ):
-        return f"shipment {repair.replaces_shipment_id} holds nothing any more: a newer plan replaced it"
+    replaced = repair.replaces_shipment_id
+    if replaced is None:
+        return None
+    held = await conn.fetchrow(
+        "SELECT COALESCE(bool_or(status = 'active'), false) AS holds,"
+        " COALESCE(bool_or(consumed > 0), false) AS left_node"
+        " FROM reserve_reservations WHERE shipment_id = $1",
+        replaced,
+    )
+    if held["left_node"] and repair.dropped_if_shipped:
+        # The node shipped the work it was asked to stop: planned again, its lines would ship twice.
+        return f"shipment {replaced} left the node after all: its lines are on their way"
+    # A shipment that left otherwise still stands: a lost parcel is repaired from new stock.
+    if not (held["holds"] or held["left_node"]):
+        return f"shipment {replaced} holds nothing any more: a newer plan replaced it"
     return None
 
 
