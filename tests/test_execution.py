@@ -169,6 +169,36 @@ async def test_a_closed_node_with_open_work_is_re_routed(pipeline: Pipeline) -> 
     await pipeline.publish(ack(pipeline.out.released(o.order_id)[1]))
 
 
+async def test_a_closed_node_whose_work_no_one_can_take_is_asked_to_cancel_it_and_the_lines_wait(
+    pipeline: Pipeline,
+) -> None:
+    """The reroute finds no stock, so the playbook back-orders the lines. The closed node is still
+    asked to cancel its work order and its stock given back: it used to keep both, and a node that
+    shipped later sent the lines a second time when stock came for the back-order."""
+    n = ids("X3B")
+    closing, empty = n("DC-CLOSING"), n("DC-EMPTY")
+    sku = n("S")
+    await pipeline.setup_network(
+        node(closing, LONDON), node(empty, LEEDS), stock={(closing, sku): 2, (empty, sku): 0}
+    )
+    o = order(n("ORD"), [(sku, 2)])
+    await pipeline.publish(o)
+    [wo] = await released(pipeline, o.order_id)
+    await pipeline.publish(ack(wo))
+    await pipeline.publish(NodeStatusChanged(node_id=closing, open=False, reason="flood", changed_at=now()))
+    await pipeline.out.wait(lambda: bool(pipeline.out.cancel_requests(o.order_id)), "a cancel request")
+    [cancel] = pipeline.out.cancel_requests(o.order_id)
+    assert cancel["work_order_id"] == wo["work_order_id"]
+    assert len(pipeline.out.released(o.order_id)) == 1, "no other node had the stock"
+    rows = await pipeline.db.fetch("SELECT node_id, reserved FROM reserve_ledger WHERE sku = $1", sku)
+    assert {r["node_id"]: r["reserved"] for r in rows} == {closing: 0, empty: 0}
+    waiting = await pipeline.db.fetch(
+        "SELECT line_id, quantity FROM reserve_waiting WHERE order_id = $1", o.order_id
+    )
+    assert [(r["line_id"], r["quantity"]) for r in waiting] == [(o.lines[0].line_id, 2)]
+    await pipeline.out.final_state(o.order_id, "back_ordered")
+
+
 async def test_a_carrier_delay_past_the_promise_tells_the_customer_the_new_date(pipeline: Pipeline) -> None:
     n = ids("X4")
     dc = n("DC")

@@ -122,6 +122,8 @@ def _clean_facts() -> RunFacts:
         ],
         ledger=[("DC-1", "SKU-1", 5, 0, 3, 3)],
         reservation_ids=frozenset({"S-1-L1", "S-2-L1"}),
+        ordered_lines=[("LIVE-x-1", "L1", 2), ("LIVE-x-2", "L1", 1)],
+        shipment_orders={"S-1": "LIVE-x-1", "S-2": "LIVE-x-2"},
         exception_cases=[("E-1", "resolved"), ("E-2", "in_review")],
         return_statuses=[
             ReturnStatusSeen("RMA-1", 1, "authorised", None),
@@ -188,6 +190,30 @@ def test_the_audit_finds_each_broken_guarantee() -> None:
     assert result.duplicate_return_work_orders == ["RO-RMA-1 x2"]
     assert result.duplicate_restocks == ["RO-RMA-1 SKU-1 at DC-1 x2"]
     assert len(result.problems) == 14
+
+
+def test_a_line_shipped_twice_is_found_unless_it_was_lost_exchanged_or_raised() -> None:
+    facts = _clean_facts()
+    facts.ordered_lines += [("LIVE-x-3", "L1", 1), ("LIVE-x-3", "L2", 1), ("LIVE-x-3", "L2", 2)]
+    facts.shipment_orders |= {"S-3": "LIVE-x-3", "S-4": "LIVE-x-3", "S-5": "LIVE-x-3", "S-6": "LIVE-x-3"}
+    # L1: the closed node shipped anyway, and the back-ordered line shipped again when stock came.
+    facts.shipped_lines += [("S-3", "L1", 1), ("S-4", "L1", 1)]
+    result = audit(facts)
+    assert result.shipped_beyond_order == ["LIVE-x-3/L1 shipped 2 of 1"]
+    assert result.problems == [
+        "1 order line(s) shipped in more units than ordered: LIVE-x-3/L1 shipped 2 of 1"
+    ]
+    # Sent again because the first parcel was lost; L2 amended from 1 to 2 and shipped in two parts;
+    # one unit of it exchanged, its replacement a line of its own: none of it is doubled.
+    facts.resent_shipments.add("S-3")
+    facts.shipped_lines += [("S-5", "L2", 1), ("S-6", "L2", 1), ("S-6", "RMA-1.L2", 1)]
+    facts.exchanged_lines.append(("LIVE-x-3", "RMA-1.L2", 1))
+    assert audit(facts).shipped_beyond_order == []
+    facts.shipped_lines += [("S-4", "L1", 1), ("S-6", "RMA-1.L2", 1)]
+    assert audit(facts).shipped_beyond_order == [
+        "LIVE-x-3/L1 shipped 3 of 1 (+1 sent again or exchanged)",
+        "LIVE-x-3/RMA-1.L2 shipped 2 of 0 (+1 sent again or exchanged)",
+    ]
 
 
 def test_recovery_is_summarised_per_kind_of_fault() -> None:

@@ -18,6 +18,7 @@ from orchestrator.domain.exception_handling import (
     Attempt,
     NotApplicable,
     affected_lines,
+    backorder_repair,
     build_redecide,
     build_repair,
     exhausted_reason,
@@ -276,6 +277,21 @@ def test_a_repair_of_work_the_node_was_asked_to_stop_is_dropped_if_it_ships_anyw
 
 
 LINES = [SkuLine(line_id="2", sku="SKU-MUG-SET4", quantity=1)]
+
+
+@pytest.mark.parametrize("kind", [ExceptionKind.NODE_CLOSED, ExceptionKind.NOT_ACKNOWLEDGED])
+def test_a_back_order_of_work_the_node_was_asked_to_stop_names_that_work(kind: ExceptionKind) -> None:
+    repair = backorder_repair(exception(kind), tuple(LINES))
+    assert repair.action == "release_waiting" and repair.lines == tuple(LINES)
+    assert (repair.replaces_work_order_id, repair.replaces_shipment_id) == ("WO-1", "SH-1")
+    assert repair.cancel_replaced and repair.dropped_if_shipped
+
+
+@pytest.mark.parametrize("kind", [ExceptionKind.SHORT_PICK, ExceptionKind.LOST_PARCEL])
+def test_a_back_order_of_missing_or_lost_units_leaves_the_shipment_alone(kind: ExceptionKind) -> None:
+    repair = backorder_repair(exception(kind), tuple(LINES))
+    assert (repair.replaces_work_order_id, repair.replaces_shipment_id) == (None, None)
+    assert not repair.cancel_replaced and not repair.dropped_if_shipped
 
 
 def test_split_asks_the_same_as_reroute_under_its_own_name() -> None:

@@ -139,6 +139,22 @@ def test_a_repair_gives_back_what_the_replaced_shipment_held_for_its_lines() -> 
     assert ledger.node_load(NetworkView.empty(), T0) == {"N1": 1, "N2": 1}, "S1 still ships 3"
 
 
+def test_a_back_order_of_one_shipment_gives_back_that_shipment_only() -> None:
+    """A repair whose lines all wait for stock confirms nothing: reserve names the shipment it gave back."""
+    ledger = PromiseLedger()
+    ledger.apply(count("N1", "SKU-A", 10), T0)
+    ledger.apply(count("N2", "SKU-B", 4), T0)
+    ledger.apply(confirmed("O1", ("S1", "N1", [("1", "SKU-A", 3)]), ("S2", "N2", [("2", "SKU-B", 4)])), T0)
+    ledger.apply(
+        ReservationsReleased(
+            order_id="O1", plan_id=None, reason="backorder", cancel_order=False, shipment_ids=("S1",)
+        ),
+        T0,
+    )
+    assert ledger.stock({"SKU-A", "SKU-B"}) == {("N1", "SKU-A"): 10, ("N2", "SKU-B"): 0}
+    assert ledger.node_load(NetworkView.empty(), T0) == {"N2": 1}, "S2 still ships"
+
+
 def shipped(order_id: str, shipment_id: str, node_id: str, at: datetime, *lines: tuple[str, str, int]):
     return ReservationsConsumed(
         order_id=order_id,

@@ -233,6 +233,12 @@ class ReservationsReleased(EventPayload):
     plan_id: Identifier | None = Field(default=None, description="The plan whose reservations went back.")
     reason: Text = Field(description="Why.")
     cancel_order: bool = Field(description="True: the order is cancelled; cancel any released work.")
+    shipment_ids: tuple[Identifier, ...] = Field(
+        default=(),
+        description="Only these shipments were given back (a repair that moved or back-ordered their"
+        " lines without a new shipment to confirm): cancel their work orders. Empty: the plan's (or the"
+        " order's) every shipment.",
+    )
 
 
 class ReservationsConsumed(EventPayload):

@@ -27,6 +27,7 @@ from orchestrator.contract.status import (
     NotificationKind,
 )
 from orchestrator.domain.playbooks import Limits, PlaybookAction, Playbooks
+from orchestrator.domain.supply import RELEASE_WAITING
 
 #: What `next_action` returns when every action of the playbook has been tried and failed.
 EXHAUSTED: Final = "exhausted"
@@ -180,6 +181,25 @@ def build_repair(
     )
 
 
+def backorder_repair(exception: ExceptionRaised, lines: tuple[SkuLine, ...]) -> Repair:
+    """The Repair a back-order asks the order path for: the lines join their SKUs' queues.
+
+    Work the node was asked to stop (it refused, closed, ...) is named as a reroute names it: reserve
+    gives back what it holds, release asks the node to cancel it, and the back-order is dropped if
+    the node shipped it after all. A short pick's missing units and a parcel's lines wait on their own.
+    """
+    stops = exception.kind not in STANDS_AFTER_SHIPMENT and exception.shipment_id is not None
+    return Repair(
+        exception_id=exception.exception_id,
+        action=RELEASE_WAITING,
+        lines=lines,
+        replaces_work_order_id=exception.work_order_id if stops else None,
+        replaces_shipment_id=exception.shipment_id if stops else None,
+        cancel_replaced=stops,
+        dropped_if_shipped=stops,
+    )
+
+
 def build_redecide(
     exception: ExceptionRaised,
     action: PlaybookAction,
@@ -274,6 +294,7 @@ __all__ = [
     "NextAction",
     "NotApplicable",
     "affected_lines",
+    "backorder_repair",
     "build_redecide",
     "build_repair",
     "describe_lines",

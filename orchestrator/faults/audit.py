@@ -18,6 +18,8 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from orchestrator.contract.common import OrderState
+from orchestrator.contract.status import ExceptionKind
+from orchestrator.domain.exception_handling import SHIPPED_KINDS
 from orchestrator.runtime.kafka_client import client_kwargs
 from orchestrator.sim.live.observer import decode_record
 from orchestrator.sim.live.tally import RESTING_RETURN_STATES, RESTING_STATES
@@ -28,6 +30,7 @@ STATUS = "oms.status.v1"
 NODE_EVENTS = "wms.events.v1"
 INVENTORY = "inventory.updates.v1"
 RETURNS = "oms.returns.v1"
+EXCEPTIONS = "orchestrator.exceptions.v1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +79,14 @@ class RunFacts:
     short_picks: list[tuple[str, str, str, int]] = field(default_factory=list)
     #: (shipment, line, units) of every shipment a node reported leaving.
     shipped_lines: list[tuple[str, str, int]] = field(default_factory=list)
+    #: Shipment id -> its order, for every shipment a node reported leaving.
+    shipment_orders: dict[str, str] = field(default_factory=dict)
+    #: (order, line, units) of every quantity the OMS asked for: each line as created, and as amended.
+    ordered_lines: list[tuple[str, str, int]] = field(default_factory=list)
+    #: (order, replacement line, units) of every exchange's replacement (`{return id}.{line id}`).
+    exchanged_lines: list[tuple[str, str, int]] = field(default_factory=list)
+    #: Shipments that went wrong after they left (lost, a carrier's exception...): sent again by a repair.
+    resent_shipments: set[str] = field(default_factory=set)
     #: Exception cases of the run's orders: (exception id, state).
     exception_cases: list[tuple[str, str]] = field(default_factory=list)
     #: Every status of a return of the run's orders the OMS was told.
@@ -109,6 +120,9 @@ class Audit:
     lines_shipped: int
     #: Reservations of lines that left in full and are still held: a shipment must consume them.
     shipped_still_reserved: list[str]
+    #: Order lines that left the nodes in more units than the order asked for (less what went wrong
+    #: after leaving and was sent again, plus an exchange's replacements).
+    shipped_beyond_order: list[str]
     exceptions: dict[str, int]
     open_exceptions: list[str]
     dead_letters: dict[str, int]
@@ -136,6 +150,7 @@ class Audit:
             (self.oversold_rows, "node/SKU row(s) with more reserved than on hand"),
             (self.unreserved_work_order_lines, "work-order line(s) released without a reservation"),
             (self.shipped_still_reserved, "reservation(s) still held by shipment(s) that left"),
+            (self.shipped_beyond_order, "order line(s) shipped in more units than ordered"),
             (self.open_exceptions, "exception(s) neither resolved nor in manual review"),
             (self.lost_returns, "return(s) lost (authorised by the OMS, never a status)"),
             (self.unsettled_returns, "return(s) neither finished nor visibly waiting"),
@@ -167,6 +182,7 @@ class Audit:
             "unreserved_work_order_lines": len(self.unreserved_work_order_lines),
             "lines_shipped": self.lines_shipped,
             "shipped_still_reserved": len(self.shipped_still_reserved),
+            "shipped_beyond_order": len(self.shipped_beyond_order),
             "exceptions": self.exceptions,
             "open_exceptions": len(self.open_exceptions),
             "dead_letters": self.dead_letters,
@@ -241,6 +257,8 @@ def audit(facts: RunFacts) -> Audit:
         ).intersection(facts.active_reservation_ids)
     )
 
+    shipped_beyond_order = _shipped_beyond_order(facts)
+
     # A node that comes up short corrects its count; when no repair took the line elsewhere, its
     # reservation still holds the units that are not there. Reserved beyond on-hand by those units is
     # that leak, not units promised twice: only the rest is oversold.
@@ -282,12 +300,42 @@ def audit(facts: RunFacts) -> Audit:
         unreserved_work_order_lines=unreserved,
         lines_shipped=len(facts.shipped_lines),
         shipped_still_reserved=shipped_still_reserved,
+        shipped_beyond_order=shipped_beyond_order,
         exceptions=dict(exceptions),
         open_exceptions=open_exceptions,
         dead_letters=dict(dead),
         dead_letter_reasons=[f"{t}: {r}" for t, r in facts.dead_letters],
         **returns,
     )
+
+
+def _shipped_beyond_order(facts: RunFacts) -> list[str]:
+    """Order lines the nodes sent in more units than the order ever asked for: nothing doubled.
+
+    A line may ship its largest ordered quantity (an amendment may have raised it after a first
+    shipment) and once more what went wrong after it left (a lost parcel is sent again); an
+    exchange's replacement ships as a line of its own, up to what the OMS authorised.
+    """
+    allowed: dict[tuple[str, str], int] = {}
+    for order_id, line_id, units in facts.ordered_lines:
+        allowed[(order_id, line_id)] = max(allowed.get((order_id, line_id), 0), units)
+    extra: Counter[tuple[str, str]] = Counter()
+    for order_id, line_id, units in facts.exchanged_lines:
+        extra[(order_id, line_id)] += units
+    shipped: Counter[tuple[str, str]] = Counter()
+    for shipment_id, line_id, units in facts.shipped_lines:
+        of = facts.shipment_orders.get(shipment_id)
+        if of is None:
+            continue
+        shipped[(of, line_id)] += units
+        if shipment_id in facts.resent_shipments:
+            extra[(of, line_id)] += units
+    return [
+        f"{order_id}/{line_id} shipped {units} of {allowed.get((order_id, line_id), 0)}"
+        + (f" (+{extra[(order_id, line_id)]} sent again or exchanged)" if extra[(order_id, line_id)] else "")
+        for (order_id, line_id), units in sorted(shipped.items())
+        if units > allowed.get((order_id, line_id), 0) + extra[(order_id, line_id)]
+    ]
 
 
 def audit_returns(facts: RunFacts) -> dict[str, Any]:
@@ -370,6 +418,14 @@ async def collect_facts(
             continue
         elif topic == ORDERS and event_type.startswith("order.created."):
             facts.created.append(data["order_id"])
+            facts.ordered_lines.extend(
+                (data["order_id"], ln["line_id"], int(ln["quantity"])) for ln in data["lines"]
+            )
+        elif topic == ORDERS and event_type.startswith("order.amended."):
+            facts.ordered_lines.extend(
+                (data["order_id"], ln["line_id"], int(ln["quantity"]))
+                for ln in data.get("line_quantities") or ()
+            )
         elif topic == WORK_ORDERS and event_type.startswith("workorder.released."):
             facts.work_orders.append(
                 WorkOrderSeen(
@@ -386,9 +442,13 @@ async def collect_facts(
                 for ln in data["lines"]
             )
         elif topic == NODE_EVENTS and event_type.startswith("wms.shipped."):
+            facts.shipment_orders[data["shipment_id"]] = data["order_id"]
             facts.shipped_lines.extend(
                 (data["shipment_id"], ln["line_id"], int(ln["quantity"])) for ln in data["lines"]
             )
+        elif topic == EXCEPTIONS and event_type.startswith("exception.raised."):
+            if data.get("shipment_id") and ExceptionKind(data["kind"]) in SHIPPED_KINDS:
+                facts.resent_shipments.add(data["shipment_id"])
         elif topic == STATUS and event_type.startswith("return.status_changed."):
             facts.return_statuses.append(
                 ReturnStatusSeen(
@@ -400,6 +460,14 @@ async def collect_facts(
             )
         elif topic == RETURNS and event_type.startswith("return.authorised."):
             facts.return_requests.append(data["return_id"])
+            if data.get("resolution") == "exchange":
+                # No replacements named: the same SKU and quantity for every returned line. A
+                # replacement ships as a line of its own, named after the return and the line.
+                sent = data.get("replacements") or data["lines"]
+                rma = data["return_id"]
+                facts.exchanged_lines.extend(
+                    (data["order_id"], f"{rma}.{x['line_id']}", int(x["quantity"])) for x in sent
+                )
         elif topic == WORK_ORDERS and event_type.startswith("returnorder.released."):
             facts.return_work_orders.append(data["return_order_id"])
         elif topic == STATUS and event_type.startswith("order.status_changed."):

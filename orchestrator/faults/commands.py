@@ -127,6 +127,7 @@ def report_text(report: dict[str, Any]) -> str:
         f"| work-order lines without a reservation | {a['unreserved_work_order_lines']} |",
         f"| reservations still held by shipments that left | {a['shipped_still_reserved']} "
         f"of {a['lines_shipped']} lines shipped |",
+        f"| order lines shipped in more units than ordered | {a['shipped_beyond_order']} |",
         f"| exceptions (resolved / in review / open) | {_exceptions(a['exceptions'])} |",
         f"| returns authorised | {a['returns']} |",
         f"| returns lost | {a['lost_returns']} |",

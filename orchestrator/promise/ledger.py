@@ -102,7 +102,8 @@ class PromiseLedger:
         elif isinstance(event, ReservationConfirmed):
             self._confirmed(event, at)
         elif isinstance(event, ReservationsReleased):
-            self._give_back(event.order_id, lambda _held: True)
+            only = set(event.shipment_ids)
+            self._give_back(event.order_id, lambda held: not only or held.shipment_id in only)
         elif isinstance(event, ReservationsConsumed):
             self._consumed(event)
         elif isinstance(event, QueueOwed):

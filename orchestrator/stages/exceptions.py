@@ -41,7 +41,7 @@ import structlog
 from orchestrator.contract.common import OrderState, Reason, SkuLine
 from orchestrator.contract.envelope import Envelope
 from orchestrator.contract.orders import OrderCreated
-from orchestrator.contract.pipeline import RedecideRequested, Repair, RepairOutcome
+from orchestrator.contract.pipeline import RedecideRequested, RepairOutcome
 from orchestrator.contract.status import ExceptionKind, ExceptionRaised
 from orchestrator.contract.work import WorkOrderReleased
 from orchestrator.domain.exception_handling import (
@@ -49,6 +49,7 @@ from orchestrator.domain.exception_handling import (
     Attempt,
     NotApplicable,
     affected_lines,
+    backorder_repair,
     build_redecide,
     describe_lines,
     exhausted_reason,
@@ -60,7 +61,6 @@ from orchestrator.domain.exception_handling import (
     refund_reason,
 )
 from orchestrator.domain.playbooks import PIPELINE_ACTIONS, PlaybookAction, Playbooks, load_playbooks
-from orchestrator.domain.supply import RELEASE_WAITING
 from orchestrator.runtime.measures import StageMeasures
 from orchestrator.runtime.metrics import RuntimeMetrics
 from orchestrator.runtime.periodic import read_periodically
@@ -296,12 +296,7 @@ def exceptions_stage(deps: OrderPathDeps, playbooks: Playbooks | None = None) ->
                         attempt=1,
                         order=order.order,
                         reason=kind_reason,
-                        repair=Repair(
-                            exception_id=exc.exception_id,
-                            action=RELEASE_WAITING,
-                            lines=lines,
-                            cancel_replaced=False,
-                        ),
+                        repair=backorder_repair(exc, lines),
                     ),
                 )
             case.attempts.append(Attempt(action, True, detail))

@@ -16,6 +16,7 @@ says which orders it is fair to time).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 from orchestrator.contract.common import Address, CarrierAssignment, OrderState
@@ -161,6 +162,17 @@ def release_stage(deps: OrderPathDeps) -> Stage:
             ctx.emit(RELEASED, request)
         return len(rows)
 
+    async def cancel_shipments(
+        ctx: HandlerContext, order_id: str, shipment_ids: Sequence[str], detail: str
+    ) -> None:
+        for r in await ctx.db.fetch(
+            "SELECT work_order_id FROM release_work_orders"
+            " WHERE order_id = $1 AND shipment_id = ANY($2::text[]) ORDER BY work_order_id",
+            order_id,
+            list(shipment_ids),
+        ):
+            await cancel_one(ctx, order_id, r["work_order_id"], detail)
+
     async def cancel_one(ctx: HandlerContext, order_id: str, work_order_id: str, detail: str) -> None:
         row = await ctx.db.fetchrow(
             "UPDATE release_work_orders SET status = 'cancel_requested'"
@@ -242,7 +254,9 @@ def release_stage(deps: OrderPathDeps) -> Stage:
         if isinstance(msg, ReservationConfirmed):
             await on_confirmed(ctx, msg)
         elif isinstance(msg, ReservationsReleased):
-            if msg.cancel_order:
+            if msg.shipment_ids:
+                await cancel_shipments(ctx, msg.order_id, msg.shipment_ids, msg.reason)
+            elif msg.cancel_order:
                 await cancel_released(
                     ctx, msg.order_id, None, CancelRequestReason.ORDER_CANCELLED, msg.reason
                 )

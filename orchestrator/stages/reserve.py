@@ -218,10 +218,11 @@ async def count_shipments(conn: asyncpg.Connection, plan: PlanDecided) -> None:
             raise _LostRace(f"{r['node_id']} has no capacity left on {day} ({limit} shipments)")
 
 
-async def release_replaced(conn: asyncpg.Connection, repair: Repair) -> None:
-    """Give back what the failing shipment held for the repaired quantities (all of it if it is cancelled)."""
+async def release_replaced(conn: asyncpg.Connection, repair: Repair) -> bool:
+    """Give back what the failing shipment held for the repaired quantities (all of it if it is
+    cancelled); True if it held anything."""
     if repair.replaces_shipment_id is None:
-        return
+        return False
     rows = await conn.fetch(
         "SELECT reservation_id, line_id, node_id, sku, quantity FROM reserve_reservations"
         " WHERE shipment_id = $1 AND status = 'active' FOR UPDATE",
@@ -255,6 +256,7 @@ async def release_replaced(conn: asyncpg.Connection, repair: Repair) -> None:
         )
     if rows:
         await give_back_slots(conn, {repair.replaces_shipment_id})
+    return bool(rows)
 
 
 async def apply_snapshot(conn: asyncpg.Connection, count: InventorySnapshot) -> None:
@@ -632,7 +634,7 @@ def reserve_stage(
             async with conn.transaction():
                 shipments = await reserve_plan(conn, plan)
                 # Only after the new stock is held: a lost race must leave the old allocation for the retry.
-                await release_replaced(conn, repair)
+                given_back = await release_replaced(conn, repair)
         except _LostRace as lost:
             ctx.emit(REROUTES, redecide(plan, lost))
             counted(ctx, LOST_RACE, REPAIR)
@@ -640,6 +642,19 @@ def reserve_stage(
         if shipments:
             ctx.emit(RESERVATIONS, confirmation(plan, shipments))
             counted(ctx, CONFIRMED, REPAIR)
+        elif given_back and repair.cancel_replaced and repair.replaces_shipment_id is not None:
+            # Nothing new to confirm (its lines wait for stock): release still has the failing work
+            # order to cancel, and the ledgers that follow this one its stock to give back.
+            ctx.emit(
+                RESERVATIONS,
+                ReservationsReleased(
+                    order_id=plan.order_id,
+                    plan_id=None,
+                    reason=f"{repair.action} of exception {repair.exception_id}: its lines wait for stock",
+                    cancel_order=False,
+                    shipment_ids=(repair.replaces_shipment_id,),
+                ),
+            )
         rechecks = await take_rechecks(conn, plan)
         changed = await record_plan(conn, plan, ctx.now)
         await announce_owed(ctx, changed)
