@@ -169,6 +169,37 @@ async def test_a_closed_node_with_open_work_is_re_routed(pipeline: Pipeline) -> 
     await pipeline.publish(ack(pipeline.out.released(o.order_id)[1]))
 
 
+async def test_a_closed_node_that_ships_its_work_after_all_gets_the_repair_undone(pipeline: Pipeline) -> None:
+    """The node closes with work in hand, the work moves to another node, and the first node ships it
+    anyway: the second node's work order is called back, so the line does not ship twice."""
+    n = ids("X3C")
+    first, second = n("DC-FIRST"), n("DC-SECOND")
+    sku = n("S")
+    await pipeline.setup_network(
+        node(first, LONDON), node(second, LEEDS), stock={(first, sku): 5, (second, sku): 5}
+    )
+    o = order(n("ORD"), [(sku, 2)])
+    await pipeline.publish(o)
+    [wo] = await released(pipeline, o.order_id)
+    await pipeline.publish(ack(wo))
+    await pipeline.publish(NodeStatusChanged(node_id=first, open=False, reason="strike", changed_at=now()))
+    await pipeline.out.wait(lambda: bool(pipeline.out.cancel_requests(o.order_id)), "a cancel request")
+    await pipeline.out.wait(lambda: len(pipeline.out.released(o.order_id)) == 2, "the work moved")
+    moved = pipeline.out.released(o.order_id)[1]
+    assert moved["node_id"] == second
+    await pipeline.publish(ack(moved), shipped(wo, n("TRK")))  # the cancel request came too late
+    await pipeline.out.wait(
+        lambda: len(pipeline.out.cancel_requests(o.order_id)) == 2, "the moved work order called back"
+    )
+    assert [c["work_order_id"] for c in pipeline.out.cancel_requests(o.order_id)] == [
+        wo["work_order_id"],
+        moved["work_order_id"],
+    ]
+    rows = await pipeline.db.fetch("SELECT node_id, reserved FROM reserve_ledger WHERE sku = $1", sku)
+    assert {r["node_id"]: r["reserved"] for r in rows} == {first: 0, second: 0}
+    await pipeline.out.final_state(o.order_id, "shipped")
+
+
 async def test_a_closed_node_whose_work_no_one_can_take_is_asked_to_cancel_it_and_the_lines_wait(
     pipeline: Pipeline,
 ) -> None:

@@ -62,6 +62,7 @@ from orchestrator.contract.pipeline import (
     DayCapacity,
     PlanCancelled,
     PlanDecided,
+    QueueOwed,
     RedecideRequested,
     Repair,
     RepairOutcome,
@@ -716,6 +717,53 @@ def test_a_node_that_ships_work_it_was_asked_to_stop_is_not_repaired_twice(pg: P
         assert [(r["order_id"], r["quantity"]) for r in waiting] == [(orders[False], 1)], (
             "only the lost parcel's line waits for stock to ship again"
         )
+    finally:
+        m.teardown()
+
+
+def test_work_that_ships_after_its_repair_was_held_undoes_the_repair(pg: Pg) -> None:
+    """The other order: the repair held first, then the node ships the work it was asked to stop. A
+    back-ordered line stops waiting; a new shipment that left already cannot be called back."""
+    LedgerMachine.pg = pg
+    m = LedgerMachine()
+    try:
+        m.snapshot("N0", "S0", 2, 0)
+        m.snapshot("N1", "S0", 1, 0)
+        emitted: dict[str, list[Emitted]] = {}
+        for case, spec in (("waits", []), ("left", [("N1", [("L1", "S0", 1)])])):
+            order_id = m.new_order(case)
+            first = m.plan(order_id, 1, [("N0", [("L1", "S0", 1)])])
+            m.handle(PLANS, first)
+            old = first.shipments[0]
+            repair = Repair(
+                exception_id=f"{order_id}:x",
+                action="release_waiting" if not spec else "reroute",
+                lines=old.lines,
+                replaces_work_order_id=f"WO-{old.shipment_id}",
+                replaces_shipment_id=old.shipment_id,
+                cancel_replaced=True,
+                dropped_if_shipped=True,
+            )
+            extra: dict[str, Any] = {"outcome": "backorder", "backordered": old.lines} if not spec else {}
+            held = m.plan(order_id, 1, spec, repair=repair, **extra)
+            m.handle(PLANS, held)
+            for s in held.shipments:  # the new shipment leaves first
+                m.handle(WMS_EVENTS, _shipped(order_id, s.shipment_id, s.node_id, s.lines))
+            emitted[case] = m.handle(WMS_EVENTS, _shipped(order_id, old.shipment_id, m.name("N0"), old.lines))
+        owed = [e.envelope.data for e in emitted["waits"] if isinstance(e.envelope.data, QueueOwed)]
+        assert [(q.sku, q.units) for q in owed] == [(m.name("S0"), 0)], "the back-ordered line waits no more"
+        waiting = pg.run(
+            pg.conn.fetchval("SELECT count(*) FROM reserve_waiting WHERE sku = $1", m.name("S0"))
+        )
+        assert waiting == 0
+        assert emitted["left"] == [], "a shipment that left cannot be called back: nothing to release"
+        undone = pg.run(
+            pg.conn.fetchval(
+                "SELECT count(*) FROM reserve_replaced WHERE order_id LIKE $1 AND undone_at IS NOT NULL",
+                f"{m.ns}-%",
+            )
+        )
+        assert undone == 2
     finally:
         m.teardown()
 

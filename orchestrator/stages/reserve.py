@@ -16,7 +16,7 @@ order ships once: what its shipment held and did not take (picked short) is
 given back then, whatever the playbook does with the missing units.
 
 Owns `reserve_ledger`, `reserve_reservations`, `reserve_shipped`, `reserve_node_load`, `reserve_orders`,
-`reserve_closed_nodes`.
+`reserve_closed_nodes`, `reserve_replaced` (see `reserve_replaced`).
 
 Counts every plan it tries to hold stock for, by result (confirmed, lost_race, superseded), once
 the batch commits.
@@ -66,6 +66,8 @@ from orchestrator.stages.common import (
     WMS_EVENTS,
     emit_status,
 )
+from orchestrator.stages.reserve_giveback import give_back_order, give_back_slots
+from orchestrator.stages.reserve_replaced import remember_replaced, undo_replacements
 from orchestrator.stages.reserve_supply import (
     CUSTOMER_NOTIFICATIONS,
     SupplyTicker,
@@ -82,6 +84,8 @@ LEDGER_LOCK = 0x5245_5345_5256_45  # "RESERVE"
 
 #: The `result` label of `orchestrator_reservations_total`.
 CONFIRMED, LOST_RACE, SUPERSEDED = "confirmed", "lost_race", "superseded"
+#: A held repair given back because the work it replaced shipped after all.
+UNDONE = "undone"
 #: The `plan` label: a plan of the whole order, or a repair's partial plan.
 WHOLE, REPAIR = "whole", "repair"
 
@@ -90,45 +94,11 @@ def _prepare_metrics(m: RuntimeMetrics) -> None:
     for result in (CONFIRMED, LOST_RACE, SUPERSEDED):
         for plan in (WHOLE, REPAIR):
             m.reservations.labels(result, plan)
+    m.reservations.labels(UNDONE, REPAIR)
 
 
 class _LostRace(Exception):
     """The plan asks more than is there now: stock at a node, or a node's shipments for the day."""
-
-
-async def release_active(conn: asyncpg.Connection, order_id: str) -> int:
-    """Give back every active reservation of the order; returns how many."""
-    rows = await conn.fetch(
-        "UPDATE reserve_reservations SET status = 'released', released_at = now()"
-        " WHERE order_id = $1 AND status = 'active' RETURNING node_id, sku, quantity, shipment_id",
-        order_id,
-    )
-    for r in rows:
-        await conn.execute(
-            "UPDATE reserve_ledger SET reserved = reserved - $3, updated_at = now()"
-            " WHERE node_id = $1 AND sku = $2",
-            r["node_id"],
-            r["sku"],
-            r["quantity"],
-        )
-    if rows:
-        await give_back_slots(conn, {r["shipment_id"] for r in rows})
-    return len(rows)
-
-
-async def give_back_slots(conn: asyncpg.Connection, shipment_ids: set[str]) -> None:
-    """A shipment given back whole before it shipped (the order cancelled, re-planned, or the shipment
-    repaired away) frees its slot of its node's day."""
-    await conn.execute(
-        "UPDATE reserve_node_load l SET shipments = GREATEST(l.shipments - g.n, 0)"
-        " FROM (SELECT node_id, capacity_day, count(*) AS n FROM ("
-        "   SELECT shipment_id, min(node_id) AS node_id, min(capacity_day) AS capacity_day"
-        "   FROM reserve_reservations WHERE shipment_id = ANY($1::text[]) AND capacity_day IS NOT NULL"
-        "   GROUP BY shipment_id HAVING bool_and(status = 'released')) AS whole"
-        "  GROUP BY node_id, capacity_day) AS g"
-        " WHERE l.node_id = g.node_id AND l.day = g.capacity_day",
-        sorted(shipment_ids),
-    )
 
 
 async def reserve_plan(conn: asyncpg.Connection, plan: PlanDecided) -> list[ReservedShipment]:
@@ -639,6 +609,7 @@ def reserve_stage(
             ctx.emit(REROUTES, redecide(plan, lost))
             counted(ctx, LOST_RACE, REPAIR)
             return
+        await remember_replaced(conn, plan, repair, ctx.now)
         if shipments:
             ctx.emit(RESERVATIONS, confirmation(plan, shipments))
             counted(ctx, CONFIRMED, REPAIR)
@@ -674,7 +645,7 @@ def reserve_stage(
                 counted(ctx, SUPERSEDED, WHOLE)
             return
         old_plan = row["active_plan_id"] if row else None
-        if await release_active(conn, plan.order_id) and old_plan is not None:
+        if await give_back_order(conn, plan.order_id) and old_plan is not None:
             ctx.emit(
                 RESERVATIONS,
                 ReservationsReleased(
@@ -738,7 +709,7 @@ def reserve_stage(
         )
         if row is not None and row["cancelled"]:
             return
-        freed = await release_active(ctx.db, msg.order_id)
+        freed = await give_back_order(ctx.db, msg.order_id)
         # Whoever waited behind the order moves up the queue.
         forgotten = await forget_order(ctx.db, msg.order_id)
         await announce_owed(ctx, forgotten)
@@ -789,6 +760,29 @@ def reserve_stage(
         consumed = await consume_shipment(ctx.db, shipped)
         if consumed is not None:
             ctx.emit(RESERVATIONS, consumed)
+        for undone in await undo_replacements(ctx.db, shipped):
+            counted(ctx, UNDONE, REPAIR)
+            why = f"{shipped.work_order_id} shipped after all: repair plan {undone.plan_id} is not needed"
+            ctx.log.warning(
+                "repair undone",
+                order_id=shipped.order_id,
+                plan_id=undone.plan_id,
+                given_back=undone.given_back,
+                shipped_too=undone.shipped_too,
+            )
+            if undone.given_back:
+                ctx.emit(
+                    RESERVATIONS,
+                    ReservationsReleased(
+                        order_id=shipped.order_id,
+                        plan_id=undone.plan_id,
+                        reason=why,
+                        cancel_order=False,
+                        shipment_ids=undone.given_back,
+                    ),
+                )
+            if undone.unqueued:
+                await announce_owed(ctx, set(undone.unqueued))
 
     async def on_node(ctx: HandlerContext, node_id: str, is_open: bool, at: datetime) -> None:
         """A node added, opened or closed. While closed its stock is not available to the queues (a
