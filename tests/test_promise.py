@@ -155,6 +155,21 @@ def test_a_back_order_of_one_shipment_gives_back_that_shipment_only() -> None:
     assert ledger.node_load(NetworkView.empty(), T0) == {"N2": 1}, "S2 still ships"
 
 
+def test_a_shipment_given_back_before_its_confirmation_holds_nothing() -> None:
+    """An undone repair's give-back comes from another of reserve's partitions than its confirmation."""
+    ledger = PromiseLedger()
+    ledger.apply(count("N1", "SKU-A", 10), T0)
+    ledger.apply(
+        ReservationsReleased(
+            order_id="O1", plan_id="O1-p1", reason="undone", cancel_order=False, shipment_ids=("S1",)
+        ),
+        T0,
+    )
+    ledger.apply(confirmed("O1", ("S1", "N1", [("1", "SKU-A", 3)])), T0)
+    assert ledger.stock({"SKU-A"}) == {("N1", "SKU-A"): 10}
+    assert ledger.node_load(NetworkView.empty(), T0) == {}
+
+
 def shipped(order_id: str, shipment_id: str, node_id: str, at: datetime, *lines: tuple[str, str, int]):
     return ReservationsConsumed(
         order_id=order_id,

@@ -5,7 +5,7 @@ labels, ship-to, carrier and service, pick-by and ship-by), with an id derived
 from the shipment so a retry can never send a second one; and the cancel
 requests for work that a cancellation or a re-plan made obsolete.
 
-Owns `release_work_orders`. Reads the network view (store addresses for BOPIS
+Owns `release_work_orders`, `release_given_back`. Reads the network view (store addresses for BOPIS
 and ship-to-store), and decide-node's `decide_plans` (never writes them) to tell
 an order that waited for stock from one released at once.
 
@@ -208,7 +208,17 @@ def release_stage(deps: OrderPathDeps) -> Stage:
             # A repair replaces one failing work order; the order's other work goes on.
             await cancel_one(ctx, msg.order_id, repair.replaces_work_order_id, f"replaced by {msg.plan_id}")
         released: list[WorkOrderReleased] = []
+        given_back = {
+            r["shipment_id"]
+            for r in await ctx.db.fetch(
+                "SELECT shipment_id FROM release_given_back WHERE shipment_id = ANY($1::text[])",
+                [s.shipment.shipment_id for s in msg.shipments],
+            )
+        }
         for reserved in msg.shipments:
+            if reserved.shipment.shipment_id in given_back:
+                ctx.log.info("not released: reserve gave it back", shipment_id=reserved.shipment.shipment_id)
+                continue
             wo = work_order(msg.order, reserved, deps.network.state)
             await ctx.db.execute(
                 "INSERT INTO release_work_orders"
@@ -234,7 +244,8 @@ def release_stage(deps: OrderPathDeps) -> Stage:
                     exception_id=repair.exception_id,
                     action=repair.action,
                     succeeded=True,
-                    detail=", ".join(f"{wo.work_order_id} released to {wo.node_id}" for wo in released),
+                    detail=", ".join(f"{wo.work_order_id} released to {wo.node_id}" for wo in released)
+                    or "not needed any more: the work it replaced shipped after all",
                     work_order_ids=tuple(wo.work_order_id for wo in released),
                     promised_delivery_date=max(s.shipment.promised_delivery_date for s in msg.shipments),
                     extra_cost=round(sum(s.shipment.cost for s in msg.shipments), 2),
@@ -255,6 +266,16 @@ def release_stage(deps: OrderPathDeps) -> Stage:
             await on_confirmed(ctx, msg)
         elif isinstance(msg, ReservationsReleased):
             if msg.shipment_ids:
+                # Remembered: an undone repair's confirmation comes from another of reserve's
+                # partitions, and may come after this.
+                await ctx.db.execute(
+                    "INSERT INTO release_given_back (shipment_id, order_id, reason, given_back_at)"
+                    " SELECT s, $2, $3, $4 FROM unnest($1::text[]) AS s ON CONFLICT DO NOTHING",
+                    list(msg.shipment_ids),
+                    msg.order_id,
+                    msg.reason,
+                    ctx.now,
+                )
                 await cancel_shipments(ctx, msg.order_id, msg.shipment_ids, msg.reason)
             elif msg.cancel_order:
                 await cancel_released(
