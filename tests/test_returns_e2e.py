@@ -20,7 +20,7 @@ import pytest
 
 from orchestrator.contract.common import OrderLine, SkuLine
 from orchestrator.contract.envelope import Envelope
-from orchestrator.contract.orders import OrderCreated
+from orchestrator.contract.orders import CancelReason, OrderCancelled, OrderCreated
 from orchestrator.contract.returns import (
     InspectedLine,
     Replacement,
@@ -34,6 +34,7 @@ from orchestrator.contract.returns import (
 )
 from tests.harness import BIRMINGHAM, LONDON, MANCHESTER, Pipeline, ids, node, order, pipeline
 from tests.support import publish_events, read_all
+from tests.test_execution import ack, shipped
 
 pytestmark = pytest.mark.integration
 __all__ = ["pipeline"]
@@ -453,3 +454,41 @@ async def test_a_return_the_order_cannot_have_sent_is_dead_lettered_with_the_rea
     good = n("RMA-OK")
     await pipeline.publish(authorise(good, o.order_id, sku, 1))
     await until_state(pipeline, good, "awaiting_return")
+
+
+async def test_goods_of_a_cancelled_order_that_shipped_anyway_can_come_back(pipeline: Pipeline) -> None:
+    """The cancellation reached the node after its work left: the OMS authorises the return of what
+    the customer received, and it is taken. A cancelled order nothing of which shipped has nothing to
+    return: its authorisation is dead-lettered with the reason."""
+    n = ids("R8")
+    dc = n("DC")
+    sku = n("S")
+    await pipeline.setup_network(node(dc, LONDON), stock={(dc, sku): 5})
+    sent, held = order(n("ORD-SENT"), [(sku, 1)]), order(n("ORD-HELD"), [(sku, 1)])
+    await pipeline.publish(sent, held)
+    wo = await released(pipeline, sent.order_id)
+    await released(pipeline, held.order_id)
+    await pipeline.publish(ack(wo), shipped(wo, n("TRK")))
+    await pipeline.out.final_state(sent.order_id, "shipped")
+    for o in (sent, held):
+        await pipeline.publish(OrderCancelled(order_id=o.order_id, reason=CancelReason.CUSTOMER_REQUEST))
+    await pipeline.out.wait(
+        lambda: len(pipeline.out.cancel_requests(held.order_id)) == 1, "the held order stopped"
+    )
+    back = n("RMA-SENT")
+    await pipeline.publish(authorise(back, sent.order_id, sku, 1))
+    await until_state(pipeline, back, "awaiting_return")
+    nothing = Envelope.new(authorise(n("RMA-HELD"), held.order_id, sku, 1), source="test/oms")
+    await publish_events(pipeline.bootstrap, "oms.returns.v1", [nothing])
+    # The stage waits a while for a shipment to be heard of before it calls the return wrong.
+    reasons: list[str] = []
+    for _ in range(20):
+        dead = await read_all(pipeline.bootstrap, "oms.returns.v1.dlq", expect=1, timeout=5)
+        headers = [dict((k, v.decode()) for k, v in d.headers) for d in dead]
+        reasons = [h["dlq_reason"] for h in headers if h.get("ce_id") == nothing.id]
+        if reasons:
+            break
+    [reason] = reasons
+    assert reason.startswith(
+        f"order {held.order_id} was cancelled and nothing of it has shipped: nothing to return"
+    )

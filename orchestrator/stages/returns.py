@@ -26,8 +26,9 @@ authorisation's handler replays it; the ticker asks for those still waiting
 after the park limit to be dead-lettered (`orchestrator.returns.timers.v1`).
 
 Owns `returns_cases` and `returns_parked_events`. Reads the order as ingest holds it (`ingest_orders`:
-lines, prices, address, tier) and which SKUs each node stocks (reserve's
-`reserve_ledger`); reads the network view. The policy is
+lines, prices, address, tier), which SKUs each node stocks (reserve's
+`reserve_ledger`) and, for a cancelled order, whether any of its work shipped anyway (monitor's
+`monitor_shipments`); reads the network view. The policy is
 `orchestrator/policies/returns.yaml` (`ORCHESTRATOR_RETURNS_POLICY_FILE`).
 """
 
@@ -124,6 +125,17 @@ class _Order:
     order: OrderCreated
     sequence: int
     cancelled: bool
+
+
+async def _any_shipped(conn: asyncpg.Connection, order_id: str) -> bool:
+    """Whether any of the order's work left its node, as monitor saw it (read, never written)."""
+    return bool(
+        await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM monitor_shipments WHERE order_id = $1"
+            " AND state IN ('shipped', 'in_transit', 'delivered', 'lost'))",
+            order_id,
+        )
+    )
 
 
 async def _load_order(conn: asyncpg.Connection, order_id: str) -> _Order | None:
@@ -312,8 +324,14 @@ def returns_stage(
         if await _load_case(ctx.db, request.return_id) is not None:
             raise RejectEvent(f"return {request.return_id} is already authorised", "duplicate_return")
         stored = await order_of(ctx, request.order_id)
-        if stored.cancelled:
-            raise RejectEvent(f"order {request.order_id} was cancelled: nothing was sent to return")
+        if stored.cancelled and not await _any_shipped(ctx.db, request.order_id):
+            # A cancellation can reach the node after its work left: those goods can come back. The
+            # shipment may not have reached monitor yet, so wait a little before calling it wrong.
+            raise RetryLater(
+                f"order {request.order_id} was cancelled and nothing of it has shipped: nothing to return",
+                "order_cancelled",
+                give_up_after_s=early_wait_s,
+            )
         others = await ctx.db.fetch(
             "SELECT case_json FROM returns_cases WHERE order_id = $1", request.order_id
         )
