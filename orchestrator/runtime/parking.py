@@ -14,7 +14,7 @@ handler. Each stage keeps its own table, with these record columns and its own k
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -71,6 +71,18 @@ def record_values(ctx: HandlerContext, stage: str) -> tuple[object, ...]:
         record.value,
         [k for k, _ in headers],
         [v for _, v in headers],
+    )
+
+
+async def park(ctx: HandlerContext, table: str, stage: str, waits_on: Mapping[str, object]) -> None:
+    """Keep the event `ctx` handles in the parking table `table`, as it arrived, with what it waits
+    on (`waits_on`: the table's own columns). The event id is the key: an event delivered again (a
+    resend, a replayed batch) is parked once."""
+    columns = ", ".join(["event_id", *waits_on, "event_type", RECORD_COLUMNS, "parked_at"])
+    values = (ctx.event.id, *waits_on.values(), ctx.event.type, *record_values(ctx, stage), ctx.now)
+    slots = ", ".join(f"${n}" for n in range(1, len(values) + 1))
+    await ctx.db.execute(
+        f"INSERT INTO {table} ({columns}) VALUES ({slots}) ON CONFLICT (event_id) DO NOTHING", *values
     )
 
 
@@ -181,6 +193,7 @@ __all__ = [
     "ParkedRecord",
     "ReplayContext",
     "lock_parking",
+    "park",
     "parked_gauge",
     "record_values",
     "replay",

@@ -94,8 +94,8 @@ from orchestrator.runtime.parking import (
     ParkedRecord,
     ReplayContext,
     lock_parking,
+    park,
     parked_gauge,
-    record_values,
     replay,
     take_expired,
     waited,
@@ -453,20 +453,13 @@ _PARKED_COLUMNS = (
 
 
 async def _park(ctx: HandlerContext, early: _NotReleasedYet) -> None:
-    # The event id is the key: an event delivered again (a resend, a replayed batch) is parked once.
-    await ctx.db.execute(
-        f"INSERT INTO monitor_parked_events ({_PARKED_COLUMNS})"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
-        " ON CONFLICT (event_id) DO NOTHING",
-        ctx.event.id,
-        early.order_id,
-        early.work_order_id,
-        early.shipment_id,
-        ctx.event.type,
-        early.awaited,
-        *record_values(ctx, "monitor"),
-        ctx.now,
-    )
+    waits_on = {
+        "order_id": early.order_id,
+        "work_order_id": early.work_order_id,
+        "shipment_id": early.shipment_id,
+        "awaited": early.awaited,
+    }
+    await park(ctx, "monitor_parked_events", "monitor", waits_on)
     ctx.log.info("parked until its work is released", awaited=early.awaited)
 
 

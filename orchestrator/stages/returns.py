@@ -80,8 +80,8 @@ from orchestrator.runtime.parking import (
     RECORD_COLUMNS,
     ParkedRecord,
     lock_parking,
+    park,
     parked_gauge,
-    record_values,
     replay,
     take_expired,
     waited,
@@ -193,18 +193,8 @@ _PARKED_COLUMNS = f"event_id, return_id, order_id, event_type, {RECORD_COLUMNS},
 
 
 async def _park(ctx: HandlerContext, early: _NotAuthorisedYet) -> None:
-    # The event id is the key: an event delivered again (a resend, a replayed batch) is parked once.
-    await ctx.db.execute(
-        f"INSERT INTO returns_parked_events ({_PARKED_COLUMNS})"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
-        " ON CONFLICT (event_id) DO NOTHING",
-        ctx.event.id,
-        early.return_id,
-        early.order_id,
-        ctx.event.type,
-        *record_values(ctx, "returns"),
-        ctx.now,
-    )
+    waits_on = {"return_id": early.return_id, "order_id": early.order_id}
+    await park(ctx, "returns_parked_events", "returns", waits_on)
     ctx.log.info("parked until the return is authorised", return_id=early.return_id)
 
 
