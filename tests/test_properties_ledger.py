@@ -68,6 +68,7 @@ from orchestrator.contract.pipeline import (
     RepairOutcome,
     ReservationsConsumed,
 )
+from orchestrator.domain.supply import RELEASE_WAITING, queue_request_id
 from orchestrator.runtime.stage import Emitted, HandlerContext, Stage
 from orchestrator.stages.common import INVENTORY_UPDATES, PLANS, REROUTES, RESERVATIONS, WMS_EVENTS
 from orchestrator.stages.reserve import _LostRace, reserve_plan, reserve_stage
@@ -764,6 +765,40 @@ def test_work_that_ships_after_its_repair_was_held_undoes_the_repair(pg: Pg) -> 
             )
         )
         assert undone == 2
+    finally:
+        m.teardown()
+
+
+def test_the_queue_asking_twice_for_a_waiting_line_gets_it_planned_once(pg: Pg) -> None:
+    """The case the 20,000-order fault run found (85 orders): under a backlog the queue's request
+    went unanswered past its expiry, the queue asked again, both plans were held and the line
+    shipped twice. The second plan to arrive finds the line gone from the queue."""
+    LedgerMachine.pg = pg
+    m = LedgerMachine()
+    try:
+        order_id = m.current["O0"]
+        line = SkuLine(line_id="L1", sku=m.name("S0"), quantity=1)
+        m.handle(PLANS, m.plan(order_id, 1, [], outcome="backorder", backordered=(line,)))
+        m.snapshot("N0", "S0", 5, 0)
+        outcomes = []
+        for asked in (AS_OF, AS_OF + timedelta(minutes=2)):
+            request = Repair(
+                exception_id=queue_request_id(order_id, ["L1"], asked),
+                action=RELEASE_WAITING,
+                lines=(line,),
+                cancel_replaced=False,
+            )
+            plan = m.plan(order_id, 1, [("N0", [("L1", "S0", 1)])], repair=request)
+            outcomes.append([e.envelope.type for e in m.handle(PLANS, plan) if e.topic == RESERVATIONS])
+        assert outcomes == [["reservation.confirmed.v1"], []], "the second plan holds nothing"
+        reserved = pg.run(
+            pg.conn.fetchval(
+                "SELECT reserved FROM reserve_ledger WHERE node_id = $1 AND sku = $2",
+                m.name("N0"),
+                m.name("S0"),
+            )
+        )
+        assert reserved == 1
     finally:
         m.teardown()
 

@@ -20,10 +20,22 @@ from enum import StrEnum
 
 from orchestrator.contract.common import OrderLine, SkuLine
 from orchestrator.contract.orders import OrderCreated
-from orchestrator.contract.pipeline import PlanDecided, PlanOutcome
+from orchestrator.contract.pipeline import PlanDecided, PlanOutcome, Repair
 
 #: The action of a partial plan for waiting lines whose supply came (a `Repair` of no exception).
 RELEASE_WAITING = "release_waiting"
+#: How the queue's own requests are named (`Repair.exception_id`): "supply:ORDER:LINES:WHEN".
+_QUEUE_REQUEST = "supply:"
+
+
+def queue_request_id(order_id: str, line_ids: Sequence[str], at: datetime) -> str:
+    """The id of the queue's request to plan these waiting lines of the order, at `at`."""
+    return f"{_QUEUE_REQUEST}{order_id}:{'/'.join(sorted(line_ids))}:{at:%Y%m%dT%H%M%S}"
+
+
+def from_queue(repair: Repair) -> bool:
+    """Whether the repair is the queue's request for waiting lines (not an exception's back-order)."""
+    return repair.action == RELEASE_WAITING and repair.exception_id.startswith(_QUEUE_REQUEST)
 
 
 class PreorderRelease(StrEnum):
@@ -258,11 +270,13 @@ __all__ = [
     "PreorderRelease",
     "WaitingLine",
     "expected_dates",
+    "from_queue",
     "is_due",
     "order_to_plan_now",
     "preorder_lines",
     "preorder_plan",
     "queue",
+    "queue_request_id",
     "releasable",
     "set_aside",
     "waiting_lines",

@@ -49,7 +49,7 @@ from orchestrator.contract.pipeline import (
     SupplyReleaseDue,
 )
 from orchestrator.domain.stock_counts import INT4_MAX, Counted, Shipped, consume, fold_changes
-from orchestrator.domain.supply import RELEASE_WAITING, PreorderRelease
+from orchestrator.domain.supply import RELEASE_WAITING, PreorderRelease, from_queue
 from orchestrator.runtime.measures import StageMeasures
 from orchestrator.runtime.metrics import RuntimeMetrics
 from orchestrator.runtime.stage import HandlerContext, RejectEvent, Stage
@@ -522,6 +522,14 @@ async def superseded(conn: asyncpg.Connection, plan: PlanDecided, repair: Repair
         return "the order is cancelled"
     if row is not None and plan.sequence < row["sequence"]:
         return f"decided for order sequence {plan.sequence}, reserve has planned {row['sequence']} since"
+    if from_queue(repair) and await conn.fetchval(
+        "SELECT count(*) FROM reserve_waiting WHERE order_id = $1 AND line_id = ANY($2::text[])",
+        plan.order_id,
+        [line.line_id for line in repair.lines],
+    ) < len(repair.lines):
+        # The queue asks again when a request goes unanswered for a while (a backlog, not a refusal):
+        # the first plan to arrive took the lines out of the queue, and a second would ship them again.
+        return "its lines wait no more: an earlier request for them was planned"
     replaced = repair.replaces_shipment_id
     if replaced is None:
         return None

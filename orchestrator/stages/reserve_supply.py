@@ -39,6 +39,7 @@ from orchestrator.domain.supply import (
     PreorderRelease,
     WaitingLine,
     expected_dates,
+    queue_request_id,
     releasable,
     waiting_lines,
 )
@@ -262,7 +263,6 @@ async def release_ready(
     for order_id, lines in sorted(by_order.items()):
         first = lines[0]
         order = _order(first)
-        key = "/".join(sorted(r["line_id"] for r in lines))
         reason = Reason(
             code="stock_arrived", message=f"stock of {sku} is in for {len(lines)} waiting line(s)"
         )
@@ -279,7 +279,7 @@ async def release_ready(
                 order=order,
                 reason=reason,
                 repair=Repair(
-                    exception_id=f"supply:{order_id}:{key}:{ctx.now:%Y%m%dT%H%M%S}",
+                    exception_id=queue_request_id(order_id, [r["line_id"] for r in lines], ctx.now),
                     action=RELEASE_WAITING,
                     lines=tuple(
                         SkuLine(line_id=r["line_id"], sku=r["sku"], quantity=r["quantity"]) for r in lines
