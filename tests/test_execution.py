@@ -30,6 +30,7 @@ from orchestrator.contract.execution import (
 )
 from orchestrator.contract.inventory import InventorySnapshot
 from orchestrator.contract.network import NodeStatusChanged
+from orchestrator.contract.orders import OrderCreated
 from orchestrator.stages.status_sync import rebuild_projection
 from tests.harness import BRISTOL, LEEDS, LONDON, MANCHESTER, Pipeline, ids, node, order, pipeline
 
@@ -141,19 +142,28 @@ async def test_a_short_pick_nobody_can_fill_offers_the_customer_options(pipeline
     assert len(pipeline.out.released(o.order_id)) == 1
 
 
-async def test_a_closed_node_with_open_work_is_re_routed(pipeline: Pipeline) -> None:
-    n = ids("X3")
+async def close_with_work(
+    p: Pipeline, prefix: str, second_stock: int
+) -> tuple[str, str, str, OrderCreated, dict[str, Any]]:
+    """Two nodes, the first with 5 units and the second with `second_stock`; an order of 2 released to
+    the first, which acknowledges and then closes: (first, second, sku, the order, its work order)."""
+    n = ids(prefix)
     first, second = n("DC-FIRST"), n("DC-SECOND")
     sku = n("S")
-    await pipeline.setup_network(
-        node(first, LONDON), node(second, LEEDS), stock={(first, sku): 5, (second, sku): 5}
+    await p.setup_network(
+        node(first, LONDON), node(second, LEEDS), stock={(first, sku): 5, (second, sku): second_stock}
     )
     o = order(n("ORD"), [(sku, 2)])
-    await pipeline.publish(o)
-    [wo] = await released(pipeline, o.order_id)
+    await p.publish(o)
+    [wo] = await released(p, o.order_id)
     assert wo["node_id"] == first
-    await pipeline.publish(ack(wo))
-    await pipeline.publish(NodeStatusChanged(node_id=first, open=False, reason="power cut", changed_at=now()))
+    await p.publish(ack(wo))
+    await p.publish(NodeStatusChanged(node_id=first, open=False, reason="power cut", changed_at=now()))
+    return first, second, sku, o, wo
+
+
+async def test_a_closed_node_with_open_work_is_re_routed(pipeline: Pipeline) -> None:
+    first, second, sku, o, wo = await close_with_work(pipeline, "X3", second_stock=5)
     await pipeline.out.wait(
         lambda: len(pipeline.out.released(o.order_id)) == 2, "work moved off the closed node"
     )
@@ -172,22 +182,12 @@ async def test_a_closed_node_with_open_work_is_re_routed(pipeline: Pipeline) -> 
 async def test_a_closed_node_that_ships_its_work_after_all_gets_the_repair_undone(pipeline: Pipeline) -> None:
     """The node closes with work in hand, the work moves to another node, and the first node ships it
     anyway: the second node's work order is called back, so the line does not ship twice."""
-    n = ids("X3C")
-    first, second = n("DC-FIRST"), n("DC-SECOND")
-    sku = n("S")
-    await pipeline.setup_network(
-        node(first, LONDON), node(second, LEEDS), stock={(first, sku): 5, (second, sku): 5}
-    )
-    o = order(n("ORD"), [(sku, 2)])
-    await pipeline.publish(o)
-    [wo] = await released(pipeline, o.order_id)
-    await pipeline.publish(ack(wo))
-    await pipeline.publish(NodeStatusChanged(node_id=first, open=False, reason="strike", changed_at=now()))
+    first, second, sku, o, wo = await close_with_work(pipeline, "X3C", second_stock=5)
     await pipeline.out.wait(lambda: bool(pipeline.out.cancel_requests(o.order_id)), "a cancel request")
     await pipeline.out.wait(lambda: len(pipeline.out.released(o.order_id)) == 2, "the work moved")
     moved = pipeline.out.released(o.order_id)[1]
     assert moved["node_id"] == second
-    await pipeline.publish(ack(moved), shipped(wo, n("TRK")))  # the cancel request came too late
+    await pipeline.publish(ack(moved), shipped(wo, f"TRK-{o.order_id}"))  # the cancel request came too late
     await pipeline.out.wait(
         lambda: len(pipeline.out.cancel_requests(o.order_id)) == 2, "the moved work order called back"
     )
@@ -206,17 +206,7 @@ async def test_a_closed_node_whose_work_no_one_can_take_is_asked_to_cancel_it_an
     """The reroute finds no stock, so the playbook back-orders the lines. The closed node is still
     asked to cancel its work order and its stock given back: it used to keep both, and a node that
     shipped later sent the lines a second time when stock came for the back-order."""
-    n = ids("X3B")
-    closing, empty = n("DC-CLOSING"), n("DC-EMPTY")
-    sku = n("S")
-    await pipeline.setup_network(
-        node(closing, LONDON), node(empty, LEEDS), stock={(closing, sku): 2, (empty, sku): 0}
-    )
-    o = order(n("ORD"), [(sku, 2)])
-    await pipeline.publish(o)
-    [wo] = await released(pipeline, o.order_id)
-    await pipeline.publish(ack(wo))
-    await pipeline.publish(NodeStatusChanged(node_id=closing, open=False, reason="flood", changed_at=now()))
+    closing, empty, sku, o, wo = await close_with_work(pipeline, "X3B", second_stock=0)
     await pipeline.out.wait(lambda: bool(pipeline.out.cancel_requests(o.order_id)), "a cancel request")
     [cancel] = pipeline.out.cancel_requests(o.order_id)
     assert cancel["work_order_id"] == wo["work_order_id"]

@@ -486,18 +486,7 @@ class LedgerMachine(RuleBasedStateMachine):
         when = AS_OF + timedelta(
             seconds=self.counts + data.draw(st.sampled_from((-1.5, 0.5, 3.5)), label="at")
         )
-        event = WorkOrderShipped(
-            work_order_id=f"WO-{shipment_id}",
-            order_id=planned.order_id,
-            node_id=planned.node_id,
-            occurred_at=when,
-            shipment_id=shipment_id,
-            carrier="rm",
-            service_id="rm-48",
-            tracking_number=f"T-{shipment_id}",
-            packages=(Package(package_id=f"P-{shipment_id}"),),
-            lines=lines,
-        )
+        event = _shipped(planned.order_id, shipment_id, planned.node_id, lines, at=when)
         emitted = self.handle(WMS_EVENTS, event)
         consumed = {}
         for line in lines:
@@ -803,12 +792,18 @@ def test_the_queue_asking_twice_for_a_waiting_line_gets_it_planned_once(pg: Pg) 
         m.teardown()
 
 
-def _shipped(order_id: str, shipment_id: str, node_id: str, lines: tuple[SkuLine, ...]) -> WorkOrderShipped:
+def _shipped(
+    order_id: str,
+    shipment_id: str,
+    node_id: str,
+    lines: tuple[SkuLine, ...],
+    at: datetime = AS_OF + timedelta(minutes=5),
+) -> WorkOrderShipped:
     return WorkOrderShipped(
         work_order_id=f"WO-{shipment_id}",
         order_id=order_id,
         node_id=node_id,
-        occurred_at=AS_OF + timedelta(minutes=5),
+        occurred_at=at,
         shipment_id=shipment_id,
         carrier="rm",
         service_id="rm-48",
