@@ -82,6 +82,8 @@ OPEN_STATES: frozenset[ShipmentState] = frozenset(
 )
 #: The carrier has it and owes us scans.
 WITH_CARRIER: frozenset[ShipmentState] = frozenset({ShipmentState.SHIPPED, ShipmentState.IN_TRANSIT})
+#: The work left its node (whatever became of the parcel since).
+LEFT_NODE: frozenset[ShipmentState] = WITH_CARRIER | {ShipmentState.DELIVERED, ShipmentState.LOST}
 #: States after which no milestone and no timer applies.
 ENDED: frozenset[ShipmentState] = frozenset(
     {

@@ -141,14 +141,22 @@ def release_stage(deps: OrderPathDeps) -> Stage:
     measures = StageMeasures("release-measures")
 
     async def cancel_released(
-        ctx: HandlerContext, order_id: str, plan_id: str | None, reason: CancelRequestReason, detail: str
+        ctx: HandlerContext,
+        order_id: str,
+        plan_id: str | None,
+        reason: CancelRequestReason,
+        detail: str,
+        shipment_ids: Sequence[str] | None = None,
     ) -> int:
+        """Ask the nodes to cancel the order's released work: all of it, a plan's, or these shipments'."""
         rows = await ctx.db.fetch(
             "UPDATE release_work_orders SET status = 'cancel_requested'"
             " WHERE order_id = $1 AND status = 'released' AND ($2::text IS NULL OR plan_id = $2)"
+            " AND ($3::text[] IS NULL OR shipment_id = ANY($3::text[]))"
             " RETURNING work_order_id, node_id",
             order_id,
             plan_id,
+            None if shipment_ids is None else list(shipment_ids),
         )
         for r in sorted(rows, key=lambda r: r["work_order_id"]):
             request = WorkOrderCancelRequested(
@@ -161,17 +169,6 @@ def release_stage(deps: OrderPathDeps) -> Stage:
             ctx.emit(WORK_ORDERS, request)
             ctx.emit(RELEASED, request)
         return len(rows)
-
-    async def cancel_shipments(
-        ctx: HandlerContext, order_id: str, shipment_ids: Sequence[str], detail: str
-    ) -> None:
-        for r in await ctx.db.fetch(
-            "SELECT work_order_id FROM release_work_orders"
-            " WHERE order_id = $1 AND shipment_id = ANY($2::text[]) ORDER BY work_order_id",
-            order_id,
-            list(shipment_ids),
-        ):
-            await cancel_one(ctx, order_id, r["work_order_id"], detail)
 
     async def cancel_one(ctx: HandlerContext, order_id: str, work_order_id: str, detail: str) -> None:
         row = await ctx.db.fetchrow(
@@ -276,7 +273,9 @@ def release_stage(deps: OrderPathDeps) -> Stage:
                     msg.reason,
                     ctx.now,
                 )
-                await cancel_shipments(ctx, msg.order_id, msg.shipment_ids, msg.reason)
+                await cancel_released(
+                    ctx, msg.order_id, None, CancelRequestReason.REROUTED, msg.reason, msg.shipment_ids
+                )
             elif msg.cancel_order:
                 await cancel_released(
                     ctx, msg.order_id, None, CancelRequestReason.ORDER_CANCELLED, msg.reason

@@ -548,6 +548,16 @@ async def superseded(conn: asyncpg.Connection, plan: PlanDecided, repair: Repair
     return None
 
 
+def shipments_given_back(
+    order_id: str, plan_id: str | None, shipment_ids: tuple[str, ...], reason: str
+) -> ReservationsReleased:
+    """Tell release (which cancels their work orders) and the ledgers that follow this one that
+    these shipments, and only they, hold nothing any more."""
+    return ReservationsReleased(
+        order_id=order_id, plan_id=plan_id, reason=reason, cancel_order=False, shipment_ids=shipment_ids
+    )
+
+
 def redecide(plan: PlanDecided, lost: _LostRace) -> RedecideRequested:
     """Send a plan that lost a race back to decide-node, which plans again on fresh stock.
 
@@ -624,15 +634,9 @@ def reserve_stage(
         elif given_back and repair.cancel_replaced and repair.replaces_shipment_id is not None:
             # Nothing new to confirm (its lines wait for stock): release still has the failing work
             # order to cancel, and the ledgers that follow this one its stock to give back.
+            why = f"{repair.action} of exception {repair.exception_id}: its lines wait for stock"
             ctx.emit(
-                RESERVATIONS,
-                ReservationsReleased(
-                    order_id=plan.order_id,
-                    plan_id=None,
-                    reason=f"{repair.action} of exception {repair.exception_id}: its lines wait for stock",
-                    cancel_order=False,
-                    shipment_ids=(repair.replaces_shipment_id,),
-                ),
+                RESERVATIONS, shipments_given_back(plan.order_id, None, (repair.replaces_shipment_id,), why)
             )
         rechecks = await take_rechecks(conn, plan)
         changed = await record_plan(conn, plan, ctx.now)
@@ -767,7 +771,10 @@ def reserve_stage(
     async def on_shipped(ctx: HandlerContext, shipped: WorkOrderShipped) -> None:
         consumed = await consume_shipment(ctx.db, shipped)
         if consumed is not None:
+            # It held its stock, so no repair gave it back (one that replaces work always gives all
+            # of it back): there is nothing to undo.
             ctx.emit(RESERVATIONS, consumed)
+            return
         for undone in await undo_replacements(ctx.db, shipped):
             counted(ctx, UNDONE, REPAIR)
             why = f"{shipped.work_order_id} shipped after all: repair plan {undone.plan_id} is not needed"
@@ -781,13 +788,7 @@ def reserve_stage(
             if undone.given_back:
                 ctx.emit(
                     RESERVATIONS,
-                    ReservationsReleased(
-                        order_id=shipped.order_id,
-                        plan_id=undone.plan_id,
-                        reason=why,
-                        cancel_order=False,
-                        shipment_ids=undone.given_back,
-                    ),
+                    shipments_given_back(shipped.order_id, undone.plan_id, undone.given_back, why),
                 )
             if undone.unqueued:
                 await announce_owed(ctx, set(undone.unqueued))

@@ -60,6 +60,7 @@ from orchestrator.contract.returns import (
     ReturnResolutionChanged,
     ReturnStatusChanged,
 )
+from orchestrator.domain.monitoring import LEFT_NODE
 from orchestrator.domain.return_routing import ReturnedLine, ReturnRoute, Unroutable, route_return
 from orchestrator.domain.returns import (
     ReturnCase,
@@ -131,9 +132,9 @@ async def _any_shipped(conn: asyncpg.Connection, order_id: str) -> bool:
     """Whether any of the order's work left its node, as monitor saw it (read, never written)."""
     return bool(
         await conn.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM monitor_shipments WHERE order_id = $1"
-            " AND state IN ('shipped', 'in_transit', 'delivered', 'lost'))",
+            "SELECT EXISTS (SELECT 1 FROM monitor_shipments WHERE order_id = $1 AND state = ANY($2::text[]))",
             order_id,
+            sorted(LEFT_NODE),
         )
     )
 
