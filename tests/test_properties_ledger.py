@@ -67,6 +67,7 @@ from orchestrator.contract.pipeline import (
     Repair,
     RepairOutcome,
     ReservationsConsumed,
+    ReservationsReleased,
 )
 from orchestrator.domain.supply import RELEASE_WAITING, queue_request_id
 from orchestrator.runtime.stage import Emitted, HandlerContext, Stage
@@ -159,6 +160,17 @@ class Shipment:
     order_id: str
     node_id: str
     lines: tuple[SkuLine, ...]
+
+
+@dataclass
+class Replaced:
+    """A held repair of work the node was asked to stop: undone if that work ships after all."""
+
+    shipment_id: str
+    plan_id: str
+    line_ids: frozenset[str]
+    shipment_ids: tuple[str, ...]
+    undone: bool = False
 
 
 @dataclass
@@ -262,6 +274,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.by_id: dict[str, Order] = {}
         self.current = {o: self.new_order(o) for o in ORDERS}
         self.shipments: dict[str, Shipment] = {}
+        self.replaced: list[Replaced] = []
         self.plans = 0
         self.counts = 0
         self.before: dict[tuple[str, str], asyncpg.Record] = {}
@@ -406,6 +419,29 @@ class LedgerMachine(RuleBasedStateMachine):
             self.remember(plan)
         self.check_outcome(emitted, plan, fitted)
 
+    def undo(self, shipment_id: str, carried: set[str]) -> list[tuple[str, tuple[str, ...]]]:
+        """The replaced work shipped after all: each repair held for it gives back its new shipments
+        that carry only lines the late one did, and have not left; (plan, shipments) per repair."""
+        told = []
+        for r in sorted(self.replaced, key=lambda r: r.plan_id):
+            if r.shipment_id != shipment_id or r.undone:
+                continue
+            r.undone = True
+            lines = carried & r.line_ids
+            given = []
+            for sid in sorted(r.shipment_ids) if lines else ():
+                rows = [h for h in self.model.held.values() if h.shipment_id == sid]
+                if any(h.consumed for h in rows) or not any(h.active for h in rows):
+                    continue
+                if {h.line_id for h in rows} <= lines:
+                    for h in rows:
+                        if h.active:
+                            self.model.give_back(h, h.quantity)
+                    given.append(sid)
+            if given:
+                told.append((r.plan_id, tuple(given)))
+        return told
+
     @precondition(lambda self: bool(self.shipments))
     @rule(data=st.data())
     def repair(self, data: st.DataObject) -> None:
@@ -430,7 +466,8 @@ class LedgerMachine(RuleBasedStateMachine):
         node = data.draw(st.sampled_from(NODES), label="node")
         placed = data.draw(st.integers(0, 3), label="placed") > 0
         cancel = data.draw(st.booleans(), label="cancel_replaced")
-        dropped = data.draw(st.booleans(), label="dropped_if_shipped")
+        # As the playbooks make them: a repair dropped if the old work ships asked the node to stop it.
+        dropped = cancel and data.draw(st.booleans(), label="dropped_if_shipped")
         o = self.by_id[old.order_id]
         stale = o.sequence >= 2 and data.draw(st.integers(0, 3), label="stale") == 0
         sequence = o.sequence - 1 if stale else max(o.sequence, 1)
@@ -468,6 +505,15 @@ class LedgerMachine(RuleBasedStateMachine):
                     after.give_back(h, h.quantity if cancel else min(h.quantity, wanted.get(h.line_id, 0)))
             self.model = after
             self.remember(plan)
+            if dropped:
+                self.replaced.append(
+                    Replaced(
+                        shipment_id,
+                        plan.plan_id,
+                        frozenset(x.line_id for x in lines),
+                        tuple(s.shipment_id for s in plan.shipments),
+                    )
+                )
         self.check_outcome(emitted, plan, fitted)
 
     @precondition(lambda self: bool(self.shipments))
@@ -476,7 +522,11 @@ class LedgerMachine(RuleBasedStateMachine):
         """The node reports a shipment left: any shipment ever planned (so also one given back, or
         shipped already), some of its lines, at times as many units as were planned, fewer or more,
         shortly before or after the row's latest count (which may come in after it)."""
-        shipment_id = data.draw(st.sampled_from(sorted(self.shipments)), label="shipment")
+        # Work a repair replaced is drawn on purpose: the node may ship it after all.
+        replaced = sorted({r.shipment_id for r in self.replaced if not r.undone})
+        pool = data.draw(st.sampled_from(("any", "replaced")), label="pool")
+        chosen = replaced if pool == "replaced" and replaced else sorted(self.shipments)
+        shipment_id = data.draw(st.sampled_from(chosen), label="shipment")
         planned = self.shipments[shipment_id]
         picked = data.draw(st.lists(st.sampled_from(planned.lines), min_size=1, unique=True), label="lines")
         lines = tuple(
@@ -512,8 +562,12 @@ class LedgerMachine(RuleBasedStateMachine):
             if released:
                 self.seen["ship: short, rest given back"] += 1
         else:
-            assert emitted == [], "a shipment that holds nothing any more consumes nothing"
-            self.seen["ship: nothing held"] += 1
+            undone = self.undo(shipment_id, {line.line_id for line in lines})
+            assert [
+                (x.plan_id, x.shipment_ids) for x in told if isinstance(x, ReservationsReleased)
+            ] == undone
+            assert len(emitted) == len(undone), "a shipment that holds nothing any more consumes nothing"
+            self.seen["ship: repair undone" if undone else "ship: nothing held"] += 1
 
     @rule(order=st.sampled_from(ORDERS), then_new=st.booleans())
     def cancel(self, order: str, then_new: bool) -> None:
@@ -754,6 +808,52 @@ def test_work_that_ships_after_its_repair_was_held_undoes_the_repair(pg: Pg) -> 
             )
         )
         assert undone == 2
+    finally:
+        m.teardown()
+
+
+def test_a_repair_of_a_repair_is_undone_when_the_work_between_ships(pg: Pg) -> None:
+    """The case the property test found: work moved twice (N0 to N1 to N2), then N1 ships the work
+    it was asked to stop after all. The second move is undone: N2's shipment is given back by name,
+    so release cancels it, and the order holds nothing more."""
+    LedgerMachine.pg = pg
+    m = LedgerMachine()
+    try:
+        for node in ("N0", "N1", "N2"):
+            m.snapshot(node, "S0", 1, 0)
+        order_id = m.current["O0"]
+        first = m.plan(order_id, 1, [("N0", [("L1", "S0", 1)])])
+        m.handle(PLANS, first)
+        shipment = first.shipments[0]
+        moves = []
+        for node in ("N1", "N2"):
+            repair = Repair(
+                exception_id=f"{shipment.shipment_id}:closed",
+                action="reroute",
+                lines=shipment.lines,
+                replaces_work_order_id=f"WO-{shipment.shipment_id}",
+                replaces_shipment_id=shipment.shipment_id,
+                cancel_replaced=True,
+                dropped_if_shipped=True,
+            )
+            move = m.plan(order_id, 1, [(node, [("L1", "S0", 1)])], repair=repair)
+            m.handle(PLANS, move)
+            moves.append(move)
+            shipment = move.shipments[0]
+        between = moves[0].shipments[0]
+        emitted = m.handle(
+            WMS_EVENTS, _shipped(order_id, between.shipment_id, between.node_id, between.lines)
+        )
+        told = [e.envelope.data for e in emitted]
+        assert len(told) == 1 and isinstance(told[0], ReservationsReleased)
+        assert told[0].shipment_ids == (moves[1].shipments[0].shipment_id,), "N2's work order is cancelled"
+        held = pg.run(
+            pg.conn.fetchval(
+                "SELECT count(*) FROM reserve_reservations WHERE order_id = $1 AND status = 'active'",
+                order_id,
+            )
+        )
+        assert held == 0, "the line left with N1's parcel: nothing stays reserved for it"
     finally:
         m.teardown()
 
