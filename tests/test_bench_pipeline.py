@@ -24,7 +24,7 @@ async def test_the_end_to_end_benchmark_runs_and_reports_every_part(tmp_path: Pa
     run = result["pipeline"]
 
     assert run["maximum"]["released"] > 0 and run["maximum"]["released_per_s"] > 0
-    assert [row["fraction"] for row in run["latency"]] == list(pipeline.LOAD_FRACTIONS)
+    assert [row["fraction"] for row in run["latency"]] == list(pipeline.QUICK.load_fractions)
     for row in run["latency"]:
         assert row["released"] > 0 and row["p50_ms"] is not None and row["p99_ms"] >= row["p50_ms"], row
         # Which stages the paced orders waited behind: every order stage handled some of them.
