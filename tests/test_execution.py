@@ -30,9 +30,9 @@ from orchestrator.contract.execution import (
 )
 from orchestrator.contract.inventory import InventorySnapshot
 from orchestrator.contract.network import NodeStatusChanged
-from orchestrator.contract.orders import OrderCreated
+from orchestrator.contract.orders import OrderAmended, OrderCreated
 from orchestrator.stages.status_sync import rebuild_projection
-from tests.harness import BRISTOL, LEEDS, LONDON, MANCHESTER, Pipeline, ids, node, order, pipeline
+from tests.harness import BRISTOL, LEEDS, LONDON, MANCHESTER, Pipeline, address, ids, node, order, pipeline
 
 pytestmark = pytest.mark.integration
 __all__ = ["pipeline"]
@@ -197,6 +197,39 @@ async def test_a_closed_node_that_ships_its_work_after_all_gets_the_repair_undon
     ]
     rows = await pipeline.db.fetch("SELECT node_id, reserved FROM reserve_ledger WHERE sku = $1", sku)
     assert {r["node_id"]: r["reserved"] for r in rows} == {first: 0, second: 0}
+    await pipeline.out.final_state(o.order_id, "shipped")
+
+
+async def test_an_amended_order_whose_old_work_order_ships_after_all_ships_once(pipeline: Pipeline) -> None:
+    """The customer moves the delivery to Leeds, so the order is planned again at the Leeds node, and
+    the London node, too late for the cancel request, ships the old work order: the Leeds work order
+    is called back, so the line does not ship twice."""
+    n = ids("X3A")
+    london, leeds = n("DC-LONDON"), n("DC-LEEDS")
+    sku = n("S")
+    await pipeline.setup_network(
+        node(london, LONDON), node(leeds, LEEDS), stock={(london, sku): 5, (leeds, sku): 5}
+    )
+    o = order(n("ORD"), [(sku, 2)], to=LONDON)
+    await pipeline.publish(o)
+    [wo] = await released(pipeline, o.order_id)
+    assert wo["node_id"] == london
+    await pipeline.publish(ack(wo), OrderAmended(order_id=o.order_id, ship_to=address(LEEDS, "Leeds")))
+    await pipeline.out.wait(lambda: len(pipeline.out.released(o.order_id)) == 2, "the order planned again")
+    replanned = pipeline.out.released(o.order_id)[1]
+    assert replanned["node_id"] == leeds
+    await pipeline.publish(
+        ack(replanned), shipped(wo, f"TRK-{o.order_id}")
+    )  # the cancel request came too late
+    await pipeline.out.wait(
+        lambda: len(pipeline.out.cancel_requests(o.order_id)) == 2, "the new work order called back"
+    )
+    assert [c["work_order_id"] for c in pipeline.out.cancel_requests(o.order_id)] == [
+        wo["work_order_id"],
+        replanned["work_order_id"],
+    ]
+    rows = await pipeline.db.fetch("SELECT node_id, reserved FROM reserve_ledger WHERE sku = $1", sku)
+    assert {r["node_id"]: r["reserved"] for r in rows} == {london: 0, leeds: 0}
     await pipeline.out.final_state(o.order_id, "shipped")
 
 

@@ -170,6 +170,8 @@ class Replaced:
     plan_id: str
     line_ids: frozenset[str]
     shipment_ids: tuple[str, ...]
+    #: A whole plan of the order gave it back: undoing goes by what the order holds then.
+    whole: bool = False
     undone: bool = False
 
 
@@ -411,7 +413,17 @@ class LedgerMachine(RuleBasedStateMachine):
             assert emitted == [], "a plan for a cancelled or since-changed order is dropped"
             return
         o.sequence = sequence
+        replaced: dict[str, set[str]] = {}
+        for h in self.model.held.values():
+            if h.order_id == plan.order_id and h.active:
+                replaced.setdefault(h.shipment_id, set()).add(h.line_id)
         self.model.release_order(plan.order_id)
+        self.replaced += [
+            Replaced(
+                sid, plan.plan_id, frozenset(ids), tuple(s.shipment_id for s in plan.shipments), whole=True
+            )
+            for sid, ids in replaced.items()
+        ]
         after = self.model.copy()
         fitted = after.take(plan)
         if fitted:
@@ -419,15 +431,23 @@ class LedgerMachine(RuleBasedStateMachine):
             self.remember(plan)
         self.check_outcome(emitted, plan, fitted)
 
-    def undo(self, shipment_id: str, carried: set[str]) -> list[tuple[str, tuple[str, ...]]]:
+    def undo(self, shipment_id: str, shipped: tuple[SkuLine, ...]) -> list[tuple[str, tuple[str, ...]]]:
         """The replaced work shipped after all: each repair held for it gives back its new shipments
-        that carry only lines the late one did, and have not left; (plan, shipments) per repair."""
+        that carry only lines the late one did, and have not left; a whole re-plan, the order's
+        shipments not gone whose every unit it carried. (plan, shipments) per undone one."""
+        carried = {line.line_id for line in shipped}
         told = []
         for r in sorted(self.replaced, key=lambda r: r.plan_id):
             if r.shipment_id != shipment_id or r.undone:
                 continue
             r.undone = True
             lines = carried & r.line_ids
+            if r.whole and lines:
+                units = Counter({x.line_id: x.quantity for x in shipped if x.line_id in lines})
+                whole = self.undo_whole(self.shipments[shipment_id].order_id, units)
+                if whole:
+                    told.append((r.plan_id, whole))
+                continue
             given = []
             for sid in sorted(r.shipment_ids) if lines else ():
                 rows = [h for h in self.model.held.values() if h.shipment_id == sid]
@@ -516,6 +536,26 @@ class LedgerMachine(RuleBasedStateMachine):
                 )
         self.check_outcome(emitted, plan, fitted)
 
+    def undo_whole(self, order_id: str, carried: Counter[str]) -> tuple[str, ...]:
+        """The order's shipments that hold stock and have not left, each given back when the late
+        parcel carried all it holds (its units counted once)."""
+        holding = sorted(
+            {h.shipment_id for h in self.model.held.values() if h.order_id == order_id and h.active}
+        )
+        given = []
+        for sid in holding:
+            rows = [h for h in self.model.held.values() if h.shipment_id == sid]
+            if any(h.consumed for h in rows):
+                continue
+            needs = Counter({h.line_id: h.quantity for h in rows if h.active})
+            if all(carried[line] >= units for line, units in needs.items()):
+                carried -= needs
+                for h in rows:
+                    if h.active:
+                        self.model.give_back(h, h.quantity)
+                given.append(sid)
+        return tuple(given)
+
     @precondition(lambda self: bool(self.shipments))
     @rule(data=st.data())
     def ship(self, data: st.DataObject) -> None:
@@ -562,7 +602,7 @@ class LedgerMachine(RuleBasedStateMachine):
             if released:
                 self.seen["ship: short, rest given back"] += 1
         else:
-            undone = self.undo(shipment_id, {line.line_id for line in lines})
+            undone = self.undo(shipment_id, lines)
             assert [
                 (x.plan_id, x.shipment_ids) for x in told if isinstance(x, ReservationsReleased)
             ] == undone
@@ -854,6 +894,78 @@ def test_a_repair_of_a_repair_is_undone_when_the_work_between_ships(pg: Pg) -> N
             )
         )
         assert held == 0, "the line left with N1's parcel: nothing stays reserved for it"
+    finally:
+        m.teardown()
+
+
+def test_an_amendments_re_plan_is_undone_when_the_old_work_order_ships_after_all(pg: Pg) -> None:
+    """The rest of the lines the 20,000-order fault run shipped twice: an amendment re-planned the
+    order, and the node shipped the old work order before it heard of the cancel. What the order
+    holds for lines the late parcel carried in full goes back, even after a second amendment and
+    a back-order; a line the amendment raised still ships."""
+    LedgerMachine.pg = pg
+    m = LedgerMachine()
+    try:
+        cases: dict[str, tuple[str, PlanDecided]] = {}
+        for case in ("moved", "raised", "twice", "waits"):
+            # Nodes of its own: a node's day takes two shipments.
+            n0, n1, n2 = (f"{case}-N{k}" for k in range(3))
+            for node in (n0, n1, n2):
+                m.snapshot(node, "S0", 10, 0)
+            order_id = m.new_order(case)
+            first = m.plan(order_id, 1, [(n0, [("L1", "S0", 1), ("L2", "S0", 1)])])
+            m.handle(PLANS, first)
+            if case == "moved":  # L1 to N1, L2 to N2: both covered by the late parcel
+                spec = [(n1, [("L1", "S0", 1)]), (n2, [("L2", "S0", 1)])]
+            elif case == "raised":  # L1 raised to 3: only L2's shipment is covered
+                spec = [(n1, [("L1", "S0", 3)]), (n2, [("L2", "S0", 1)])]
+            else:
+                spec = [(n1, [("L1", "S0", 1), ("L2", "S0", 1)])]
+            replan = m.plan(order_id, 2, spec)
+            m.handle(PLANS, replan)
+            if case == "twice":  # amended again: the lines moved on from the first re-plan
+                replan = m.plan(order_id, 3, [(n2, [("L1", "S0", 1), ("L2", "S0", 1)])])
+                m.handle(PLANS, replan)
+            if case == "waits":  # re-planned to wait for stock: the lines join the queue
+                line = SkuLine(line_id="L1", sku=m.name("S0"), quantity=1)
+                replan = m.plan(
+                    order_id, 3, [(n2, [("L2", "S0", 1)])], outcome="backorder", backordered=(line,)
+                )
+                m.handle(PLANS, replan)
+            cases[case] = (order_id, first)
+        told: dict[str, list[EventPayload]] = {}
+        for case, (order_id, first) in cases.items():
+            old = first.shipments[0]
+            late = m.handle(WMS_EVENTS, _shipped(order_id, old.shipment_id, old.node_id, old.lines))
+            told[case] = [e.envelope.data for e in late]
+        held = {
+            case: pg.run(
+                pg.conn.fetch(
+                    "SELECT line_id, quantity FROM reserve_reservations WHERE order_id = $1 AND status = 'active'"
+                    " ORDER BY line_id",
+                    order_id,
+                )
+            )
+            for case, (order_id, _) in cases.items()
+        }
+        released = {c: [x for x in t if isinstance(x, ReservationsReleased)] for c, t in told.items()}
+        assert [len(r.shipment_ids) for r in released["moved"]] == [2], told["moved"]
+        assert held["moved"] == [], "nothing stays reserved for lines that left with the old parcel"
+        assert [(r["line_id"], r["quantity"]) for r in held["raised"]] == [("L1", 3)], (
+            "the raised line still ships: the old parcel carried one of its three units"
+        )
+        assert held["twice"] == [] and len(released["twice"]) == 1
+        assert held["waits"] == []
+        waiting = pg.run(
+            pg.conn.fetchval("SELECT count(*) FROM reserve_waiting WHERE order_id = $1", cases["waits"][0])
+        )
+        assert waiting == 0, "the back-ordered line the old parcel carried waits no more"
+        owed = [x for x in told["waits"] if isinstance(x, QueueOwed)]
+        assert [(q.sku, q.units) for q in owed] == [(m.name("S0"), 0)]
+        order_id, first = cases["moved"]
+        old = first.shipments[0]
+        again = m.handle(WMS_EVENTS, _shipped(order_id, old.shipment_id, old.node_id, old.lines))
+        assert again == [], "the node's event sent twice undoes nothing more"
     finally:
         m.teardown()
 

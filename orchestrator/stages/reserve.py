@@ -67,7 +67,7 @@ from orchestrator.stages.common import (
     emit_status,
 )
 from orchestrator.stages.reserve_giveback import give_back_order, give_back_slots
-from orchestrator.stages.reserve_replaced import remember_replaced, undo_replacements
+from orchestrator.stages.reserve_replaced import remember_replaced, remember_replanned, undo_replacements
 from orchestrator.stages.reserve_supply import (
     CUSTOMER_NOTIFICATIONS,
     SupplyTicker,
@@ -84,17 +84,16 @@ LEDGER_LOCK = 0x5245_5345_5256_45  # "RESERVE"
 
 #: The `result` label of `orchestrator_reservations_total`.
 CONFIRMED, LOST_RACE, SUPERSEDED = "confirmed", "lost_race", "superseded"
-#: A held repair given back because the work it replaced shipped after all.
+#: A held repair, or what a whole re-plan held, given back because the work replaced shipped after all.
 UNDONE = "undone"
 #: The `plan` label: a plan of the whole order, or a repair's partial plan.
 WHOLE, REPAIR = "whole", "repair"
 
 
 def _prepare_metrics(m: RuntimeMetrics) -> None:
-    for result in (CONFIRMED, LOST_RACE, SUPERSEDED):
+    for result in (CONFIRMED, LOST_RACE, SUPERSEDED, UNDONE):
         for plan in (WHOLE, REPAIR):
             m.reservations.labels(result, plan)
-    m.reservations.labels(UNDONE, REPAIR)
 
 
 class _LostRace(Exception):
@@ -657,7 +656,10 @@ def reserve_stage(
                 counted(ctx, SUPERSEDED, WHOLE)
             return
         old_plan = row["active_plan_id"] if row else None
-        if await give_back_order(conn, plan.order_id) and old_plan is not None:
+        given_back = await give_back_order(conn, plan.order_id)
+        # Before this plan is held or lost: its node may still ship the old work, cancel or not.
+        await remember_replanned(conn, plan, given_back, ctx.now)
+        if given_back and old_plan is not None:
             ctx.emit(
                 RESERVATIONS,
                 ReservationsReleased(
@@ -746,7 +748,7 @@ def reserve_stage(
             msg.order_id,
             OrderState.CANCELLED,
             msg.sequence,
-            detail=f"{msg.reason}; {freed} reservation(s) released",
+            detail=f"{msg.reason}; {len(freed)} reservation(s) released",
         )
 
     async def on_inventory(ctx: HandlerContext, data: InventorySnapshot | InventoryDelta) -> None:
@@ -776,10 +778,13 @@ def reserve_stage(
             ctx.emit(RESERVATIONS, consumed)
             return
         for undone in await undo_replacements(ctx.db, shipped):
-            counted(ctx, UNDONE, REPAIR)
-            why = f"{shipped.work_order_id} shipped after all: repair plan {undone.plan_id} is not needed"
+            counted(ctx, UNDONE, WHOLE if undone.whole else REPAIR)
+            if undone.whole:
+                why = f"{shipped.work_order_id} shipped after all: what is held for its lines is not needed"
+            else:
+                why = f"{shipped.work_order_id} shipped after all: repair plan {undone.plan_id} is not needed"
             ctx.log.warning(
-                "repair undone",
+                "re-plan undone" if undone.whole else "repair undone",
                 order_id=shipped.order_id,
                 plan_id=undone.plan_id,
                 given_back=undone.given_back,

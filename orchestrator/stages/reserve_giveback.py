@@ -24,20 +24,20 @@ async def give_back_slots(conn: asyncpg.Connection, shipment_ids: set[str]) -> N
     )
 
 
-async def give_back_order(conn: asyncpg.Connection, order_id: str) -> int:
-    """Give back every active reservation of the order; returns how many."""
+async def give_back_order(conn: asyncpg.Connection, order_id: str) -> list[asyncpg.Record]:
+    """Give back every active reservation of the order; returns them (shipment_id, line_id, ...)."""
     return await _give_back(conn, "order_id = $1", order_id)
 
 
-async def give_back_shipments(conn: asyncpg.Connection, shipment_ids: list[str]) -> int:
-    """Give back every active reservation of these shipments; returns how many."""
+async def give_back_shipments(conn: asyncpg.Connection, shipment_ids: list[str]) -> list[asyncpg.Record]:
+    """Give back every active reservation of these shipments; returns them."""
     return await _give_back(conn, "shipment_id = ANY($1::text[])", shipment_ids)
 
 
-async def _give_back(conn: asyncpg.Connection, which: str, key: object) -> int:
-    rows = await conn.fetch(
+async def _give_back(conn: asyncpg.Connection, which: str, key: object) -> list[asyncpg.Record]:
+    rows: list[asyncpg.Record] = await conn.fetch(
         "UPDATE reserve_reservations SET status = 'released', released_at = now()"
-        f" WHERE {which} AND status = 'active' RETURNING node_id, sku, quantity, shipment_id",
+        f" WHERE {which} AND status = 'active' RETURNING node_id, sku, quantity, shipment_id, line_id",
         key,
     )
     for r in rows:
@@ -50,7 +50,7 @@ async def _give_back(conn: asyncpg.Connection, which: str, key: object) -> int:
         )
     if rows:
         await give_back_slots(conn, {r["shipment_id"] for r in rows})
-    return len(rows)
+    return rows
 
 
 __all__ = ["give_back_order", "give_back_shipments", "give_back_slots"]
