@@ -15,8 +15,8 @@ import aiohttp
 import asyncpg
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaConnectionError
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaConnectionError, KafkaError
 from prometheus_client.parser import text_string_to_metric_families
 
 from orchestrator.contract.envelope import Envelope, encode
@@ -224,6 +224,41 @@ async def test_a_rolled_back_batch_commits_none_of_its_offsets(bootstrap: str) -
         outputs = await read_all(bootstrap, target, expect=5)
     assert [headers_of(o)["ce_causationid"] for o in outputs] == [e.id for e in events]
     assert await _committed(bootstrap, flaky.group_id, TopicPartition(source, 0)) == 5
+
+
+async def test_a_transaction_the_broker_fails_under_a_batch_is_retried_and_the_stage_runs_on(
+    bootstrap: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a broker restart did in the 20,000-order fault run: adding a batch's offsets to its
+    transaction failed, aiokafka put the transaction in an abortable error and refused the batch's
+    records with IllegalOperation (not a KafkaError), and the stage process ended. The client is put
+    in that state here as the broker's failure puts it: the batch is rolled back and retried, the
+    stage keeps running, and every event comes out once."""
+    source, target = unique("in"), unique("out")
+    await create_topics(bootstrap, [source, target], partitions=1)
+    add_offsets = AIOKafkaProducer.send_offsets_to_transaction
+    failed: list[str] = []
+
+    async def failing_once(self: AIOKafkaProducer, offsets: dict[TopicPartition, int], group_id: str) -> None:
+        await add_offsets(self, offsets, group_id)
+        if not failed:
+            failed.append(group_id)
+            self._txn_manager.error_transaction(KafkaError("the coordinator went away"))
+
+    monkeypatch.setattr(AIOKafkaProducer, "send_offsets_to_transaction", failing_once)
+
+    async def slow(event: Envelope, ctx: HandlerContext) -> None:
+        await asyncio.sleep(0.5)  # as a database stage's batch: the offsets are in before the records
+        ctx.emit(target, event.data)
+
+    events = orders(5)
+    stage = Stage(name="slow-relay", inputs=(source,), outputs=(target,), handler=slow)
+    async with running([stage], _settings(bootstrap)) as task:
+        await publish_events(bootstrap, source, events)
+        outputs = await read_all(bootstrap, target, expect=5)
+        assert not task.done(), "the stage process ended"
+    assert failed, "the transaction was never failed: the test tested nothing"
+    assert [headers_of(o)["ce_causationid"] for o in outputs] == [e.id for e in events]
 
 
 async def test_a_handler_that_keeps_failing_dead_letters_its_event_and_the_batch_comes_out_once(

@@ -37,7 +37,7 @@ from typing import Any
 import asyncpg
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import KafkaError, ProducerFenced
+from aiokafka.errors import IllegalOperation, KafkaError, ProducerFenced
 from prometheus_client import Histogram
 
 from orchestrator.contract.envelope import DecodeError, Envelope, decode, encode
@@ -411,10 +411,17 @@ class StageWorker:
             else:
                 result = await self._handle_batch(tp, records, None)
             handled = clock()
-            futures = [
-                await producer.send(o.topic, value=o.value, key=o.key, headers=o.headers)
-                for o in result.outgoing
-            ]
+            try:
+                futures = [
+                    await producer.send(o.topic, value=o.value, key=o.key, headers=o.headers)
+                    for o in result.outgoing
+                ]
+            except IllegalOperation as exc:
+                # The broker failed the transaction while the batch was handled (a restart: adding
+                # the offsets or partitions to it failed). aiokafka then holds it in an abortable
+                # error and refuses sends, with an error that is no KafkaError: the batch is retried
+                # like the broker fault that caused it, instead of ending the process.
+                raise TransientError(f"the transaction failed under the batch: {exc}") from exc
             delivered = await asyncio.gather(*futures, return_exceptions=True)
             failure = next((d for d in delivered if isinstance(d, BaseException)), None)
             if failure is not None:
