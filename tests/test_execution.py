@@ -182,22 +182,28 @@ async def test_a_closed_node_with_open_work_is_re_routed(pipeline: Pipeline) -> 
 async def test_a_closed_node_that_ships_its_work_after_all_gets_the_repair_undone(pipeline: Pipeline) -> None:
     """The node closes with work in hand, the work moves to another node, and the first node ships it
     anyway: the second node's work order is called back, so the line does not ship twice."""
-    first, second, sku, o, wo = await close_with_work(pipeline, "X3C", second_stock=5)
+    _, second, sku, o, wo = await close_with_work(pipeline, "X3C", second_stock=5)
     await pipeline.out.wait(lambda: bool(pipeline.out.cancel_requests(o.order_id)), "a cancel request")
     await pipeline.out.wait(lambda: len(pipeline.out.released(o.order_id)) == 2, "the work moved")
     moved = pipeline.out.released(o.order_id)[1]
     assert moved["node_id"] == second
-    await pipeline.publish(ack(moved), shipped(wo, f"TRK-{o.order_id}"))  # the cancel request came too late
-    await pipeline.out.wait(
-        lambda: len(pipeline.out.cancel_requests(o.order_id)) == 2, "the moved work order called back"
-    )
-    assert [c["work_order_id"] for c in pipeline.out.cancel_requests(o.order_id)] == [
+    await ships_late_and_the_new_work_is_called_back(pipeline, o, wo, moved, sku)
+
+
+async def ships_late_and_the_new_work_is_called_back(
+    p: Pipeline, o: OrderCreated, wo: dict[str, Any], new: dict[str, Any], sku: str
+) -> None:
+    """The old work order `wo` ships although its node was asked to cancel it (the request came too
+    late): the work order that replaced it, `new`, is called back, and neither node keeps stock."""
+    await p.publish(ack(new), shipped(wo, f"TRK-{o.order_id}"))
+    await p.out.wait(lambda: len(p.out.cancel_requests(o.order_id)) == 2, "the new work order called back")
+    assert [c["work_order_id"] for c in p.out.cancel_requests(o.order_id)] == [
         wo["work_order_id"],
-        moved["work_order_id"],
+        new["work_order_id"],
     ]
-    rows = await pipeline.db.fetch("SELECT node_id, reserved FROM reserve_ledger WHERE sku = $1", sku)
-    assert {r["node_id"]: r["reserved"] for r in rows} == {first: 0, second: 0}
-    await pipeline.out.final_state(o.order_id, "shipped")
+    rows = await p.db.fetch("SELECT node_id, reserved FROM reserve_ledger WHERE sku = $1", sku)
+    assert {r["node_id"]: r["reserved"] for r in rows} == {wo["node_id"]: 0, new["node_id"]: 0}
+    await p.out.final_state(o.order_id, "shipped")
 
 
 async def test_an_amended_order_whose_old_work_order_ships_after_all_ships_once(pipeline: Pipeline) -> None:
@@ -218,19 +224,7 @@ async def test_an_amended_order_whose_old_work_order_ships_after_all_ships_once(
     await pipeline.out.wait(lambda: len(pipeline.out.released(o.order_id)) == 2, "the order planned again")
     replanned = pipeline.out.released(o.order_id)[1]
     assert replanned["node_id"] == leeds
-    await pipeline.publish(
-        ack(replanned), shipped(wo, f"TRK-{o.order_id}")
-    )  # the cancel request came too late
-    await pipeline.out.wait(
-        lambda: len(pipeline.out.cancel_requests(o.order_id)) == 2, "the new work order called back"
-    )
-    assert [c["work_order_id"] for c in pipeline.out.cancel_requests(o.order_id)] == [
-        wo["work_order_id"],
-        replanned["work_order_id"],
-    ]
-    rows = await pipeline.db.fetch("SELECT node_id, reserved FROM reserve_ledger WHERE sku = $1", sku)
-    assert {r["node_id"]: r["reserved"] for r in rows} == {london: 0, leeds: 0}
-    await pipeline.out.final_state(o.order_id, "shipped")
+    await ships_late_and_the_new_work_is_called_back(pipeline, o, wo, replanned, sku)
 
 
 async def test_a_closed_node_whose_work_no_one_can_take_is_asked_to_cancel_it_and_the_lines_wait(

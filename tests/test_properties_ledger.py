@@ -62,6 +62,7 @@ from orchestrator.contract.pipeline import (
     DayCapacity,
     PlanCancelled,
     PlanDecided,
+    PlannedShipment,
     QueueOwed,
     RedecideRequested,
     Repair,
@@ -777,15 +778,8 @@ def test_a_node_that_ships_work_it_was_asked_to_stop_is_not_repaired_twice(pg: P
             m.handle(PLANS, first)
             old = first.shipments[0]
             m.handle(WMS_EVENTS, _shipped(order_id, old.shipment_id, m.name("N0"), old.lines))
-            repair = Repair(
-                exception_id=f"{order_id}:x",
-                action="reroute",
-                lines=old.lines,
-                replaces_work_order_id=f"WO-{old.shipment_id}",
-                replaces_shipment_id=old.shipment_id,
-                cancel_replaced=True,
-                dropped_if_shipped=dropped,  # node_closed: True; lost_parcel: False
-            )
+            # node_closed: dropped if the old work ships; lost_parcel: not.
+            repair = _moving_off(old, f"{order_id}:x", dropped=dropped)
             backordered = m.plan(order_id, 1, [], repair=repair, outcome="backorder", backordered=old.lines)
             outcomes[dropped] = m.handle(PLANS, backordered)
         assert _only_outcome(outcomes[True]), "the repair of work that shipped anyway is not needed"
@@ -819,15 +813,7 @@ def test_work_that_ships_after_its_repair_was_held_undoes_the_repair(pg: Pg) -> 
             first = m.plan(order_id, 1, [("N0", [("L1", "S0", 1)])])
             m.handle(PLANS, first)
             old = first.shipments[0]
-            repair = Repair(
-                exception_id=f"{order_id}:x",
-                action="release_waiting" if not spec else "reroute",
-                lines=old.lines,
-                replaces_work_order_id=f"WO-{old.shipment_id}",
-                replaces_shipment_id=old.shipment_id,
-                cancel_replaced=True,
-                dropped_if_shipped=True,
-            )
+            repair = _moving_off(old, f"{order_id}:x", action="release_waiting" if not spec else "reroute")
             extra: dict[str, Any] = {"outcome": "backorder", "backordered": old.lines} if not spec else {}
             held = m.plan(order_id, 1, spec, repair=repair, **extra)
             m.handle(PLANS, held)
@@ -867,15 +853,7 @@ def test_a_repair_of_a_repair_is_undone_when_the_work_between_ships(pg: Pg) -> N
         shipment = first.shipments[0]
         moves = []
         for node in ("N1", "N2"):
-            repair = Repair(
-                exception_id=f"{shipment.shipment_id}:closed",
-                action="reroute",
-                lines=shipment.lines,
-                replaces_work_order_id=f"WO-{shipment.shipment_id}",
-                replaces_shipment_id=shipment.shipment_id,
-                cancel_replaced=True,
-                dropped_if_shipped=True,
-            )
+            repair = _moving_off(shipment, f"{shipment.shipment_id}:closed")
             move = m.plan(order_id, 1, [(node, [("L1", "S0", 1)])], repair=repair)
             m.handle(PLANS, move)
             moves.append(move)
@@ -1002,6 +980,21 @@ def test_the_queue_asking_twice_for_a_waiting_line_gets_it_planned_once(pg: Pg) 
         assert reserved == 1
     finally:
         m.teardown()
+
+
+def _moving_off(
+    old: PlannedShipment, exception_id: str, *, action: str = "reroute", dropped: bool = True
+) -> Repair:
+    """A playbook's repair of all of `old`'s lines, whose node is asked to cancel its work order."""
+    return Repair(
+        exception_id=exception_id,
+        action=action,
+        lines=old.lines,
+        replaces_work_order_id=f"WO-{old.shipment_id}",
+        replaces_shipment_id=old.shipment_id,
+        cancel_replaced=True,
+        dropped_if_shipped=dropped,
+    )
 
 
 def _shipped(
