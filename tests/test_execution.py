@@ -10,6 +10,7 @@ import asyncio
 import os
 import sys
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -30,7 +31,7 @@ from orchestrator.contract.execution import (
 )
 from orchestrator.contract.inventory import InventorySnapshot
 from orchestrator.contract.network import NodeStatusChanged
-from orchestrator.contract.orders import OrderAmended, OrderCreated
+from orchestrator.contract.orders import LineQuantityChange, OrderAmended, OrderCreated
 from orchestrator.stages.status_sync import rebuild_projection
 from tests.harness import BRISTOL, LEEDS, LONDON, MANCHESTER, Pipeline, address, ids, node, order, pipeline
 
@@ -225,6 +226,52 @@ async def test_an_amended_order_whose_old_work_order_ships_after_all_ships_once(
     replanned = pipeline.out.released(o.order_id)[1]
     assert replanned["node_id"] == leeds
     await ships_late_and_the_new_work_is_called_back(pipeline, o, wo, replanned, sku)
+
+
+async def test_an_amendment_that_comes_after_the_old_work_order_shipped_plans_only_the_rest(
+    pipeline: Pipeline,
+) -> None:
+    """London has shipped the order's two units when the customer raises the line to three and moves
+    the delivery to Leeds. The re-plan asks for three units at Leeds; reserve holds one, as two
+    have left: the Leeds work order carries one unit, and the line ships three in all, not five."""
+    n = ids("X3C")
+    london, leeds = n("DC-LONDON"), n("DC-LEEDS")
+    sku = n("S")
+    await pipeline.setup_network(
+        node(london, LONDON), node(leeds, LEEDS), stock={(london, sku): 5, (leeds, sku): 5}
+    )
+    o = order(n("ORD"), [(sku, 2)], to=LONDON)
+    line_id = o.lines[0].line_id
+    await pipeline.publish(o)
+    [wo] = await released(pipeline, o.order_id)
+    await pipeline.publish(ack(wo), shipped(wo, f"TRK-{o.order_id}"))
+    await pipeline.out.final_state(o.order_id, "shipped")
+    for _ in range(300):  # reserve reads the shipment on its own partition: wait until it has
+        if await pipeline.db.fetchval(
+            "SELECT sum(consumed) FROM reserve_reservations WHERE shipment_id = $1", wo["shipment_id"]
+        ):
+            break
+        await asyncio.sleep(0.1)
+    await pipeline.publish(
+        OrderAmended(
+            order_id=o.order_id,
+            ship_to=address(LEEDS, "Leeds"),
+            line_quantities=(LineQuantityChange(line_id=line_id, quantity=3),),
+            order_total=o.lines[0].unit_price * 3 + Decimal("4.99"),
+        )
+    )
+    await pipeline.out.wait(
+        lambda: len(pipeline.out.released(o.order_id)) == 2,
+        lambda: f"the rest released (so far {pipeline.out.statuses[o.order_id]})",
+    )
+    rest = pipeline.out.released(o.order_id)[1]
+    assert rest["node_id"] == leeds
+    assert [(x["line_id"], x["quantity"]) for x in rest["lines"]] == [(line_id, 1)]
+    rows = await pipeline.db.fetch("SELECT node_id, reserved FROM reserve_ledger WHERE sku = $1", sku)
+    assert {r["node_id"]: r["reserved"] for r in rows} == {london: 0, leeds: 1}
+    await pipeline.publish(ack(rest), shipped(rest, f"TRK-{o.order_id}-2"))
+    await pipeline.out.final_state(o.order_id, "shipped")
+    assert len(pipeline.out.released(o.order_id)) == 2
 
 
 async def test_a_closed_node_whose_work_no_one_can_take_is_asked_to_cancel_it_and_the_lines_wait(

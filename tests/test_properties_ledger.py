@@ -53,7 +53,7 @@ from hypothesis.stateful import (
 )
 
 from orchestrator.contract.base import EventPayload
-from orchestrator.contract.common import Package, SkuLine
+from orchestrator.contract.common import OrderState, Package, SkuLine
 from orchestrator.contract.envelope import Envelope
 from orchestrator.contract.examples import example
 from orchestrator.contract.execution import WorkOrderShipped
@@ -67,12 +67,14 @@ from orchestrator.contract.pipeline import (
     RedecideRequested,
     Repair,
     RepairOutcome,
+    ReservationConfirmed,
     ReservationsConsumed,
     ReservationsReleased,
 )
+from orchestrator.domain.already_left import plan_what_has_not_left
 from orchestrator.domain.supply import RELEASE_WAITING, queue_request_id
 from orchestrator.runtime.stage import Emitted, HandlerContext, Stage
-from orchestrator.stages.common import INVENTORY_UPDATES, PLANS, REROUTES, RESERVATIONS, WMS_EVENTS
+from orchestrator.stages.common import INVENTORY_UPDATES, PLANS, REROUTES, RESERVATIONS, STATUS, WMS_EVENTS
 from orchestrator.stages.reserve import _LostRace, reserve_plan, reserve_stage
 
 pytestmark = pytest.mark.integration
@@ -278,6 +280,8 @@ class LedgerMachine(RuleBasedStateMachine):
         self.current = {o: self.new_order(o) for o in ORDERS}
         self.shipments: dict[str, Shipment] = {}
         self.replaced: list[Replaced] = []
+        #: Units of a shipment that left which a held repair sends again: (shipment, line) → units.
+        self.resent: dict[tuple[str, str], int] = {}
         self.plans = 0
         self.counts = 0
         self.before: dict[tuple[str, str], asyncpg.Record] = {}
@@ -425,6 +429,15 @@ class LedgerMachine(RuleBasedStateMachine):
             )
             for sid, ids in replaced.items()
         ]
+        # What has left a node is not held again, unless a playbook sent it again (a lost parcel).
+        left: Counter[str] = Counter()
+        for h in self.model.held.values():
+            if h.order_id == plan.order_id:
+                left[h.line_id] += max(0, h.consumed - self.resent.get((h.shipment_id, h.line_id), 0))
+        remaining = plan_what_has_not_left(plan, left)
+        if remaining.left_out:
+            self.seen["plan: left out what had left"] += 1
+        plan = remaining.plan
         after = self.model.copy()
         fitted = after.take(plan)
         if fitted:
@@ -508,7 +521,9 @@ class LedgerMachine(RuleBasedStateMachine):
         # work the node was asked to stop; one given back does not.
         shipped = shipment_id in left
         holds = shipped or shipment_id in live
-        if o.cancelled or stale or not holds or (shipped and dropped):
+        # A parcel sent again stands whatever whole plan came since: each left its units out.
+        resends = cancel and not dropped
+        if o.cancelled or (stale and not (shipped and resends)) or not holds or (shipped and dropped):
             # It reserves nothing; it closes the exception that asked for it.
             assert _only_outcome(emitted), "a superseded repair reserves nothing"
             self.seen["repair: superseded"] += 1
@@ -517,6 +532,8 @@ class LedgerMachine(RuleBasedStateMachine):
             return
         if shipped:
             self.seen["repair: of a shipment that left"] += 1  # stands: the parcel is sent again
+            if stale:
+                self.seen["repair: a parcel sent again after a re-plan"] += 1
         after = self.model.copy()
         fitted = after.take(plan)
         if fitted:
@@ -526,6 +543,9 @@ class LedgerMachine(RuleBasedStateMachine):
                     after.give_back(h, h.quantity if cancel else min(h.quantity, wanted.get(h.line_id, 0)))
             self.model = after
             self.remember(plan)
+            if resends:
+                for x in lines:
+                    self.resent.setdefault((shipment_id, x.line_id), x.quantity)
             if dropped:
                 self.replaced.append(
                     Replaced(
@@ -715,6 +735,7 @@ def test_no_sequence_of_ledger_operations_oversells(pg: Pg) -> None:
     for outcome in (
         "plan: reserved",
         "plan: lost",
+        "plan: left out what had left",
         "repair: reserved",
         "repair: superseded",
         "repair: of a shipment that left",
@@ -944,6 +965,93 @@ def test_an_amendments_re_plan_is_undone_when_the_old_work_order_ships_after_all
         old = first.shipments[0]
         again = m.handle(WMS_EVENTS, _shipped(order_id, old.shipment_id, old.node_id, old.lines))
         assert again == [], "the node's event sent twice undoes nothing more"
+    finally:
+        m.teardown()
+
+
+def test_a_re_plan_that_comes_after_the_old_work_left_holds_only_the_rest(pg: Pg) -> None:
+    """The case the 400-order fault test found (CI, 2026-11-29): the old work order shipped before
+    an amendment's re-plan reached reserve, which held the re-plan whole, so the line shipped twice.
+    Moved only: nothing is held, and the order is told it has shipped. Raised from 2 to 3: one unit."""
+    LedgerMachine.pg = pg
+    m = LedgerMachine()
+    try:
+        for node in ("N0", "N1"):
+            m.snapshot(node, "S0", 10, 0)
+        held: dict[str, list[tuple[str, str, int]]] = {}
+        told: dict[str, list[Emitted]] = {}
+        for case, quantity in (("moved", 2), ("raised", 3)):
+            order_id = m.new_order(case)
+            first = m.plan(order_id, 1, [("N0", [("L1", "S0", 2)])])
+            m.handle(PLANS, first)
+            old = first.shipments[0]
+            m.handle(WMS_EVENTS, _shipped(order_id, old.shipment_id, old.node_id, old.lines))
+            told[case] = m.handle(PLANS, m.plan(order_id, 2, [("N1", [("L1", "S0", quantity)])]))
+            rows = pg.run(
+                pg.conn.fetch(
+                    "SELECT node_id, line_id, quantity FROM reserve_reservations"
+                    " WHERE order_id = $1 AND status = 'active'",
+                    order_id,
+                )
+            )
+            held[case] = [(r["node_id"], r["line_id"], r["quantity"]) for r in rows]
+        assert held == {"moved": [], "raised": [(m.name("N1"), "L1", 1)]}
+        statuses = [e.envelope.data for e in told["moved"] if e.topic == STATUS]
+        assert [(x.state, x.detail) for x in statuses] == [
+            (
+                OrderState.SHIPPED,
+                "every unit of the order had left a node before the re-plan: nothing is planned again",
+            )
+        ]
+        confirmed = [
+            e.envelope.data for e in told["raised"] if isinstance(e.envelope.data, ReservationConfirmed)
+        ]
+        assert [[(x.line_id, x.quantity) for x in s.shipment.lines] for s in confirmed[0].shipments] == [
+            [("L1", 1)]
+        ]
+        reserved = pg.run(
+            pg.conn.fetchval(
+                "SELECT reserved FROM reserve_ledger WHERE node_id = $1 AND sku = $2",
+                m.name("N1"),
+                m.name("S0"),
+            )
+        )
+        assert reserved == 1
+    finally:
+        m.teardown()
+
+
+def test_a_lost_parcel_is_sent_once_whether_the_re_plan_comes_before_or_after_its_repair(pg: Pg) -> None:
+    """A parcel that left is lost and a playbook sends it again; an amendment re-plans the order.
+    Re-send held first: the re-plan gives it back and plans the lost units itself (they never
+    arrived). Re-plan first: it leaves the units out, and the re-send, decided on the order as it
+    was, still stands. Either way one unit is held for the lost one."""
+    LedgerMachine.pg = pg
+    m = LedgerMachine()
+    try:
+        for node in ("N0", "N1", "N2"):
+            m.snapshot(node, "S0", 10, 0)
+        held: dict[str, list[tuple[str, int]]] = {}
+        for case in ("resent-first", "replan-first"):
+            order_id = m.new_order(case)
+            first = m.plan(order_id, 1, [("N0", [("L1", "S0", 1)])])
+            m.handle(PLANS, first)
+            old = first.shipments[0]
+            m.handle(WMS_EVENTS, _shipped(order_id, old.shipment_id, old.node_id, old.lines))
+            lost = _moving_off(old, f"{case}:lost", dropped=False)  # a lost parcel's reroute
+            resend = m.plan(order_id, 1, [("N1", [("L1", "S0", 1)])], repair=lost)
+            replan = m.plan(order_id, 2, [("N2", [("L1", "S0", 1)])])
+            for plan in (resend, replan) if case == "resent-first" else (replan, resend):
+                out = m.handle(PLANS, plan)
+                assert not _only_outcome(out), f"{case}: {plan.plan_id} was dropped"
+            rows = pg.run(
+                pg.conn.fetch(
+                    "SELECT node_id, quantity FROM reserve_reservations WHERE order_id = $1 AND status = 'active'",
+                    order_id,
+                )
+            )
+            held[case] = [(r["node_id"], r["quantity"]) for r in rows]
+        assert held == {"resent-first": [(m.name("N2"), 1)], "replan-first": [(m.name("N1"), 1)]}
     finally:
         m.teardown()
 

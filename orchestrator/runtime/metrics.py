@@ -273,6 +273,12 @@ class RuntimeMetrics:
             ["result", "plan"],
             registry=r,
         )
+        self.replan_units_left_out = Counter(
+            "orchestrator_replan_units_left_out_total",
+            "Units a whole re-plan (an amendment's, a re-decide) did not hold because they had left a"
+            " node before the re-plan reached reserve: planned again, they would have shipped twice.",
+            registry=r,
+        )
         self.release_latency = Histogram(
             "orchestrator_order_release_latency_seconds",
             "Order placed (the OMS's placed_at) to its first work order released (release's commit),"

@@ -16,7 +16,7 @@ order ships once: what its shipment held and did not take (picked short) is
 given back then, whatever the playbook does with the missing units.
 
 Owns `reserve_ledger`, `reserve_reservations`, `reserve_shipped`, `reserve_node_load`, `reserve_orders`,
-`reserve_closed_nodes`, `reserve_replaced` (see `reserve_replaced`).
+`reserve_closed_nodes`, `reserve_replaced`, `reserve_resent` (see `reserve_replaced`).
 
 Counts every plan it tries to hold stock for, by result (confirmed, lost_race, superseded), once
 the batch commits.
@@ -48,6 +48,7 @@ from orchestrator.contract.pipeline import (
     ReservedShipment,
     SupplyReleaseDue,
 )
+from orchestrator.domain.already_left import plan_what_has_not_left
 from orchestrator.domain.stock_counts import INT4_MAX, Counted, Shipped, consume, fold_changes
 from orchestrator.domain.supply import RELEASE_WAITING, PreorderRelease, from_queue
 from orchestrator.runtime.measures import StageMeasures
@@ -67,7 +68,14 @@ from orchestrator.stages.common import (
     emit_status,
 )
 from orchestrator.stages.reserve_giveback import give_back_order, give_back_slots
-from orchestrator.stages.reserve_replaced import remember_replaced, remember_replanned, undo_replacements
+from orchestrator.stages.reserve_replaced import (
+    remember_replaced,
+    remember_replanned,
+    remember_resent,
+    sends_a_parcel_again,
+    undo_replacements,
+    units_left,
+)
 from orchestrator.stages.reserve_supply import (
     CUSTOMER_NOTIFICATIONS,
     SupplyTicker,
@@ -519,7 +527,13 @@ async def superseded(conn: asyncpg.Connection, plan: PlanDecided, repair: Repair
     )
     if row is not None and row["cancelled"]:
         return "the order is cancelled"
-    if row is not None and plan.sequence < row["sequence"]:
+    if (
+        row is not None
+        and plan.sequence < row["sequence"]
+        and not (sends_a_parcel_again(repair) and await _has_left(conn, repair.replaces_shipment_id))
+    ):
+        # A parcel sent again stands: every whole plan since left its units out, as they had left
+        # (`plan_what_has_not_left`), or was undone for them when the parcel left after it.
         return f"decided for order sequence {plan.sequence}, reserve has planned {row['sequence']} since"
     if from_queue(repair) and await conn.fetchval(
         "SELECT count(*) FROM reserve_waiting WHERE order_id = $1 AND line_id = ANY($2::text[])",
@@ -545,6 +559,15 @@ async def superseded(conn: asyncpg.Connection, plan: PlanDecided, repair: Repair
     if not (held["holds"] or held["left_node"]):
         return f"shipment {replaced} holds nothing any more: a newer plan replaced it"
     return None
+
+
+async def _has_left(conn: asyncpg.Connection, shipment_id: str | None) -> bool:
+    return bool(
+        await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM reserve_reservations WHERE shipment_id = $1 AND consumed > 0)",
+            shipment_id,
+        )
+    )
 
 
 def shipments_given_back(
@@ -627,6 +650,7 @@ def reserve_stage(
             counted(ctx, LOST_RACE, REPAIR)
             return
         await remember_replaced(conn, plan, repair, ctx.now)
+        await remember_resent(conn, plan, repair)
         if shipments:
             ctx.emit(RESERVATIONS, confirmation(plan, shipments))
             counted(ctx, CONFIRMED, REPAIR)
@@ -659,6 +683,17 @@ def reserve_stage(
         given_back = await give_back_order(conn, plan.order_id)
         # Before this plan is held or lost: its node may still ship the old work, cancel or not.
         await remember_replanned(conn, plan, given_back, ctx.now)
+        # The old work may have left while the re-plan travelled here: hold only the rest.
+        remaining = plan_what_has_not_left(plan, await units_left(conn, plan.order_id))
+        if remaining.left_out:
+            ctx.log.info(
+                "re-plan leaves out what has left",
+                order_id=plan.order_id,
+                plan_id=plan.plan_id,
+                left_out=dict(remaining.left_out),
+            )
+            measures.count(ctx, lambda m: m.replan_units_left_out.inc(remaining.units_left_out))
+        plan = remaining.plan
         if given_back and old_plan is not None:
             ctx.emit(
                 RESERVATIONS,
@@ -690,12 +725,21 @@ def reserve_stage(
             active = plan.plan_id
             ctx.emit(RESERVATIONS, confirmation(plan, shipments))
             counted(ctx, CONFIRMED, WHOLE)
+            already = f"; {remaining.units_left_out} unit(s) had left already" if remaining.left_out else ""
             emit_status(
                 ctx,
                 plan.order_id,
                 OrderState.RESERVED,
                 plan.sequence,
-                detail=f"stock reserved for {len(shipments)} shipment(s)",
+                detail=f"stock reserved for {len(shipments)} shipment(s){already}",
+            )
+        elif remaining.left_out and not plan.backordered:
+            emit_status(
+                ctx,
+                plan.order_id,
+                OrderState.SHIPPED,
+                plan.sequence,
+                detail="every unit of the order had left a node before the re-plan: nothing is planned again",
             )
         await conn.execute(
             "INSERT INTO reserve_orders (order_id, sequence, active_plan_id) VALUES ($1, $2, $3)"

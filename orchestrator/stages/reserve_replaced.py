@@ -63,6 +63,44 @@ async def remember_replaced(
     )
 
 
+def sends_a_parcel_again(repair: Repair) -> bool:
+    """A repair of a parcel that went wrong after it left (lost, damaged): its units never arrive.
+
+    As the playbooks make them: the failing work order is to be cancelled (a short pick's is not:
+    what was picked ships) and the repair stands once the shipment has left (a stop's does not).
+    """
+    return (
+        repair.replaces_shipment_id is not None and repair.cancel_replaced and not repair.dropped_if_shipped
+    )
+
+
+async def remember_resent(conn: asyncpg.Connection, plan: PlanDecided, repair: Repair) -> None:
+    """Keep the units of a parcel a held repair sends again: a whole re-plan must not count them
+    as delivered."""
+    if not sends_a_parcel_again(repair):
+        return
+    await conn.executemany(
+        "INSERT INTO reserve_resent (shipment_id, line_id, order_id, units, plan_id)"
+        " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        [
+            (repair.replaces_shipment_id, line.line_id, plan.order_id, line.quantity, plan.plan_id)
+            for line in repair.lines
+        ],
+    )
+
+
+async def units_left(conn: asyncpg.Connection, order_id: str) -> dict[str, int]:
+    """The units of each of the order's lines that have left a node and were not sent again."""
+    rows = await conn.fetch(
+        "SELECT r.line_id, sum(GREATEST(r.consumed - COALESCE(s.units, 0), 0))::int AS units"
+        " FROM reserve_reservations r LEFT JOIN reserve_resent s"
+        " ON s.shipment_id = r.shipment_id AND s.line_id = r.line_id"
+        " WHERE r.order_id = $1 AND r.consumed > 0 GROUP BY r.line_id",
+        order_id,
+    )
+    return {r["line_id"]: r["units"] for r in rows if r["units"] > 0}
+
+
 async def remember_replanned(
     conn: asyncpg.Connection, plan: PlanDecided, given_back: Sequence[asyncpg.Record], now: datetime
 ) -> None:
@@ -200,4 +238,12 @@ async def _reservations_by_shipment(
     return sorted(by_shipment.items())
 
 
-__all__ = ["UndoneRepair", "remember_replaced", "remember_replanned", "undo_replacements"]
+__all__ = [
+    "UndoneRepair",
+    "remember_replaced",
+    "remember_replanned",
+    "remember_resent",
+    "sends_a_parcel_again",
+    "undo_replacements",
+    "units_left",
+]
