@@ -366,6 +366,52 @@ async def test_a_database_stage_replays_outputs_after_a_lost_kafka_commit_and_sk
     assert 'orchestrator_transient_faults_total{kind="KafkaConnectionError"' in metrics
 
 
+async def test_a_connection_asyncpg_lost_track_of_is_dropped_and_the_batch_retried(
+    bootstrap: str, database_url: str, db: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a PostgreSQL restart did in a 20,000-order fault run: asyncpg's protocol lost track of a
+    connection whose server went away mid-operation, the batch's commit raised InternalClientError
+    ("cannot switch to state 15; another operation (2) is in progress"), which is no connection error,
+    and the stage process ended. Now the batch is retried on a fresh connection, the broken one is
+    not handed out again, and every event comes out once."""
+    source, target = unique("in"), unique("out")
+    table = f"t_{uuid.uuid4().hex[:8]}"
+    await db.execute(f"CREATE TABLE {table} (order_id text, event_id text UNIQUE, backend integer)")
+    await create_topics(bootstrap, [source, target], partitions=1)
+    real_commit = asyncpg.transaction.Transaction._Transaction__commit  # type: ignore[attr-defined]
+    broken: list[int] = []
+
+    async def commit_once_confused(self: asyncpg.transaction.Transaction) -> None:
+        backend = self._connection.get_server_pid()
+        if not broken and await self._connection.fetchval(f"SELECT count(*) FROM {table}"):
+            broken.append(backend)
+            raise asyncpg.InternalClientError(
+                "cannot switch to state 15; another operation (2) is in progress"
+            )
+        await real_commit(self)
+
+    monkeypatch.setattr(asyncpg.transaction.Transaction, "_Transaction__commit", commit_once_confused)
+
+    async def handle(event: Envelope, ctx: HandlerContext) -> None:
+        backend = await ctx.db.fetchval("SELECT pg_backend_pid()")
+        await ctx.db.execute(f"INSERT INTO {table} VALUES ($1, $2, $3)", event.subject, event.id, backend)
+        ctx.emit(target, event.data)
+
+    stage = Stage(
+        name=f"ledger-{table}", inputs=(source,), outputs=(target,), handler=handle, uses_database=True
+    )
+    events = orders(5)
+    async with running([stage], _settings(bootstrap, database_url)) as task:
+        await publish_events(bootstrap, source, events)
+        outputs = await read_all(bootstrap, target, expect=5, timeout=30)
+        assert not task.done(), "the stage process ended"
+    assert broken, "the fault was never injected: the test tested nothing"
+    assert sorted(headers_of(o)["ce_causationid"] for o in outputs) == sorted(e.id for e in events)
+    rows = await db.fetch(f"SELECT backend FROM {table}")
+    assert len(rows) == 5, "each event changed the database once"
+    assert broken[0] not in {r["backend"] for r in rows}, "the broken connection came back"
+
+
 async def test_events_an_observer_does_not_want_are_passed_over_without_its_handler_or_database(
     bootstrap: str, database_url: str, db: asyncpg.Connection
 ) -> None:

@@ -76,6 +76,10 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.TooManyConnectionsError,
     asyncpg.SerializationError,
     asyncpg.DeadlockDetectedError,
+    # asyncpg lost track of a connection's state: the server went away in the middle of an
+    # operation (a PostgreSQL restart; the 20,000-order fault run ended status-sync this way at a
+    # commit). `_transact` drops the connection; the batch is retried on a fresh one.
+    asyncpg.InternalClientError,
 )
 
 
@@ -406,8 +410,14 @@ class StageWorker:
             began = clock()
             if self.stage.uses_database and not self._all_passed_over(records):
                 assert self.pool is not None
-                async with self.pool.acquire() as conn, conn.transaction():
-                    result = await self._handle_batch(tp, records, conn)
+                async with self.pool.acquire() as conn:
+                    try:
+                        async with conn.transaction():
+                            result = await self._handle_batch(tp, records, conn)
+                    except asyncpg.InternalClientError:
+                        # Back in the pool, its confused protocol would fail whoever took it next.
+                        conn.terminate()
+                        raise
             else:
                 result = await self._handle_batch(tp, records, None)
             handled = clock()
