@@ -18,11 +18,13 @@ import pytest
 
 from orchestrator.api.queries import parked_events
 from orchestrator.contract.envelope import Envelope
+from orchestrator.contract.orders import CancelReason, OrderCancelled
 from orchestrator.contract.returns import ReturnParkedExpired
 from orchestrator.runtime.metrics import RuntimeMetrics
 from orchestrator.stages.returns import ParkingTicker
 from tests.harness import LONDON, Pipeline, ids, node, order, pipeline
 from tests.support import publish_events, read_all
+from tests.test_execution import ack, shipped
 from tests.test_returns_e2e import (
     authorise,
     receipt,
@@ -57,17 +59,19 @@ async def until_parked(p: Pipeline, return_id: str, count: int, timeout: float =
         await asyncio.sleep(0.1)
 
 
-async def dead_letter_of(p: Pipeline, event: Envelope, timeout: float = 60) -> dict[str, str]:
-    """The headers of `event`'s record on wms.return-events.v1.dlq (other tests' letters skipped)."""
+async def dead_letter_of(
+    p: Pipeline, event: Envelope, timeout: float = 60, topic: str = "wms.return-events.v1"
+) -> dict[str, str]:
+    """The headers of `event`'s record on `topic`'s dead-letter topic (other tests' letters skipped)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        dead = await read_all(p.bootstrap, "wms.return-events.v1.dlq", expect=1, timeout=3, settle=0.2)
+        dead = await read_all(p.bootstrap, f"{topic}.dlq", expect=1, timeout=3, settle=0.2)
         for d in dead:
             headers = {k: v.decode(errors="replace") for k, v in d.headers}
             if headers.get("ce_id") == event.id:
                 return headers
         await asyncio.sleep(0.5)
-    raise AssertionError(f"{event.type} {event.id} never reached wms.return-events.v1.dlq")
+    raise AssertionError(f"{event.type} {event.id} never reached {topic}.dlq")
 
 
 def early_receipt(return_id: str, order_id: str, node_id: str, sku: str) -> dict[str, Any]:
@@ -159,3 +163,54 @@ async def test_a_node_event_for_a_return_never_authorised_is_dead_lettered_after
     assert f"(park limit 0:00:{PARK_LIMIT_S:02d})" in reason, reason
     assert await parked_rows(pipeline, never) == []
     assert never not in pipeline.out.returns, "nothing published for a return that does not exist"
+
+
+async def test_a_return_of_a_cancelled_order_waits_until_its_shipment_is_seen_or_the_park_limit(
+    pipeline: Pipeline,
+) -> None:
+    """The 20,000-order fault run lost 3 returns this way: the OMS authorised the return of a
+    cancelled order whose work had shipped anyway, before monitor (minutes behind) had seen the
+    shipment, and returns dead-lettered it after a 10 s wait. Now it is parked: handled once the
+    shipment is seen, dead-lettered only when none is seen by the park limit."""
+    n = ids("RP3")
+    dc = n("DC")
+    sku = n("S")
+    await pipeline.setup_network(node(dc, LONDON), stock={(dc, sku): 5})
+    late, held = order(n("ORD-LATE"), [(sku, 1)]), order(n("ORD-HELD"), [(sku, 1)])
+    await pipeline.publish(late, held)
+    wo = await released(pipeline, late.order_id)
+    await released(pipeline, held.order_id)
+    for o in (late, held):
+        await pipeline.publish(OrderCancelled(order_id=o.order_id, reason=CancelReason.CUSTOMER_REQUEST))
+    await pipeline.out.wait(
+        lambda: all(len(pipeline.out.cancel_requests(o.order_id)) == 1 for o in (late, held)),
+        "both orders stopped",
+    )
+    back, nothing = n("RMA-LATE"), n("RMA-HELD")
+    never = Envelope.new(authorise(nothing, held.order_id, sku, 1), source="test/oms")
+    await pipeline.publish(authorise(back, late.order_id, sku, 1))
+    await publish_events(pipeline.bootstrap, "oms.returns.v1", [never])
+    await until_parked(pipeline, back, 1)
+    await until_parked(pipeline, nothing, 1)
+    parked_at = time.monotonic()
+    waiting = await parked_events(pipeline.db, late.order_id)
+    assert [(w["event_type"], w["awaited"]) for w in waiting] == [
+        ("return.authorised.v1", f"a shipment of cancelled order {late.order_id} (return {back})")
+    ]
+
+    # The node ships the cancelled order's work anyway: the return goes ahead.
+    await pipeline.publish(ack(wo), shipped(wo, n("TRK")))
+    await until_state(pipeline, back, "awaiting_return", timeout=30)
+    assert await parked_rows(pipeline, back) == []
+
+    # Nothing of the other order ever ships: its return is dead-lettered at the park limit, saying why.
+    letter = await dead_letter_of(pipeline, never, topic="oms.returns.v1")
+    assert time.monotonic() - parked_at >= PARK_LIMIT_S - 1, "kept until the park limit"
+    assert letter["dlq_category"] == "order_cancelled"
+    reason = letter["dlq_reason"]
+    assert reason.startswith(
+        f"order {held.order_id} was cancelled and nothing of it has shipped: nothing to return"
+    ), reason
+    assert f"park limit 0:00:{PARK_LIMIT_S:02d}" in reason, reason
+    assert await parked_rows(pipeline, nothing) == []
+    assert states(pipeline, nothing) == []

@@ -371,8 +371,10 @@ class ReturnStatusChanged(EventPayload):
 
 
 class ReturnParkedExpired(EventPayload):
-    """returns' ticker → returns: a node's event about a return not authorised yet has waited past the
-    park limit; dead-letter it unless the authorisation came meanwhile."""
+    """returns' ticker → returns: a parked event's wait is over. A node's event about a return not
+    authorised yet, or an authorisation of a cancelled order none of whose work had been seen
+    leaving, waited past the park limit: dead-letter it unless what it waited for came meanwhile.
+    Or (an authorisation) a shipment of its order has been seen since: handle it now."""
 
     event_type: ClassVar[str] = "returns.parked_expired.v1"
 

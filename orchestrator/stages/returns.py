@@ -24,6 +24,11 @@ authorisation travels on another topic) is parked, not waited for: kept as it
 arrived, with its offset committed, so the partition goes on. The
 authorisation's handler replays it; the ticker asks for those still waiting
 after the park limit to be dead-lettered (`orchestrator.returns.timers.v1`).
+An authorisation of a cancelled order none of whose work monitor has seen
+leave is parked the same way: the cancellation may have come too late at the
+node, and monitor may be behind. The ticker asks for it to be handled as soon
+as monitor has seen a shipment of the order, and for it to be dead-lettered
+(`order_cancelled`) when none has been seen by the park limit.
 
 Owns `returns_cases` and `returns_parked_events`. Reads the order as ingest holds it (`ingest_orders`:
 lines, prices, address, tier), which SKUs each node stocks (reserve's
@@ -179,13 +184,33 @@ def park_limit_from_env(env: Mapping[str, str] | None = None) -> timedelta:
 # ------------------------------------------------------------------------------------------- parking
 
 
-class _NotAuthorisedYet(Exception):
-    """A node's event names a return we have no case of: parked (raised before anything changed)."""
+class _Early(Exception):
+    """An event about a return came before what it needs: parked (raised before anything changed)."""
 
-    def __init__(self, return_id: str, order_id: str) -> None:
-        super().__init__(f"unknown return {return_id} of order {order_id}")
+    def __init__(self, return_id: str, order_id: str, waits_for: str) -> None:
+        super().__init__(f"return {return_id} of order {order_id} waits for {waits_for}")
         self.return_id = return_id
         self.order_id = order_id
+        self.waits_for = waits_for
+
+
+class _NotAuthorisedYet(_Early):
+    """A node's event names a return we have no case of."""
+
+    def __init__(self, return_id: str, order_id: str) -> None:
+        super().__init__(return_id, order_id, "its authorisation")
+
+
+class _NotShippedYet(_Early):
+    """The OMS authorises a return of a cancelled order none of whose work monitor has seen leave.
+
+    The cancellation may have reached the node after the work left, and monitor (another stage,
+    which may be minutes behind) not have heard yet: the authorisation waits for a shipment of the
+    order, and is dead-lettered only when none has been seen by the park limit.
+    """
+
+    def __init__(self, return_id: str, order_id: str) -> None:
+        super().__init__(return_id, order_id, "a shipment of the cancelled order")
 
 
 #: returns' own space of two-key advisory locks (monitor's is 0x4D4F4E).
@@ -193,10 +218,10 @@ _PARKING_LOCK_SPACE = 0x524554  # "RET"
 _PARKED_COLUMNS = f"event_id, return_id, order_id, event_type, {RECORD_COLUMNS}, parked_at"
 
 
-async def _park(ctx: HandlerContext, early: _NotAuthorisedYet) -> None:
+async def _park(ctx: HandlerContext, early: _Early) -> None:
     waits_on = {"return_id": early.return_id, "order_id": early.order_id}
     await park(ctx, "returns_parked_events", "returns", waits_on)
-    ctx.log.info("parked until the return is authorised", return_id=early.return_id)
+    ctx.log.info(f"parked until {early.waits_for} is seen", return_id=early.return_id)
 
 
 async def _unpark(conn: asyncpg.Connection, event_id: str) -> None:
@@ -206,6 +231,14 @@ async def _unpark(conn: asyncpg.Connection, event_id: str) -> None:
 _EXPIRED_PARKED_SQL = """
 SELECT event_id, return_id, order_id, parked_at FROM returns_parked_events
  WHERE parked_at <= $1 ORDER BY parked_at LIMIT $2
+"""
+
+#: Parked authorisations of cancelled orders whose work monitor has since seen leave a node.
+_SHIPPED_PARKED_SQL = """
+SELECT p.event_id, p.return_id, p.order_id, p.parked_at FROM returns_parked_events p
+ WHERE p.event_type = $1 AND EXISTS (
+   SELECT 1 FROM monitor_shipments m WHERE m.order_id = p.order_id AND m.state = ANY($2::text[]))
+ ORDER BY p.parked_at LIMIT $3
 """
 
 
@@ -225,17 +258,23 @@ class ParkingTicker(Ticker):
             self._metrics.returns_parked_events.set(parked)
             self._metrics.returns_parked_oldest_seconds.set(oldest_s)
         envelopes: list[Envelope] = []
-        for r in await conn.fetch(_EXPIRED_PARKED_SQL, now - self.park_limit, self.batch):
-            expired = ReturnParkedExpired(
-                order_id=r["order_id"],
-                return_id=r["return_id"],
-                parked_event_id=r["event_id"],
-                parked_at=r["parked_at"],
-                due_at=r["parked_at"] + self.park_limit,
-            )
-            # One id per parked event: repeats from every tick and instance are one request.
-            eid = f"returns-parked-expired:{r['event_id']}"
-            envelopes.append(Envelope.new(expired, source=_SOURCE, event_id=eid, time=now))
+        expired = await conn.fetch(_EXPIRED_PARKED_SQL, now - self.park_limit, self.batch)
+        shipped = await conn.fetch(
+            _SHIPPED_PARKED_SQL, ReturnAuthorised.event_type, sorted(LEFT_NODE), self.batch
+        )
+        for why, rows in (("expired", expired), ("shipped", shipped)):
+            for r in rows:
+                due = ReturnParkedExpired(
+                    order_id=r["order_id"],
+                    return_id=r["return_id"],
+                    parked_event_id=r["event_id"],
+                    parked_at=r["parked_at"],
+                    due_at=r["parked_at"] + self.park_limit,
+                )
+                # One id per parked event and reason: repeats from every tick and instance are one
+                # request, and a wait that ends early does not take the id of its expiry.
+                eid = f"returns-parked-{why}:{r['event_id']}"
+                envelopes.append(Envelope.new(due, source=_SOURCE, event_id=eid, time=now))
         return envelopes
 
 
@@ -317,12 +356,8 @@ def returns_stage(
         stored = await order_of(ctx, request.order_id)
         if stored.cancelled and not await _any_shipped(ctx.db, request.order_id):
             # A cancellation can reach the node after its work left: those goods can come back. The
-            # shipment may not have reached monitor yet, so wait a little before calling it wrong.
-            raise RetryLater(
-                f"order {request.order_id} was cancelled and nothing of it has shipped: nothing to return",
-                "order_cancelled",
-                give_up_after_s=early_wait_s,
-            )
+            # shipment may not have reached monitor yet: park until it has, or the park limit.
+            raise _NotShippedYet(request.return_id, request.order_id)
         others = await ctx.db.fetch(
             "SELECT case_json FROM returns_cases WHERE order_id = $1", request.order_id
         )
@@ -347,20 +382,38 @@ def returns_stage(
     async def replay_parked(ctx: HandlerContext, return_id: str) -> None:
         """Handle the return's parked node events, in arrival order, now that it is authorised."""
         for row in await ctx.db.fetch(
-            f"SELECT {_PARKED_COLUMNS} FROM returns_parked_events WHERE return_id = $1 ORDER BY arrival",
+            f"SELECT {_PARKED_COLUMNS} FROM returns_parked_events WHERE return_id = $1 AND event_id <> $2"
+            " ORDER BY arrival",
             return_id,
+            ctx.event.id,  # a parked authorisation being replayed is not its own node event
         ):
             # The case exists now, so none can still be waiting for it.
-            await replay(
-                ctx, row, dispatch, still_waiting=_NotAuthorisedYet, unpark=lambda eid: _unpark(ctx.db, eid)
-            )
+            await replay(ctx, row, dispatch, still_waiting=_Early, unpark=lambda eid: _unpark(ctx.db, eid))
 
     async def on_parked_expired(ctx: HandlerContext, msg: ReturnParkedExpired) -> None:
         await lock_parking(ctx.db, _PARKING_LOCK_SPACE, msg.return_id)
+        parked = await ctx.db.fetchrow(
+            f"SELECT {_PARKED_COLUMNS} FROM returns_parked_events WHERE event_id = $1", msg.parked_event_id
+        )
+        authorisation = parked is not None and parked["event_type"] == ReturnAuthorised.event_type
+        # An authorisation whose order's work has been seen leaving since goes ahead now.
+        if (
+            parked is not None
+            and authorisation
+            and await replay(ctx, parked, dispatch, still_waiting=_Early, unpark=lambda e: _unpark(ctx.db, e))
+        ):
+            return
         row = await take_expired(
             ctx, "returns_parked_events", _PARKED_COLUMNS, msg.parked_event_id, limit=limit, due_at=msg.due_at
         )
-        if row is not None:
+        if row is not None and authorisation:
+            ctx.dead_letter(
+                ParkedRecord.from_row(row),
+                "order_cancelled",
+                f"order {row['order_id']} was cancelled and nothing of it has shipped: nothing to return"
+                f" (no shipment seen in {waited(row['parked_at'], ctx.now)}, park limit {limit})",
+            )
+        elif row is not None:
             ctx.dead_letter(
                 ParkedRecord.from_row(row),
                 "unknown_return",
@@ -402,14 +455,14 @@ def returns_stage(
         try:
             await dispatch(event, ctx)
             return
-        except _NotAuthorisedYet as early:
+        except _Early as early:
             return_id = early.return_id
         # The authorisation may be committing on another partition right now: look again under the
         # return's parking lock. Either its case is there now, or its handler will find this parked.
         await lock_parking(ctx.db, _PARKING_LOCK_SPACE, return_id)
         try:
             await dispatch(event, ctx)
-        except _NotAuthorisedYet as early:
+        except _Early as early:
             await _park(ctx, early)
 
     async def dispatch(event: Envelope, ctx: HandlerContext) -> None:
