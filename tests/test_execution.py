@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -207,16 +208,19 @@ async def ships_late_and_the_new_work_is_called_back(
     await p.out.final_state(o.order_id, "shipped")
 
 
+async def london_and_leeds(p: Pipeline, n: Callable[[str], str]) -> tuple[str, str, str]:
+    """A node in London and one in Leeds, each with 5 units of one SKU: (london, leeds, sku)."""
+    london, leeds, sku = n("DC-LONDON"), n("DC-LEEDS"), n("S")
+    await p.setup_network(node(london, LONDON), node(leeds, LEEDS), stock={(london, sku): 5, (leeds, sku): 5})
+    return london, leeds, sku
+
+
 async def test_an_amended_order_whose_old_work_order_ships_after_all_ships_once(pipeline: Pipeline) -> None:
     """The customer moves the delivery to Leeds, so the order is planned again at the Leeds node, and
     the London node, too late for the cancel request, ships the old work order: the Leeds work order
     is called back, so the line does not ship twice."""
     n = ids("X3A")
-    london, leeds = n("DC-LONDON"), n("DC-LEEDS")
-    sku = n("S")
-    await pipeline.setup_network(
-        node(london, LONDON), node(leeds, LEEDS), stock={(london, sku): 5, (leeds, sku): 5}
-    )
+    london, leeds, sku = await london_and_leeds(pipeline, n)
     o = order(n("ORD"), [(sku, 2)], to=LONDON)
     await pipeline.publish(o)
     [wo] = await released(pipeline, o.order_id)
@@ -235,11 +239,7 @@ async def test_an_amendment_that_comes_after_the_old_work_order_shipped_plans_on
     the delivery to Leeds. The re-plan asks for three units at Leeds; reserve holds one, as two
     have left: the Leeds work order carries one unit, and the line ships three in all, not five."""
     n = ids("X3C")
-    london, leeds = n("DC-LONDON"), n("DC-LEEDS")
-    sku = n("S")
-    await pipeline.setup_network(
-        node(london, LONDON), node(leeds, LEEDS), stock={(london, sku): 5, (leeds, sku): 5}
-    )
+    london, leeds, sku = await london_and_leeds(pipeline, n)
     o = order(n("ORD"), [(sku, 2)], to=LONDON)
     line_id = o.lines[0].line_id
     await pipeline.publish(o)

@@ -298,6 +298,11 @@ class LedgerMachine(RuleBasedStateMachine):
     def handle(self, topic: str, data: EventPayload) -> list[Emitted]:
         return self.pg.handle(self.stage, topic, data, "test/properties")
 
+    def reserved(self, node: str, sku: str) -> int:
+        """What the ledger row of `node` and `sku` (short names) has reserved."""
+        query = "SELECT reserved FROM reserve_ledger WHERE node_id = $1 AND sku = $2"
+        return int(self.pg.run(self.pg.conn.fetchval(query, self.name(node), self.name(sku))))
+
     def new_order(self, short: str) -> str:
         order_id = self.name(f"{short}.{len(self.by_id)}")
         self.by_id[order_id] = Order()
@@ -1009,14 +1014,7 @@ def test_a_re_plan_that_comes_after_the_old_work_left_holds_only_the_rest(pg: Pg
         assert [[(x.line_id, x.quantity) for x in s.shipment.lines] for s in confirmed[0].shipments] == [
             [("L1", 1)]
         ]
-        reserved = pg.run(
-            pg.conn.fetchval(
-                "SELECT reserved FROM reserve_ledger WHERE node_id = $1 AND sku = $2",
-                m.name("N1"),
-                m.name("S0"),
-            )
-        )
-        assert reserved == 1
+        assert m.reserved("N1", "S0") == 1
     finally:
         m.teardown()
 
@@ -1078,14 +1076,7 @@ def test_the_queue_asking_twice_for_a_waiting_line_gets_it_planned_once(pg: Pg) 
             plan = m.plan(order_id, 1, [("N0", [("L1", "S0", 1)])], repair=request)
             outcomes.append([e.envelope.type for e in m.handle(PLANS, plan) if e.topic == RESERVATIONS])
         assert outcomes == [["reservation.confirmed.v1"], []], "the second plan holds nothing"
-        reserved = pg.run(
-            pg.conn.fetchval(
-                "SELECT reserved FROM reserve_ledger WHERE node_id = $1 AND sku = $2",
-                m.name("N0"),
-                m.name("S0"),
-            )
-        )
-        assert reserved == 1
+        assert m.reserved("N0", "S0") == 1
     finally:
         m.teardown()
 
