@@ -73,6 +73,7 @@ from orchestrator.domain.returns import (
     replacement_outcome,
     returned_lines,
     units_in_live_returns,
+    with_shipped_removed_lines,
 )
 from orchestrator.domain.returns_policy import (
     RETURNS_POLICY_FILE_ENV,
@@ -924,3 +925,26 @@ def test_a_return_stays_consistent_whatever_happens(
     # Each replacement request is a new attempt.
     attempts = [r.repair.exception_id for s in steps for r in of(s, RedecideRequested) if r.repair]
     assert len(attempts) == len(set(attempts))
+
+
+def test_a_line_an_amendment_removed_after_it_shipped_can_come_back_at_the_units_that_shipped() -> None:
+    """The node shipped the mugs before the amendment removing them reached it: the customer has
+    them, so a return of them is checked against what shipped, at the line's price."""
+    amended = order(("SKU-KETTLE", 1, "49.99"))
+    mugs = ORDER.lines[1]
+    returnable = with_shipped_removed_lines(amended, [mugs], {"2": 3})
+    assert [(x.line_id, x.sku, x.quantity, x.unit_price) for x in returnable.lines] == [
+        ("1", "SKU-KETTLE", 1, Decimal("49.99")),
+        ("2", "SKU-MUG", 3, Decimal("6.00")),
+    ]
+    assert with_shipped_removed_lines(amended, [mugs], {"1": 1}) is amended, "the mugs never shipped"
+    request = ReturnAuthorised(
+        return_id="RMA-1",
+        order_id="ORD-1",
+        lines=(ReturnLine(line_id="2", sku="SKU-MUG", quantity=4),),
+        reason=ReturnReason.CHANGED_MIND,
+        resolution=ReturnResolution.REFUND,
+        authorised_at=NOW,
+    )
+    with pytest.raises(ReturnRefused, match="the order has 3"):
+        returned_lines(request, returnable, {})

@@ -18,7 +18,7 @@ import pytest
 
 from orchestrator.api.queries import parked_events
 from orchestrator.contract.envelope import Envelope
-from orchestrator.contract.orders import CancelReason, OrderCancelled
+from orchestrator.contract.orders import CancelReason, LineQuantityChange, OrderAmended, OrderCancelled
 from orchestrator.contract.returns import ReturnParkedExpired
 from orchestrator.runtime.metrics import RuntimeMetrics
 from orchestrator.stages.returns import ParkingTicker
@@ -195,7 +195,7 @@ async def test_a_return_of_a_cancelled_order_waits_until_its_shipment_is_seen_or
     parked_at = time.monotonic()
     waiting = await parked_events(pipeline.db, late.order_id)
     assert [(w["event_type"], w["awaited"]) for w in waiting] == [
-        ("return.authorised.v1", f"a shipment of cancelled order {late.order_id} (return {back})")
+        ("return.authorised.v1", f"a shipment of order {late.order_id} (return {back})")
     ]
 
     # The node ships the cancelled order's work anyway: the return goes ahead.
@@ -214,3 +214,62 @@ async def test_a_return_of_a_cancelled_order_waits_until_its_shipment_is_seen_or
     assert f"park limit 0:00:{PARK_LIMIT_S:02d}" in reason, reason
     assert await parked_rows(pipeline, nothing) == []
     assert states(pipeline, nothing) == []
+
+
+async def test_a_return_of_a_line_an_amendment_removed_is_taken_if_the_line_shipped(
+    pipeline: Pipeline,
+) -> None:
+    """The 20,000-order fault run lost 2 returns this way: the node shipped line 1 before the
+    amendment removing it reached it, the customer sent it back, and returns refused it ("order O
+    has no line 1"), as it checked the order as amended. The line that shipped is taken back; one
+    that never shipped waits for a shipment of it until the park limit, then is dead-lettered."""
+    n = ids("RP4")
+    dc = n("DC")
+    kept_sku, removed_sku = n("S-KEPT"), n("S-REMOVED")
+    await pipeline.setup_network(node(dc, LONDON), stock={(dc, kept_sku): 5, (dc, removed_sku): 5})
+    # Line 1 is the one the amendment removes (the helpers return line 1).
+    sent, stopped = (
+        order(n(name), [(removed_sku, 1), (kept_sku, 1)]) for name in ("ORD-SENT", "ORD-STOPPED")
+    )
+    await pipeline.publish(sent, stopped)
+    wo = await released(pipeline, sent.order_id)
+    await released(pipeline, stopped.order_id)
+    await pipeline.publish(ack(wo), shipped(wo, n("TRK")))
+    await pipeline.out.final_state(sent.order_id, "shipped")
+    for o in (sent, stopped):
+        await pipeline.publish(
+            OrderAmended(order_id=o.order_id, line_quantities=(LineQuantityChange(line_id="1", quantity=0),))
+        )
+    for o in (sent, stopped):
+        for _ in range(300):
+            if await pipeline.db.fetchval(
+                "SELECT jsonb_array_length(removed_lines) FROM ingest_orders WHERE order_id = $1", o.order_id
+            ):
+                break
+            await asyncio.sleep(0.1)
+
+    # The shipped order's removed line comes back: taken, at its price.
+    back = n("RMA-SENT")
+    await pipeline.publish(authorise(back, sent.order_id, removed_sku))
+    await until_state(pipeline, back, "awaiting_return", timeout=30)
+    [ro] = [r for r in return_orders(pipeline, sent.order_id) if r["return_id"] == back]
+    assert [(x["line_id"], x["sku"], x["quantity"]) for x in ro["lines"]] == [("1", removed_sku, 1)]
+
+    # The other order's line 1 never left: its return waits (the kept line shipping does not
+    # settle it), and is dead-lettered at the park limit, saying why.
+    never = Envelope.new(authorise(n("RMA-STOPPED"), stopped.order_id, removed_sku), source="test/oms")
+    await publish_events(pipeline.bootstrap, "oms.returns.v1", [never])
+    await until_parked(pipeline, never.data.return_id, 1)  # type: ignore[attr-defined]
+    parked_at = time.monotonic()
+    await pipeline.out.wait(lambda: len(pipeline.out.released(stopped.order_id)) == 2, "the re-plan released")
+    rest = pipeline.out.released(stopped.order_id)[1]
+    assert [x["sku"] for x in rest["lines"]] == [kept_sku]
+    await pipeline.publish(ack(rest), shipped(rest, n("TRK-2")))
+    letter = await dead_letter_of(pipeline, never, topic="oms.returns.v1")
+    assert time.monotonic() - parked_at >= PARK_LIMIT_S - 1, "kept until the park limit"
+    assert letter["dlq_category"] == "return_refused"
+    reason = letter["dlq_reason"]
+    assert reason.startswith(
+        f"return {never.data.return_id} names lines an amendment removed from order {stopped.order_id}"  # type: ignore[attr-defined]
+    ), reason
+    assert f"park limit 0:00:{PARK_LIMIT_S:02d}" in reason, reason

@@ -86,14 +86,14 @@ async def order_explanation(conn: Queryable, order_id: str) -> dict[str, Any] | 
 async def parked_events(conn: Queryable, order_id: str) -> list[dict[str, Any]]:
     """Events of the order that wait for what they are about: node and carrier events that monitor
     keeps until their work is released, node return events that returns keeps until the return is
-    authorised, a return authorisation of a cancelled order that returns keeps until a shipment of
-    it is seen; in the order they were parked (empty when none waits)."""
+    authorised, a return authorisation that returns keeps until a shipment of the goods is seen (a
+    cancelled order's, a line an amendment removed); in the order they were parked (empty when none waits)."""
     rows = await conn.fetch(
         "SELECT parked_at, event_type, event_id, awaited, source_topic FROM ("
         " SELECT parked_at, event_type, event_id, awaited, source_topic, arrival, 0 AS stage"
         " FROM monitor_parked_events WHERE order_id = $1"
         " UNION ALL SELECT parked_at, event_type, event_id, CASE WHEN event_type = 'return.authorised.v1'"
-        " THEN 'a shipment of cancelled order ' || order_id || ' (return ' || return_id || ')'"
+        " THEN 'a shipment of order ' || order_id || ' (return ' || return_id || ')'"
         " ELSE 'the authorisation of return ' || return_id || ' of order ' || order_id END,"
         " source_topic, arrival, 1"
         " FROM returns_parked_events WHERE order_id = $1) AS parked"

@@ -382,4 +382,7 @@ class ReturnParkedExpired(EventPayload):
     return_id: Identifier = Field(description="The return it waits for.")
     parked_event_id: str = Field(min_length=1, description="The parked event's id (`ce_id`).")
     parked_at: AwareDatetime = Field(description="When returns parked it.")
-    due_at: AwareDatetime = Field(description="When its wait ran out (parked_at + the park limit).")
+    due_at: AwareDatetime = Field(
+        description="When its wait ran out (parked_at + the park limit), or, for an authorisation whose"
+        " order's work was seen leaving, when that was seen."
+    )

@@ -196,6 +196,21 @@ def _lines_text(lines: Sequence[SkuLine] | Sequence[ReturnedLine] | Sequence[Ord
 # ---------------------------------------------------------------------------
 
 
+def with_shipped_removed_lines(
+    order: OrderCreated, removed: Sequence[OrderLine], shipped: dict[str, int]
+) -> OrderCreated:
+    """The order a return is checked against: as amended, plus each line an amendment removed
+    after it had shipped, at the units that shipped (the customer has them; the node sent them
+    before the removal reached it). A removed line that never shipped stays out."""
+    have = {line.line_id for line in order.lines}
+    back = tuple(
+        line.model_copy(update={"quantity": shipped[line.line_id]})
+        for line in removed
+        if line.line_id not in have and shipped.get(line.line_id, 0) > 0
+    )
+    return order if not back else order.model_copy(update={"lines": order.lines + back})
+
+
 def returned_lines(
     request: ReturnAuthorised, order: OrderCreated, already: dict[str, int]
 ) -> tuple[ReturnedLine, ...]:
@@ -777,4 +792,5 @@ __all__ = [
     "resolved_replacements",
     "returned_lines",
     "units_in_live_returns",
+    "with_shipped_removed_lines",
 ]

@@ -14,7 +14,7 @@ the order's create arrives, the order is cancelled there and then (received,
 then cancelled, on `oms.status.v1`) and goes no further. Fulfilling an order
 the customer had already cancelled would be the worse mistake.
 
-Owns `ingest_orders` (each order's current shape and sequence) and
+Owns `ingest_orders` (each order's current shape and sequence, and the lines amendments removed) and
 `ingest_early_cancels` (cancellations waiting for their order).
 """
 
@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
+
+import orjson
 
 from orchestrator.contract.common import OrderState, Reason
 from orchestrator.contract.envelope import Envelope
@@ -162,7 +164,7 @@ def ingest_stage() -> Stage:
             raise RejectEvent(
                 f"{event.type} for order {event.subject}, which is cancelled", "order_cancelled"
             )
-        order = order_from_json(row["order_json"])
+        order = previous = order_from_json(row["order_json"])
         sequence = row["sequence"] + 1
         ingested: OrderIngested
         if isinstance(data, OrderAmended):
@@ -193,13 +195,17 @@ def ingest_stage() -> Stage:
             )
         else:  # pragma: no cover - `accepts` lets nothing else through
             raise RejectEvent(f"ingest does not handle {event.type}")
+        # Kept for returns: the node may have shipped a line before its removal reached it.
+        kept = {line.line_id for line in order.lines}
+        removed = [line.model_dump(mode="json") for line in previous.lines if line.line_id not in kept]
         await ctx.db.execute(
-            "UPDATE ingest_orders SET sequence = $2, cancelled = $3, order_json = $4, updated_at = now()"
-            " WHERE order_id = $1",
+            "UPDATE ingest_orders SET sequence = $2, cancelled = $3, order_json = $4, updated_at = now(),"
+            " removed_lines = removed_lines || $5::jsonb WHERE order_id = $1",
             order.order_id,
             sequence,
             ingested.change is OrderChange.CANCELLED,
             order_json(order),
+            orjson.dumps(removed).decode(),
         )
         ctx.emit(INGESTED, ingested)
 

@@ -45,9 +45,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import asyncpg
+import orjson
 
 from orchestrator.contract.base import EventPayload
-from orchestrator.contract.common import Address
+from orchestrator.contract.common import Address, OrderLine
 from orchestrator.contract.envelope import Envelope
 from orchestrator.contract.inventory import InventoryDelta
 from orchestrator.contract.orders import OrderCreated
@@ -80,6 +81,7 @@ from orchestrator.domain.returns import (
     replacement_outcome,
     returned_lines,
     units_in_live_returns,
+    with_shipped_removed_lines,
 )
 from orchestrator.domain.returns_policy import ReturnsPolicy, load_returns_policy
 from orchestrator.runtime.parking import (
@@ -131,6 +133,8 @@ class _Order:
     order: OrderCreated
     sequence: int
     cancelled: bool
+    #: Lines amendments removed, as they were (see `with_shipped_removed_lines`).
+    removed: tuple[OrderLine, ...] = ()
 
 
 async def _any_shipped(conn: asyncpg.Connection, order_id: str) -> bool:
@@ -146,11 +150,27 @@ async def _any_shipped(conn: asyncpg.Connection, order_id: str) -> bool:
 
 async def _load_order(conn: asyncpg.Connection, order_id: str) -> _Order | None:
     row = await conn.fetchrow(
-        "SELECT order_json, sequence, cancelled FROM ingest_orders WHERE order_id = $1", order_id
+        "SELECT order_json, sequence, cancelled, removed_lines FROM ingest_orders WHERE order_id = $1",
+        order_id,
     )
     if row is None:
         return None
-    return _Order(OrderCreated.model_validate_json(row["order_json"]), row["sequence"], row["cancelled"])
+    removed = tuple(OrderLine.model_validate(line) for line in orjson.loads(row["removed_lines"]))
+    return _Order(
+        OrderCreated.model_validate_json(row["order_json"]), row["sequence"], row["cancelled"], removed
+    )
+
+
+async def _shipped_units(conn: asyncpg.Connection, order_id: str) -> dict[str, int]:
+    """Units of each of the order's lines that left a node, as monitor saw it (read, never written)."""
+    rows = await conn.fetch(
+        "SELECT l.line_id, sum(l.quantity)::int AS units FROM monitor_shipments m,"
+        " jsonb_to_recordset(m.lines) AS l(line_id text, quantity int)"
+        " WHERE m.order_id = $1 AND m.state = ANY($2::text[]) GROUP BY l.line_id",
+        order_id,
+        sorted(LEFT_NODE),
+    )
+    return {r["line_id"]: r["units"] for r in rows}
 
 
 async def _load_case(conn: asyncpg.Connection, return_id: str) -> ReturnCase | None:
@@ -202,15 +222,16 @@ class _NotAuthorisedYet(_Early):
 
 
 class _NotShippedYet(_Early):
-    """The OMS authorises a return of a cancelled order none of whose work monitor has seen leave.
+    """The OMS authorises a return of goods monitor has not seen leave: of a cancelled order none of
+    whose work it has seen leave, or of a line an amendment removed that it has not seen ship.
 
-    The cancellation may have reached the node after the work left, and monitor (another stage,
-    which may be minutes behind) not have heard yet: the authorisation waits for a shipment of the
-    order, and is dead-lettered only when none has been seen by the park limit.
+    The cancellation or amendment may have reached the node after the work left, and monitor
+    (another stage, which may be minutes behind) not have heard yet: the authorisation waits for a
+    shipment of the order, and is dead-lettered only when none has been seen by the park limit.
     """
 
     def __init__(self, return_id: str, order_id: str) -> None:
-        super().__init__(return_id, order_id, "a shipment of the cancelled order")
+        super().__init__(return_id, order_id, "a shipment of the order")
 
 
 #: returns' own space of two-key advisory locks (monitor's is 0x4D4F4E).
@@ -233,11 +254,13 @@ SELECT event_id, return_id, order_id, parked_at FROM returns_parked_events
  WHERE parked_at <= $1 ORDER BY parked_at LIMIT $2
 """
 
-#: Parked authorisations of cancelled orders whose work monitor has since seen leave a node.
+#: Parked authorisations whose order's work monitor has since seen leave a node, with how many of
+#: its work orders left: a parked return asks again each time one more does.
 _SHIPPED_PARKED_SQL = """
-SELECT p.event_id, p.return_id, p.order_id, p.parked_at FROM returns_parked_events p
- WHERE p.event_type = $1 AND EXISTS (
-   SELECT 1 FROM monitor_shipments m WHERE m.order_id = p.order_id AND m.state = ANY($2::text[]))
+SELECT p.event_id, p.return_id, p.order_id, p.parked_at, s.shipped FROM returns_parked_events p
+ CROSS JOIN LATERAL (SELECT count(*) AS shipped FROM monitor_shipments m
+   WHERE m.order_id = p.order_id AND m.state = ANY($2::text[])) s
+ WHERE p.event_type = $1 AND s.shipped > 0
  ORDER BY p.parked_at LIMIT $3
 """
 
@@ -269,11 +292,14 @@ class ParkingTicker(Ticker):
                     return_id=r["return_id"],
                     parked_event_id=r["event_id"],
                     parked_at=r["parked_at"],
-                    due_at=r["parked_at"] + self.park_limit,
+                    # A shipment seen is no expiry: one that does not settle the wait leaves it parked.
+                    due_at=r["parked_at"] + self.park_limit if why == "expired" else now,
                 )
                 # One id per parked event and reason: repeats from every tick and instance are one
                 # request, and a wait that ends early does not take the id of its expiry.
                 eid = f"returns-parked-{why}:{r['event_id']}"
+                if why == "shipped":
+                    eid += f":{r['shipped']}"
                 envelopes.append(Envelope.new(due, source=_SOURCE, event_id=eid, time=now))
         return envelopes
 
@@ -358,15 +384,25 @@ def returns_stage(
             # A cancellation can reach the node after its work left: those goods can come back. The
             # shipment may not have reached monitor yet: park until it has, or the park limit.
             raise _NotShippedYet(request.return_id, request.order_id)
+        order = stored.order
+        have = {line.line_id for line in order.lines}
+        gone = {x.line_id for x in request.lines} - have
+        if gone and gone <= {line.line_id for line in stored.removed}:
+            # An amendment removed the line; the node may have shipped it before the removal came.
+            order = with_shipped_removed_lines(
+                order, stored.removed, await _shipped_units(ctx.db, order.order_id)
+            )
+            if not gone <= {line.line_id for line in order.lines}:
+                raise _NotShippedYet(request.return_id, request.order_id)
         others = await ctx.db.fetch(
             "SELECT case_json FROM returns_cases WHERE order_id = $1", request.order_id
         )
         already = units_in_live_returns([ReturnCase.model_validate_json(r["case_json"]) for r in others])
-        lines = returned_lines(request, stored.order, already)
-        where = await route(ctx, lines, request.resolution, request.method, request.store_id, stored.order)
+        lines = returned_lines(request, order, already)
+        where = await route(ctx, lines, request.resolution, request.method, request.store_id, order)
         step = authorise(
             request,
-            order=stored.order,
+            order=order,
             order_sequence=stored.sequence,
             lines=lines,
             route=where,
@@ -407,12 +443,19 @@ def returns_stage(
             ctx, "returns_parked_events", _PARKED_COLUMNS, msg.parked_event_id, limit=limit, due_at=msg.due_at
         )
         if row is not None and authorisation:
-            ctx.dead_letter(
-                ParkedRecord.from_row(row),
-                "order_cancelled",
-                f"order {row['order_id']} was cancelled and nothing of it has shipped: nothing to return"
-                f" (no shipment seen in {waited(row['parked_at'], ctx.now)}, park limit {limit})",
-            )
+            stored = await _load_order(ctx.db, row["order_id"])
+            seen = f"no shipment seen in {waited(row['parked_at'], ctx.now)}, park limit {limit}"
+            if stored is not None and stored.cancelled:
+                category = "order_cancelled"
+                why = (
+                    f"order {row['order_id']} was cancelled and nothing of it has shipped: nothing to return"
+                )
+            else:
+                category = "return_refused"
+                why = (
+                    f"return {row['return_id']} names lines an amendment removed from order {row['order_id']}"
+                )
+            ctx.dead_letter(ParkedRecord.from_row(row), category, f"{why} ({seen})")
         elif row is not None:
             ctx.dead_letter(
                 ParkedRecord.from_row(row),
