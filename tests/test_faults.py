@@ -40,7 +40,9 @@ async def test_kills_restarts_and_a_closed_node_lose_and_double_nothing(tmp_path
     assert audit["oversold_units"] == 0 and audit["ledger_mismatches"] == 0, text
     # Shipments consumed their reservations (the check is part of `problems`; here, that it had work).
     assert audit["lines_shipped"] > 0 and audit["shipped_still_reserved"] == 0, text
-    # No line left the nodes twice (a repair of work a node shipped anyway would send it again).
+    # No line left the nodes twice (a repair of work a node shipped anyway would send it again),
+    # other than by a node shipping work it was asked to cancel too late (README "Not yet": the
+    # report counts those apart).
     assert audit["shipped_beyond_order"] == 0, text
     assert audit["final_states"].get("delivered", 0) > 300, text
     # Returns went through the same faults: each told once per step, at rest, restocked once.

@@ -214,6 +214,14 @@ def test_a_line_shipped_twice_is_found_unless_it_was_lost_exchanged_or_raised() 
         "LIVE-x-3/L1 shipped 3 of 1 (+1 sent again or exchanged)",
         "LIVE-x-3/RMA-1.L2 shipped 2 of 0 (+1 sent again or exchanged)",
     ]
+    # S-4's node had been asked to cancel it and shipped it anyway: the known race, reported apart.
+    facts.work_orders.append(WorkOrderSeen("WO-S-4", "LIVE-x-3", "S-4", "N1", (("L1", "SKU-1", 1),)))
+    facts.cancel_requested.add("WO-S-4")
+    result = audit(facts)
+    assert result.shipped_beyond_order == ["LIVE-x-3/RMA-1.L2 shipped 2 of 0 (+1 sent again or exchanged)"]
+    assert result.shipped_beyond_order_after_cancel == [
+        "LIVE-x-3/L1 shipped 3 of 1 (+1 sent again or exchanged)"
+    ]
 
 
 def test_recovery_is_summarised_per_kind_of_fault() -> None:

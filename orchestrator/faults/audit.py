@@ -87,6 +87,8 @@ class RunFacts:
     exchanged_lines: list[tuple[str, str, int]] = field(default_factory=list)
     #: Shipments that went wrong after they left (lost, a carrier's exception...): sent again by a repair.
     resent_shipments: set[str] = field(default_factory=set)
+    #: Work orders the orchestrator asked their node to cancel.
+    cancel_requested: set[str] = field(default_factory=set)
     #: Exception cases of the run's orders: (exception id, state).
     exception_cases: list[tuple[str, str]] = field(default_factory=list)
     #: Every status of a return of the run's orders the OMS was told.
@@ -121,13 +123,17 @@ class Audit:
     #: Reservations of lines that left in full and are still held: a shipment must consume them.
     shipped_still_reserved: list[str]
     #: Order lines that left the nodes in more units than the order asked for (less what went wrong
-    #: after leaving and was sent again, plus an exchange's replacements).
+    #: after leaving and was sent again, plus an exchange's replacements), where no node shipped
+    #: work it had been asked to cancel: a double the orchestrator itself caused.
     shipped_beyond_order: list[str]
     exceptions: dict[str, int]
     open_exceptions: list[str]
     dead_letters: dict[str, int]
     dead_letter_reasons: list[str]
     #: Returns the OMS authorised, their status transitions, return work orders and restocks.
+    #: The same, where a node shipped work it had been asked to cancel (the request came too late:
+    #: README "Not yet"). Reported, not a problem of the run: the open race is known.
+    shipped_beyond_order_after_cancel: list[str] = field(default_factory=list)
     returns: int = 0
     lost_returns: list[str] = field(default_factory=list)
     return_final_states: dict[str, int] = field(default_factory=dict)
@@ -183,6 +189,7 @@ class Audit:
             "lines_shipped": self.lines_shipped,
             "shipped_still_reserved": len(self.shipped_still_reserved),
             "shipped_beyond_order": len(self.shipped_beyond_order),
+            "shipped_beyond_order_after_cancel": len(self.shipped_beyond_order_after_cancel),
             "exceptions": self.exceptions,
             "open_exceptions": len(self.open_exceptions),
             "dead_letters": self.dead_letters,
@@ -257,7 +264,7 @@ def audit(facts: RunFacts) -> Audit:
         ).intersection(facts.active_reservation_ids)
     )
 
-    shipped_beyond_order = _shipped_beyond_order(facts)
+    shipped_beyond_order, after_cancel = _shipped_beyond_order(facts)
 
     # A node that comes up short corrects its count; when no repair took the line elsewhere, its
     # reservation still holds the units that are not there. Reserved beyond on-hand by those units is
@@ -301,6 +308,7 @@ def audit(facts: RunFacts) -> Audit:
         lines_shipped=len(facts.shipped_lines),
         shipped_still_reserved=shipped_still_reserved,
         shipped_beyond_order=shipped_beyond_order,
+        shipped_beyond_order_after_cancel=after_cancel,
         exceptions=dict(exceptions),
         open_exceptions=open_exceptions,
         dead_letters=dict(dead),
@@ -309,7 +317,7 @@ def audit(facts: RunFacts) -> Audit:
     )
 
 
-def _shipped_beyond_order(facts: RunFacts) -> list[str]:
+def _shipped_beyond_order(facts: RunFacts) -> tuple[list[str], list[str]]:
     """Order lines the nodes sent in more units than the order ever asked for: nothing doubled.
 
     A line may ship its largest ordered quantity (an amendment may have raised it after a first
@@ -323,6 +331,8 @@ def _shipped_beyond_order(facts: RunFacts) -> list[str]:
     for order_id, line_id, units in facts.exchanged_lines:
         extra[(order_id, line_id)] += units
     shipped: Counter[tuple[str, str]] = Counter()
+    asked_to_stop = {w.shipment_id for w in facts.work_orders if w.work_order_id in facts.cancel_requested}
+    after_cancel: set[tuple[str, str]] = set()
     for shipment_id, line_id, units in facts.shipped_lines:
         of = facts.shipment_orders.get(shipment_id)
         if of is None:
@@ -330,12 +340,22 @@ def _shipped_beyond_order(facts: RunFacts) -> list[str]:
         shipped[(of, line_id)] += units
         if shipment_id in facts.resent_shipments:
             extra[(of, line_id)] += units
-    return [
-        f"{order_id}/{line_id} shipped {units} of {allowed.get((order_id, line_id), 0)}"
-        + (f" (+{extra[(order_id, line_id)]} sent again or exchanged)" if extra[(order_id, line_id)] else "")
+        if shipment_id in asked_to_stop:
+            after_cancel.add((of, line_id))
+    beyond = [
+        (
+            (order_id, line_id),
+            f"{order_id}/{line_id} shipped {units} of {allowed.get((order_id, line_id), 0)}"
+            + (
+                f" (+{extra[(order_id, line_id)]} sent again or exchanged)"
+                if extra[(order_id, line_id)]
+                else ""
+            ),
+        )
         for (order_id, line_id), units in sorted(shipped.items())
         if units > allowed.get((order_id, line_id), 0) + extra[(order_id, line_id)]
     ]
+    return [t for k, t in beyond if k not in after_cancel], [t for k, t in beyond if k in after_cancel]
 
 
 def audit_returns(facts: RunFacts) -> dict[str, Any]:
@@ -468,6 +488,8 @@ async def collect_facts(
                 facts.exchanged_lines.extend(
                     (data["order_id"], f"{rma}.{x['line_id']}", int(x["quantity"])) for x in sent
                 )
+        elif topic == WORK_ORDERS and event_type.startswith("workorder.cancel_requested."):
+            facts.cancel_requested.add(data["work_order_id"])
         elif topic == WORK_ORDERS and event_type.startswith("returnorder.released."):
             facts.return_work_orders.append(data["return_order_id"])
         elif topic == STATUS and event_type.startswith("order.status_changed."):

@@ -128,6 +128,8 @@ def report_text(report: dict[str, Any]) -> str:
         f"| reservations still held by shipments that left | {a['shipped_still_reserved']} "
         f"of {a['lines_shipped']} lines shipped |",
         f"| order lines shipped in more units than ordered | {a['shipped_beyond_order']} |",
+        "| the same, by a node that shipped work it was asked to cancel (known race) |"
+        f" {a.get('shipped_beyond_order_after_cancel', 0)} |",
         f"| exceptions (resolved / in review / open) | {_exceptions(a['exceptions'])} |",
         f"| returns authorised | {a['returns']} |",
         f"| returns lost | {a['lost_returns']} |",
