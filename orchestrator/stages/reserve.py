@@ -527,13 +527,20 @@ async def superseded(conn: asyncpg.Connection, plan: PlanDecided, repair: Repair
     )
     if row is not None and row["cancelled"]:
         return "the order is cancelled"
-    if (
-        row is not None
-        and plan.sequence < row["sequence"]
-        and not (sends_a_parcel_again(repair) and await _has_left(conn, repair.replaces_shipment_id))
-    ):
-        # A parcel sent again stands: every whole plan since left its units out, as they had left
-        # (`plan_what_has_not_left`), or was undone for them when the parcel left after it.
+    replaced = repair.replaces_shipment_id
+    # What the replaced shipment holds, and whether it left: read once, for every check below.
+    held = None
+    if replaced is not None:
+        held = await conn.fetchrow(
+            "SELECT COALESCE(bool_or(status = 'active'), false) AS holds,"
+            " COALESCE(bool_or(consumed > 0), false) AS left_node"
+            " FROM reserve_reservations WHERE shipment_id = $1",
+            replaced,
+        )
+    # A parcel sent again stands: every whole plan since left its units out, as they had left
+    # (`plan_what_has_not_left`), or was undone for them when the parcel left after it.
+    resent = sends_a_parcel_again(repair) and held is not None and held["left_node"]
+    if row is not None and plan.sequence < row["sequence"] and not resent:
         return f"decided for order sequence {plan.sequence}, reserve has planned {row['sequence']} since"
     if from_queue(repair) and await conn.fetchval(
         "SELECT count(*) FROM reserve_waiting WHERE order_id = $1 AND line_id = ANY($2::text[])",
@@ -543,15 +550,8 @@ async def superseded(conn: asyncpg.Connection, plan: PlanDecided, repair: Repair
         # The queue asks again when a request goes unanswered for a while (a backlog, not a refusal):
         # the first plan to arrive took the lines out of the queue, and a second would ship them again.
         return "its lines wait no more: an earlier request for them was planned"
-    replaced = repair.replaces_shipment_id
-    if replaced is None:
+    if held is None:
         return None
-    held = await conn.fetchrow(
-        "SELECT COALESCE(bool_or(status = 'active'), false) AS holds,"
-        " COALESCE(bool_or(consumed > 0), false) AS left_node"
-        " FROM reserve_reservations WHERE shipment_id = $1",
-        replaced,
-    )
     if held["left_node"] and repair.dropped_if_shipped:
         # The node shipped the work it was asked to stop: planned again, its lines would ship twice.
         return f"shipment {replaced} left the node after all: its lines are on their way"
@@ -559,15 +559,6 @@ async def superseded(conn: asyncpg.Connection, plan: PlanDecided, repair: Repair
     if not (held["holds"] or held["left_node"]):
         return f"shipment {replaced} holds nothing any more: a newer plan replaced it"
     return None
-
-
-async def _has_left(conn: asyncpg.Connection, shipment_id: str | None) -> bool:
-    return bool(
-        await conn.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM reserve_reservations WHERE shipment_id = $1 AND consumed > 0)",
-            shipment_id,
-        )
-    )
 
 
 def shipments_given_back(
